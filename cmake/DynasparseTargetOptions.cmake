@@ -1,0 +1,43 @@
+# Options for dynasparse's own tests, benchmarks and examples (never for the library target,
+# whose users choose their own flags).
+
+set(DYNASPARSE_ARCH "native" CACHE STRING
+  "Target of the tests, benchmarks and examples: native, avx2, avx512, armv8, armv8-dotprod, scalar")
+set_property(CACHE DYNASPARSE_ARCH PROPERTY STRINGS native avx2 avx512 armv8 armv8-dotprod scalar)
+
+if(DYNASPARSE_ARCH STREQUAL "native")
+  set(_dynasparse_arch_flags -march=native)
+elseif(DYNASPARSE_ARCH STREQUAL "avx2")
+  set(_dynasparse_arch_flags -march=x86-64-v3)
+elseif(DYNASPARSE_ARCH STREQUAL "avx512")
+  set(_dynasparse_arch_flags -march=x86-64-v4 -mavx512vnni)
+elseif(DYNASPARSE_ARCH STREQUAL "armv8")
+  set(_dynasparse_arch_flags -march=armv8-a)
+elseif(DYNASPARSE_ARCH STREQUAL "armv8-dotprod")
+  set(_dynasparse_arch_flags -march=armv8.2-a+dotprod)
+elseif(DYNASPARSE_ARCH STREQUAL "scalar")
+  set(_dynasparse_arch_flags "")
+else()
+  message(FATAL_ERROR "DYNASPARSE_ARCH: unknown value '${DYNASPARSE_ARCH}'; expected one of "
+    "native, avx2, avx512, armv8, armv8-dotprod, scalar")
+endif()
+
+# dynasparse_configure_target(<target>): arch flags, warnings, scalar forcing.
+function(dynasparse_configure_target target)
+  target_compile_options(${target} PRIVATE ${_dynasparse_arch_flags})
+  if(DYNASPARSE_ARCH STREQUAL "scalar")
+    target_compile_definitions(${target} PRIVATE DYNASPARSE_FORCE_SCALAR)
+  endif()
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    # -Wno-psabi: GCC notes about vector ABI changes across compiler versions are noise for
+    # header-only code built with one compiler.
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Werror
+      -Wno-psabi)
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+      # GCC 12's own AVX-512 intrinsic headers trip these (the `__Y = __Y` idiom behind
+      # _mm512_undefined_*), fixed in GCC 13.
+      target_compile_options(${target} PRIVATE -Wno-uninitialized -Wno-maybe-uninitialized)
+    endif()
+  endif()
+  target_link_libraries(${target} PRIVATE dynasparse::dynasparse)
+endfunction()

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+// Non-owning row-major 2-D views: the currency of every module's forward().
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "dynasparse/error.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+
+/// A row-major `[rows, cols]` view over memory owned elsewhere; row `r` starts at
+/// `data() + r * stride()` (stride in elements, >= cols). Copying a view copies the pointer,
+/// never the data; the view must not outlive the memory.
+template <class T>
+class TensorView {
+ public:
+  using value_type = std::remove_const_t<T>;
+
+  TensorView() noexcept = default;
+  /// A dense view (stride = cols).
+  TensorView(T* data, std::size_t rows, std::size_t cols) noexcept
+      : data_(data), rows_(rows), cols_(cols), stride_(cols) {}
+  /// A strided view. @throws ShapeError if stride < cols.
+  TensorView(T* data, std::size_t rows, std::size_t cols, std::size_t stride)
+      : data_(data), rows_(rows), cols_(cols), stride_(stride) {
+    if (stride < cols) {
+      detail::fail<ShapeError>("core", "row stride shorter than a row",
+                               ">= " + std::to_string(cols), stride, "TensorView");
+    }
+  }
+  /// A const view of a mutable one.
+  template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
+  TensorView(const TensorView<U>& other) noexcept  // NOLINT(google-explicit-constructor)
+      : data_(other.data()), rows_(other.rows()), cols_(other.cols()), stride_(other.stride()) {}
+
+  T* data() const noexcept { return data_; }
+  std::size_t rows() const noexcept { return rows_; }
+  std::size_t cols() const noexcept { return cols_; }
+  std::size_t stride() const noexcept { return stride_; }
+  std::size_t size() const noexcept { return rows_ * cols_; }
+  bool empty() const noexcept { return rows_ == 0 || cols_ == 0; }
+  bool contiguous() const noexcept { return stride_ == cols_ || rows_ <= 1; }
+
+  T* row(std::size_t r) const noexcept { return data_ + r * stride_; }
+  T& operator()(std::size_t r, std::size_t c) const noexcept { return data_[r * stride_ + c]; }
+
+  /// Rows [first, first + count) as a view. @throws ShapeError past the end.
+  TensorView row_range(std::size_t first, std::size_t count) const {
+    if (first > rows_ || count > rows_ - first) {
+      detail::fail<ShapeError>("core", "row range outside the view",
+                               "<= " + std::to_string(rows_) + " rows",
+                               std::to_string(first) + "+" + std::to_string(count), "TensorView");
+    }
+    return TensorView(data_ + first * stride_, count, cols_, stride_);
+  }
+
+  /// Columns [first, first + count) as a strided view. @throws ShapeError past the end.
+  TensorView col_range(std::size_t first, std::size_t count) const {
+    if (first > cols_ || count > cols_ - first) {
+      detail::fail<ShapeError>("core", "column range outside the view",
+                               "<= " + std::to_string(cols_) + " columns",
+                               std::to_string(first) + "+" + std::to_string(count), "TensorView");
+    }
+    return TensorView(data_ + first, rows_, count, stride_);
+  }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t rows_ = 0;
+  std::size_t cols_ = 0;
+  std::size_t stride_ = 0;
+};
+
+using MatrixView = TensorView<float>;
+using ConstMatrixView = TensorView<const float>;
+
+/// Formats a shape as `[rows, cols]` for error messages.
+inline std::string shape_string(std::size_t rows, std::size_t cols) {
+  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+}
+
+/// Checks a view's shape. @throws ShapeError naming `name` with both shapes.
+template <class T>
+inline void check_shape(const TensorView<T>& v, std::size_t rows, std::size_t cols,
+                        std::string_view module, std::string_view name) {
+  if (v.rows() != rows || v.cols() != cols) {
+    detail::fail<ShapeError>(module, "tensor shape mismatch", shape_string(rows, cols),
+                             shape_string(v.rows(), v.cols()), name);
+  }
+}
+
+/// Checks a view's column count (any number of rows). @throws ShapeError naming `name`.
+template <class T>
+inline void check_cols(const TensorView<T>& v, std::size_t cols, std::string_view module,
+                       std::string_view name) {
+  if (v.cols() != cols) {
+    detail::fail<ShapeError>(module, "tensor feature size mismatch",
+                             shape_string(v.rows(), cols), shape_string(v.rows(), v.cols()), name);
+  }
+}
+
+DYNASPARSE_NAMESPACE_END

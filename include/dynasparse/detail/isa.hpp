@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one place that reads the compiler's ISA macros; everything else asks DYNASPARSE_HAS_*.
+#pragma once
+
+// DYNASPARSE_FORCE_SCALAR turns every vector path off, so the scalar references run
+// everywhere (the CI's scalar job, and a debugging aid for users).
+#if defined(DYNASPARSE_FORCE_SCALAR)
+#define DYNASPARSE_HAS_AVX2 0
+#define DYNASPARSE_HAS_AVX512BW 0
+#define DYNASPARSE_HAS_AVX512VNNI 0
+#define DYNASPARSE_HAS_AVXVNNI 0
+#define DYNASPARSE_HAS_NEON 0
+#define DYNASPARSE_HAS_NEON_DOTPROD 0
+#define DYNASPARSE_HAS_I8MM 0
+#else
+#if defined(__AVX2__)
+#define DYNASPARSE_HAS_AVX2 1
+#else
+#define DYNASPARSE_HAS_AVX2 0
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define DYNASPARSE_HAS_AVX512BW 1
+#else
+#define DYNASPARSE_HAS_AVX512BW 0
+#endif
+#if DYNASPARSE_HAS_AVX512BW && defined(__AVX512VNNI__)
+#define DYNASPARSE_HAS_AVX512VNNI 1
+#else
+#define DYNASPARSE_HAS_AVX512VNNI 0
+#endif
+#if defined(__AVXVNNI__) && DYNASPARSE_HAS_AVX2
+#define DYNASPARSE_HAS_AVXVNNI 1
+#else
+#define DYNASPARSE_HAS_AVXVNNI 0
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define DYNASPARSE_HAS_NEON 1
+#else
+#define DYNASPARSE_HAS_NEON 0
+#endif
+#if DYNASPARSE_HAS_NEON && defined(__ARM_FEATURE_DOTPROD)
+#define DYNASPARSE_HAS_NEON_DOTPROD 1
+#else
+#define DYNASPARSE_HAS_NEON_DOTPROD 0
+#endif
+#if DYNASPARSE_HAS_NEON && defined(__ARM_FEATURE_MATMUL_INT8)
+#define DYNASPARSE_HAS_I8MM 1
+#else
+#define DYNASPARSE_HAS_I8MM 0
+#endif
+#endif
+
+// The float SIMD family as xsimd::default_arch resolves it for these flags; used in the
+// inline namespace and in build_info() (simd/arch.hpp checks the two agree).
+#if defined(DYNASPARSE_FORCE_SCALAR)
+#define DYNASPARSE_ISA_TAG scalar
+#elif DYNASPARSE_HAS_AVX512BW
+#define DYNASPARSE_ISA_TAG avx512bw
+#elif DYNASPARSE_HAS_AVX2 && defined(__FMA__)
+#define DYNASPARSE_ISA_TAG avx2
+#elif DYNASPARSE_HAS_NEON
+#define DYNASPARSE_ISA_TAG neon64
+#elif defined(__SSE2__) || defined(_M_X64)
+#define DYNASPARSE_ISA_TAG sse2
+#else
+#define DYNASPARSE_ISA_TAG generic
+#endif
+
+// The int8 dot-product extension the int8 kernels use.
+#if DYNASPARSE_HAS_AVX512VNNI
+#define DYNASPARSE_INT8_TAG avx512vnni
+#elif DYNASPARSE_HAS_AVXVNNI
+#define DYNASPARSE_INT8_TAG avxvnni
+#elif DYNASPARSE_HAS_NEON_DOTPROD
+#define DYNASPARSE_INT8_TAG dotprod
+#else
+#define DYNASPARSE_INT8_TAG none
+#endif

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: Apache-2.0
+// Umbrella header: includes every public header.
+#pragma once
+
+#include "dynasparse/config.hpp"
+#include "dynasparse/error.hpp"
+#include "dynasparse/fwd.hpp"
+#include "dynasparse/version.hpp"
+
+#include "dynasparse/core/aligned_buffer.hpp"
+#include "dynasparse/core/build_info.hpp"
+#include "dynasparse/core/eigen_interop.hpp"
+#include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
+#include "dynasparse/core/workspace.hpp"
+
+#include "dynasparse/simd/arch.hpp"
+#include "dynasparse/simd/dot_int8.hpp"
+#include "dynasparse/simd/math.hpp"
+#include "dynasparse/simd/quantize.hpp"
+#include "dynasparse/simd/reduce.hpp"
+#include "dynasparse/simd/softmax.hpp"

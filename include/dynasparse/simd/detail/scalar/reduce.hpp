@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+// Scalar references of the float reductions and axpy (simd/reduce.hpp).
+//
+// Contract: lengths in elements; n = 0 gives the identity (0 for sums, -inf for max).
+// Summation is sequential in index order; vector kernels sum in another order and match
+// within a bound proportional to sum(|terms|) (tests/support/tolerances.hpp).
+// max_f32 returns NaN if any element is NaN.
+#pragma once
+
+#include <cstddef>
+#include <limits>
+
+#include "dynasparse/config.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace simd::detail::scalar {
+
+inline float dot_f32(const float* a, const float* b, std::size_t n) noexcept {
+  float s = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+/// y[i] += alpha * x[i].
+inline void axpy_f32(float alpha, const float* x, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+inline float sum_f32(const float* x, std::size_t n) noexcept {
+  float s = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+
+inline float max_f32(const float* x, std::size_t n) noexcept {
+  float m = -std::numeric_limits<float>::infinity();
+  bool nan = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    nan |= x[i] != x[i];
+    m = x[i] > m ? x[i] : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
+}  // namespace simd::detail::scalar
+DYNASPARSE_NAMESPACE_END

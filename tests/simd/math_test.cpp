@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/simd/math.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "support/arches.hpp"
+#include "support/random.hpp"
+#include "support/tolerances.hpp"
+
+namespace {
+
+using namespace dynasparse_test;
+namespace simd = dynasparse::simd;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Compares element by element: NaN must match NaN; infinities must match exactly; finite
+// values within abs + rel * |ref|.
+void expect_close(const std::vector<float>& ref, const std::vector<float>& got,
+                  const std::vector<float>& in, float rel, float abs, const std::string& what) {
+  ASSERT_EQ(ref.size(), got.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(ref[i])) {
+      EXPECT_TRUE(std::isnan(got[i])) << what << " at x=" << in[i] << " got " << got[i];
+    } else if (std::isinf(ref[i])) {
+      EXPECT_EQ(ref[i], got[i]) << what << " at x=" << in[i];
+    } else {
+      EXPECT_NEAR(ref[i], got[i], abs + rel * std::fabs(ref[i]))
+          << what << " at i=" << i << " x=" << in[i];
+    }
+  }
+}
+
+template <class Arch>
+class SimdMath : public ::testing::Test {};
+TYPED_TEST_SUITE(SimdMath, FloatArches, ArchNames);
+
+using Kernel = void (*)(const float*, float*, std::size_t);
+
+template <class Arch>
+void check_kernel(Kernel kernel, Kernel reference, float lo, float hi, float rel, float abs,
+                  const std::string& name) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, lo, hi, 17u + static_cast<unsigned>(n));
+    std::vector<float> want(n), got(n, -1.0f);
+    reference(x.data(), want.data(), n);
+    kernel(x.data(), got.data(), n);
+    expect_close(want, got, x, rel, abs, name + " n=" + std::to_string(n));
+    // In place gives the same answer as out of place.
+    std::vector<float> inplace = x;
+    kernel(inplace.data(), inplace.data(), n);
+    EXPECT_EQ(got, inplace) << name << " in place, n=" << n;
+  }
+  // Extremes, padded to two vectors plus a tail so every lane position sees them.
+  std::vector<float> x = {kInf, -kInf, kNaN, 88.0f, -88.0f, 0.0f, -0.0f, 1e30f, -1e30f, 88.3f,
+                          -103.0f, 1e-30f, -1e-30f, 20.0f, -20.0f, 9.0f, -9.0f};
+  const std::vector<float> base = x;
+  for (int rep = 0; rep < 5; ++rep) x.insert(x.end(), base.begin(), base.end());
+  std::vector<float> want(x.size()), got(x.size());
+  reference(x.data(), want.data(), x.size());
+  kernel(x.data(), got.data(), x.size());
+  expect_close(want, got, x, rel, abs, name + " extremes");
+}
+
+TYPED_TEST(SimdMath, ExpMatchesStdExp) {
+  check_kernel<TypeParam>(simd::exp_f32<TypeParam>, simd::detail::scalar::exp_f32, -87.0f, 88.0f,
+                          kExpRel, kExpAbs, "exp");
+}
+
+TYPED_TEST(SimdMath, ExpLimits) {
+  const std::vector<float> x = {kInf, -kInf, kNaN, 0.0f, 89.0f, -104.0f, kInf, -kInf,
+                                kNaN, 0.0f, 89.0f, -104.0f, kInf, -kInf, kNaN, 0.0f, 89.0f};
+  std::vector<float> y(x.size());
+  simd::exp_f32<TypeParam>(x.data(), y.data(), x.size());
+  for (std::size_t i = 0; i < x.size(); i += 6) {
+    EXPECT_EQ(y[i], kInf);
+    EXPECT_EQ(y[i + 1], 0.0f);
+    EXPECT_TRUE(std::isnan(y[i + 2]));
+    EXPECT_EQ(y[i + 3], 1.0f);
+    EXPECT_EQ(y[i + 4], kInf);
+    if (i + 5 < x.size()) {
+      EXPECT_EQ(y[i + 5], 0.0f);
+    }
+  }
+}
+
+TYPED_TEST(SimdMath, SigmoidMatchesReference) {
+  check_kernel<TypeParam>(simd::sigmoid_f32<TypeParam>, simd::detail::scalar::sigmoid_f32, -30.0f,
+                          30.0f, kSigmoidRel, kSigmoidAbs, "sigmoid");
+}
+
+TYPED_TEST(SimdMath, SigmoidSaturatesAtInfinity) {
+  std::vector<float> x(33, kInf), y(33);
+  for (std::size_t i = 0; i < x.size(); i += 2) x[i] = -kInf;
+  simd::sigmoid_f32<TypeParam>(x.data(), y.data(), x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_EQ(y[i], i % 2 == 0 ? 0.0f : 1.0f) << i;
+}
+
+TYPED_TEST(SimdMath, TanhMatchesStdTanh) {
+  check_kernel<TypeParam>(simd::tanh_f32<TypeParam>, simd::detail::scalar::tanh_f32, -12.0f, 12.0f,
+                          kTanhRel, kTanhAbs, "tanh");
+}
+
+TYPED_TEST(SimdMath, SiluMatchesReference) {
+  check_kernel<TypeParam>(simd::silu_f32<TypeParam>, simd::detail::scalar::silu_f32, -30.0f, 30.0f,
+                          kSigmoidRel, kSigmoidAbs, "silu");
+}
+
+TYPED_TEST(SimdMath, GeluMatchesErfReference) {
+  check_kernel<TypeParam>(simd::gelu_f32<TypeParam>, simd::detail::scalar::gelu_f32, -10.0f, 10.0f,
+                          kGeluRel, kGeluAbs, "gelu");
+}
+
+TEST(SimdMathReference, GeluAndSiluLimitsAreZeroAtMinusInfinity) {
+  EXPECT_EQ(simd::detail::scalar::gelu(-kInf), 0.0f);
+  EXPECT_EQ(simd::detail::scalar::silu(-kInf), 0.0f);
+  EXPECT_EQ(simd::detail::scalar::gelu(kInf), kInf);
+  // PyTorch: gelu(1) = 0.8413447, silu(1) = 0.7310586.
+  EXPECT_NEAR(simd::detail::scalar::gelu(1.0f), 0.8413447f, 1e-6f);
+  EXPECT_NEAR(simd::detail::scalar::silu(1.0f), 0.7310586f, 1e-6f);
+}
+
+}  // namespace

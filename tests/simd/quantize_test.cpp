@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/simd/quantize.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "support/arches.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using namespace dynasparse_test;
+namespace simd = dynasparse::simd;
+
+template <class Arch>
+class SimdQuantize : public ::testing::Test {};
+TYPED_TEST_SUITE(SimdQuantize, FloatArches, ArchNames);
+
+TYPED_TEST(SimdQuantize, QuantizeIsBitExactWithReference) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, -6.0f, 6.0f, 11u + static_cast<unsigned>(n));
+    const float inv_scale = 127.0f / 5.0f;  // alpha = 5: some values saturate
+    std::vector<std::int8_t> want(n), got(n);
+    simd::detail::scalar::quantize_f32s8(x.data(), want.data(), n, inv_scale);
+    simd::quantize_f32s8<TypeParam>(x.data(), got.data(), n, inv_scale);
+    EXPECT_EQ(want, got) << "n=" << n;
+    for (std::int8_t q : got) EXPECT_NE(q, -128);
+  }
+}
+
+TYPED_TEST(SimdQuantize, RoundTripErrorIsAtMostHalfAStep) {
+  const float alpha = 3.0f;
+  const auto x = uniform_floats(1000, -alpha, alpha, 21u);
+  std::vector<std::int8_t> q(x.size());
+  std::vector<float> y(x.size());
+  simd::quantize_f32s8<TypeParam>(x.data(), q.data(), x.size(), 127.0f / alpha);
+  simd::dequantize_s8f32<TypeParam>(q.data(), y.data(), y.size(), alpha / 127.0f);
+  // Half a quantization step, alpha / 254, plus float rounding of the two products.
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_LE(std::fabs(x[i] - y[i]), alpha / 254.0f * 1.0001f);
+}
+
+TYPED_TEST(SimdQuantize, SaturatesAndMapsNaNToZero) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> pattern = {inf, -inf, std::numeric_limits<float>::quiet_NaN(), 1e30f,
+                                      -1e30f, 2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -128.0f};
+  const std::vector<std::int8_t> expect = {127, -127, 0, 127, -127, 2, 4, -2, -4, 0, 0, 126, -127};
+  std::vector<float> x;
+  std::vector<std::int8_t> want;
+  for (int rep = 0; rep < 6; ++rep) {
+    x.insert(x.end(), pattern.begin(), pattern.end());
+    want.insert(want.end(), expect.begin(), expect.end());
+  }
+  std::vector<std::int8_t> got(x.size());
+  simd::quantize_f32s8<TypeParam>(x.data(), got.data(), x.size(), 1.0f);
+  EXPECT_EQ(got, want);
+}
+
+TYPED_TEST(SimdQuantize, DequantizeIsBitExactWithReference) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto q = uniform_int8(n, -127, 127, 31u + static_cast<unsigned>(n));
+    std::vector<float> want(n), got(n);
+    simd::detail::scalar::dequantize_s8f32(q.data(), want.data(), n, 0.0371f);
+    simd::dequantize_s8f32<TypeParam>(q.data(), got.data(), n, 0.0371f);
+    EXPECT_EQ(want, got) << "n=" << n;
+  }
+}
+
+}  // namespace

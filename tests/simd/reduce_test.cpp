@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/simd/reduce.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "support/arches.hpp"
+#include "support/random.hpp"
+#include "support/tolerances.hpp"
+
+namespace {
+
+using namespace dynasparse_test;
+namespace simd = dynasparse::simd;
+
+template <class Arch>
+class SimdReduce : public ::testing::Test {};
+TYPED_TEST_SUITE(SimdReduce, FloatArches, ArchNames);
+
+TYPED_TEST(SimdReduce, DotMatchesReferenceWithinReorderingBudget) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto a = uniform_floats(n, -2.0f, 2.0f, 1u + static_cast<unsigned>(n));
+    const auto b = uniform_floats(n, -2.0f, 2.0f, 2u + static_cast<unsigned>(n));
+    double exact = 0.0, sum_abs = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      exact += static_cast<double>(a[i]) * b[i];
+      sum_abs += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    const float budget = reordered_sum_budget(n, static_cast<float>(sum_abs));
+    const float got = simd::dot_f32<TypeParam>(a.data(), b.data(), n);
+    EXPECT_NEAR(got, simd::detail::scalar::dot_f32(a.data(), b.data(), n), 2 * budget) << n;
+    EXPECT_NEAR(got, exact, budget) << "n=" << n;
+  }
+}
+
+TYPED_TEST(SimdReduce, SumMatchesReferenceWithinReorderingBudget) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, -5.0f, 5.0f, 4u + static_cast<unsigned>(n));
+    double exact = 0.0, sum_abs = 0.0;
+    for (float v : x) {
+      exact += v;
+      sum_abs += std::fabs(v);
+    }
+    const float got = simd::sum_f32<TypeParam>(x.data(), n);
+    EXPECT_NEAR(got, exact, reordered_sum_budget(n, static_cast<float>(sum_abs))) << "n=" << n;
+  }
+}
+
+TYPED_TEST(SimdReduce, AxpyMatchesReference) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, -3.0f, 3.0f, 6u + static_cast<unsigned>(n));
+    const auto y0 = uniform_floats(n, -3.0f, 3.0f, 7u + static_cast<unsigned>(n));
+    std::vector<float> want = y0, got = y0;
+    simd::detail::scalar::axpy_f32(0.75f, x.data(), want.data(), n);
+    simd::axpy_f32<TypeParam>(0.75f, x.data(), got.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      // A fused multiply-add rounds once where the reference rounds twice.
+      EXPECT_NEAR(want[i], got[i], 2 * kEps * (std::fabs(0.75f * x[i]) + std::fabs(y0[i])));
+    }
+  }
+}
+
+TYPED_TEST(SimdReduce, MaxIsExact) {
+  for (std::size_t n : kernel_sizes()) {
+    auto x = uniform_floats(n, -100.0f, 100.0f, 8u + static_cast<unsigned>(n));
+    EXPECT_EQ(simd::max_f32<TypeParam>(x.data(), n), simd::detail::scalar::max_f32(x.data(), n));
+    if (n > 0) {
+      // The maximum in the last (tail) position must be seen too.
+      x[n - 1] = 1000.0f;
+      EXPECT_EQ(simd::max_f32<TypeParam>(x.data(), n), 1000.0f) << n;
+    }
+  }
+  EXPECT_EQ(simd::max_f32<TypeParam>(nullptr, 0), -std::numeric_limits<float>::infinity());
+}
+
+TYPED_TEST(SimdReduce, MaxPropagatesNaNFromAnyPosition) {
+  for (std::size_t n : {1u, 17u, 64u, 131u}) {
+    for (std::size_t pos : {std::size_t{0}, n / 2, n - 1}) {
+      auto x = uniform_floats(n, -1.0f, 1.0f, 3u);
+      x[pos] = std::numeric_limits<float>::quiet_NaN();
+      EXPECT_TRUE(std::isnan(simd::max_f32<TypeParam>(x.data(), n))) << n << " " << pos;
+    }
+  }
+}
+
+TYPED_TEST(SimdReduce, EmptyInputsGiveIdentity) {
+  EXPECT_EQ(simd::dot_f32<TypeParam>(nullptr, nullptr, 0), 0.0f);
+  EXPECT_EQ(simd::sum_f32<TypeParam>(nullptr, 0), 0.0f);
+}
+
+}  // namespace

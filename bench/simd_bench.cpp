@@ -80,6 +80,19 @@ void run_dot_s8(benchmark::State& state, Fn fn, std::size_t n, const char* impl)
   state.SetLabel(label(impl));
 }
 
+template <class Fn>
+void run_dequantize(benchmark::State& state, Fn fn, std::size_t n, const char* impl) {
+  const auto q = int8s(n);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    fn(q.data(), y.data(), n, 0.02f);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.SetLabel(label(impl));
+}
+
 using Unary = void (*)(const float*, float*, std::size_t);
 
 void register_unary(const char* op, Unary vec, Unary scalar, float lo, float hi) {
@@ -123,6 +136,14 @@ int register_all() {
       [](const float* x, float* y, std::size_t n) { ref::axpy_f32(0.5f, x, y, n); }, -1.0f, 1.0f);
   for (std::size_t n : {256u, 4096u, 65536u}) {
     const std::string suffix = "/" + std::to_string(n);
+    benchmark::RegisterBenchmark(("BM_SimdDequantize/simd" + suffix).c_str(),
+                                 [=](benchmark::State& s) {
+                                   run_dequantize(s, simd::dequantize_s8f32<>, n, "simd");
+                                 });
+    benchmark::RegisterBenchmark(("BM_SimdDequantize/scalar" + suffix).c_str(),
+                                 [=](benchmark::State& s) {
+                                   run_dequantize(s, ref::dequantize_s8f32, n, "scalar");
+                                 });
     benchmark::RegisterBenchmark(("BM_SimdDotS8/simd" + suffix).c_str(), [=](benchmark::State& s) {
       run_dot_s8(s, simd::dot_s8s8_s32<>, n, "simd");
     });

@@ -7,9 +7,9 @@
 
 #include "dynasparse/config.hpp"
 
-#if !defined(DYNASPARSE_FORCE_SCALAR)
+// Included even with DYNASPARSE_FORCE_SCALAR: the vector branches of every kernel must still
+// parse (they are discarded by `if constexpr`, not removed by the preprocessor).
 #include <xsimd/xsimd.hpp>
-#endif
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {

@@ -12,7 +12,6 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd::detail {
 
-#if !defined(DYNASPARSE_FORCE_SCALAR)
 template <class A>
 inline xsimd::batch<float, A> vsigmoid(const xsimd::batch<float, A>& x) noexcept {
   using B = xsimd::batch<float, A>;
@@ -58,7 +57,6 @@ inline float hmax(const xsimd::batch<float, A>& v) noexcept {
   for (std::size_t j = 1; j < xsimd::batch<float, A>::size; ++j) m = lanes[j] > m ? lanes[j] : m;
   return m;
 }
-#endif
 
 }  // namespace simd::detail
 DYNASPARSE_NAMESPACE_END

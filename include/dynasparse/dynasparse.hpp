@@ -20,3 +20,9 @@
 #include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
 #include "dynasparse/simd/softmax.hpp"
+
+#include "dynasparse/quant/calibrator.hpp"
+#include "dynasparse/quant/lut.hpp"
+#include "dynasparse/quant/observer.hpp"
+#include "dynasparse/quant/quant_params.hpp"
+#include "dynasparse/quant/quantize.hpp"

@@ -35,8 +35,10 @@ function(dynasparse_configure_target target)
       -Wno-psabi)
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
       # GCC 12's own AVX-512 intrinsic headers trip these (the `__Y = __Y` idiom behind
-      # _mm512_undefined_*), fixed in GCC 13.
-      target_compile_options(${target} PRIVATE -Wno-uninitialized -Wno-maybe-uninitialized)
+      # _mm512_undefined_*), and its stringop-overflow check misreads vectorized loops over
+      # small heap buffers; both fixed in GCC 13.
+      target_compile_options(${target} PRIVATE -Wno-uninitialized -Wno-maybe-uninitialized
+        -Wno-stringop-overflow)
     endif()
   endif()
   target_link_libraries(${target} PRIVATE dynasparse::dynasparse)

@@ -16,13 +16,18 @@
 
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/dot_int8.hpp"
+#include "dynasparse/simd/gemm_int8.hpp"
 #include "dynasparse/simd/math.hpp"
 #include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
 #include "dynasparse/simd/softmax.hpp"
 
 #include "dynasparse/quant/calibrator.hpp"
+#include "dynasparse/quant/dense_i8.hpp"
 #include "dynasparse/quant/lut.hpp"
 #include "dynasparse/quant/observer.hpp"
 #include "dynasparse/quant/quant_params.hpp"
 #include "dynasparse/quant/quantize.hpp"
+
+#include "dynasparse/nn/dense_f32.hpp"
+#include "dynasparse/nn/linear.hpp"

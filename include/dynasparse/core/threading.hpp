@@ -12,6 +12,8 @@
 #include <omp.h>
 #endif
 
+#include <Eigen/Core>
+
 #include "dynasparse/error.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
@@ -33,11 +35,13 @@ inline std::atomic<int>& thread_count_slot() noexcept {
 }  // namespace detail
 
 /// Threads a kernel may use inside one call. 0 (the initial value) means the backend's
-/// default: OpenMP's `omp_get_max_threads()`. Serial builds always use 1.
-/// @throws ConfigError if n < 0.
+/// default: OpenMP's `omp_get_max_threads()`. Serial builds always use 1. Also sets Eigen's
+/// thread count, which the FP32 dense products use. Call it at start-up or between calls,
+/// not while another thread runs inference. @throws ConfigError if n < 0.
 inline void set_num_threads(int n) {
   if (n < 0) detail::fail<ConfigError>("core", "thread count must not be negative", ">= 0", n);
   detail::thread_count_slot().store(n, std::memory_order_relaxed);
+  Eigen::setNbThreads(n);  // 0 restores Eigen's own default
 }
 
 /// The thread count a parallel_for started now would use (always >= 1).

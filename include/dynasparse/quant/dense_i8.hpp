@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+// DenseI8: the int8 weight format (per-output-channel scales) and its GEMM/GEMV driver.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dynasparse/core/eigen_interop.hpp"
+#include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
+#include "dynasparse/core/workspace.hpp"
+#include "dynasparse/quant/lut.hpp"
+#include "dynasparse/quant/quantize.hpp"
+#include "dynasparse/simd/gemm_int8.hpp"
+#include "dynasparse/simd/quantize.hpp"
+#include "dynasparse/simd/reduce.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace quant {
+
+/// Weight format of an `nn.Linear(in, out)` held as symmetric int8 with one alpha per output
+/// channel, packed once at construction for the build's int8 GEMM. Immutable after
+/// construction; forward() may run concurrently from many threads, each with its own
+/// Workspace.
+///
+/// Two products:
+/// - forward(): W8A8. Each input row is quantized on the fly (dynamic, its own max |x|) or
+///   with a calibrated alpha (set_activation_alpha), multiplied in int8 with int32
+///   accumulation, then scaled by alpha_row * alpha_channel / 127^2 and biased in float.
+/// - forward_weight_only(): weights dequantized through the 256-entry lookup table, float
+///   activations and arithmetic (the seed's LUT path; more accurate, less fast).
+class DenseI8 {
+ public:
+  static constexpr const char* format_name = "dense_i8";
+
+  /// Quantizes `weight` [out, in] per output channel (max-abs) and packs it. `bias` is
+  /// empty or has `out` values. @throws FormatError on NaN/Inf weights, ShapeError on a
+  /// bias of the wrong length, ConfigError if in > 65536 (the int32 accumulation bound).
+  DenseI8(ConstMatrixView weight, std::vector<float> bias = {}, std::string name = "linear")
+      : DenseI8(quantize(weight, Granularity::PerChannel, 0, name), std::move(bias), std::move(name)) {}
+
+  /// From weights already quantized (e.g. read from a file). PerTensor alphas are spread to
+  /// every channel; PerGroup is not supported by the W8A8 kernel. @throws UnsupportedError
+  /// for PerGroup, plus the errors of the other constructor.
+  DenseI8(const QuantizedMatrix& q, std::vector<float> bias, std::string name)
+      : name_(std::move(name)), in_(q.cols()), out_(q.rows()), bias_(std::move(bias)) {
+    validate(q.params, name_);
+    if (q.params.granularity == Granularity::PerGroup) {
+      dynasparse::detail::fail<UnsupportedError>("quant", "per-group weights in the W8A8 kernel",
+                                                 "per-channel or per-tensor alphas", "per-group", name_);
+    }
+    if (!bias_.empty() && bias_.size() != out_) {
+      dynasparse::detail::fail<ShapeError>("quant", "bias length", out_, bias_.size(), name_ + ".bias");
+    }
+    if (in_ > max_in_features) {
+      dynasparse::detail::fail<ConfigError>("quant", "too many input features for int32 accumulation",
+                                            "<= " + std::to_string(max_in_features), in_, name_);
+    }
+    alpha_.resize(out_);
+    for (std::size_t n = 0; n < out_; ++n) alpha_[n] = q.params.alpha_at(n, 0);
+    packed_ = simd::PackedI8Weights<>(q.values.data(), out_, in_, in_);
+  }
+
+  /// Largest K the int32 accumulators hold exactly: K * 255 * 127 < 2^31 on the shifted
+  /// VNNI path.
+  static constexpr std::size_t max_in_features = 65536;
+
+  std::size_t in_features() const noexcept { return in_; }
+  std::size_t out_features() const noexcept { return out_; }
+  const std::string& name() const noexcept { return name_; }
+  /// Weight bytes held: packed int8 values, column sums, alphas, bias.
+  std::size_t bytes() const noexcept {
+    return packed_.bytes() + alpha_.size() * sizeof(float) + bias_.size() * sizeof(float);
+  }
+  const std::vector<float>& alphas() const noexcept { return alpha_; }
+  const std::vector<float>& bias() const noexcept { return bias_; }
+
+  /// Uses a calibrated activation alpha (static quantization) instead of each row's max |x|;
+  /// 0 switches back to dynamic. @throws ConfigError on a negative or non-finite alpha.
+  void set_activation_alpha(float alpha) {
+    if (!(alpha >= 0.0f) || !std::isfinite(alpha)) {
+      dynasparse::detail::fail<ConfigError>("quant", "activation alpha must be finite and >= 0",
+                                            ">= 0", alpha, name_);
+    }
+    activation_alpha_ = alpha;
+  }
+  float activation_alpha() const noexcept { return activation_alpha_; }
+
+  /// The int8 weights and alphas, unpacked (for saving and inspection).
+  QuantizedMatrix unpack() const {
+    QuantizedMatrix q;
+    q.params.granularity = Granularity::PerChannel;
+    q.params.rows = out_;
+    q.params.cols = in_;
+    q.params.alpha = alpha_;
+    q.values.resize_discard(out_ * in_);
+    for (std::size_t n = 0; n < out_; ++n) {
+      for (std::size_t k = 0; k < in_; ++k) q.values[n * in_ + k] = packed_.at(n, k);
+    }
+    return q;
+  }
+
+  /// y [M, out] = x [M, in] * W^T + bias, W8A8. A row of x containing NaN or +-inf gives a
+  /// row of NaN (its scale is meaningless), never a silently finite answer.
+  /// Scratch: M * (in rounded up to 4) bytes + 4 M bytes from `ws`. Splits output columns
+  /// across num_threads() threads. @throws ShapeError on mismatched shapes.
+  void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
+    check_cols(x, in_, "quant", name_ + " input");
+    check_shape(y, x.rows(), out_, "quant", name_ + " output");
+    const std::size_t m = x.rows();
+    if (m == 0) return;
+    Workspace::Scope scope(ws);
+    const std::size_t lda = simd::gemm_activation_row_bytes(in_);
+    std::int8_t* a = ws.allocate<std::int8_t>(m * lda);
+    float* row_scale = ws.allocate<float>(m);
+    for (std::size_t r = 0; r < m; ++r) {
+      float alpha = activation_alpha_;
+      if (alpha == 0.0f) alpha = row_max_abs(x.row(r), in_);
+      row_scale[r] = std::isfinite(alpha) ? scale_of(alpha) : std::numeric_limits<float>::quiet_NaN();
+      simd::quantize_f32s8(x.row(r), a + r * lda, in_, std::isfinite(alpha) ? inv_scale_of(alpha) : 0.0f);
+      simd::gemm_prepare_activation_row(a + r * lda, in_, a + r * lda);
+    }
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const float* w_alpha = alpha_.data();
+    constexpr std::size_t tc = simd::gemm_tile_cols;
+    const std::size_t panels = (out_ + tc - 1) / tc;
+    parallel_for(0, panels, 1, [&](std::size_t p0, std::size_t p1) {
+      simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_),
+                          [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+                              const std::int32_t* tile, std::size_t ld) {
+                            for (std::size_t r = 0; r < rows; ++r) {
+                              float* out = y.row(r0 + r) + c0;
+                              const float sa = row_scale[r0 + r] * (1.0f / 127.0f);
+                              const std::int32_t* t = tile + r * ld;
+                              for (std::size_t c = 0; c < cols; ++c) {
+                                const float v = static_cast<float>(t[c]) * (sa * w_alpha[c0 + c]);
+                                out[c] = bias ? v + bias[c0 + c] : v;
+                              }
+                            }
+                          });
+    });
+  }
+
+  /// y [M, out] = x [M, in] * dequant(W)^T + bias, dequantizing 64 weight rows at a time
+  /// through the lookup table into float scratch (64 * in floats per thread) and multiplying
+  /// in float. @throws ShapeError on mismatched shapes.
+  void forward_weight_only(ConstMatrixView x, MatrixView y, Workspace& ws) const {
+    check_cols(x, in_, "quant", name_ + " input");
+    check_shape(y, x.rows(), out_, "quant", name_ + " output");
+    const std::size_t m = x.rows();
+    if (m == 0) return;
+    constexpr std::size_t block = 64;
+    const std::size_t blocks = (out_ + block - 1) / block;
+    const std::size_t threads = static_cast<std::size_t>(num_threads());
+    Workspace::Scope scope(ws);
+    float* scratch = ws.allocate<float>(threads * block * in_);
+    const DequantLut lut(1.0f);  // codes to floats; each channel's scale applies after the dot
+    std::atomic<std::size_t> next_slot{0};
+    parallel_for(0, blocks, 1, [&](std::size_t b0, std::size_t b1) {
+      // parallel_for calls this body at most num_threads() times: each call takes its own
+      // slice of the scratch.
+      float* wf = scratch + next_slot.fetch_add(1) * block * in_;
+      for (std::size_t b = b0; b < b1; ++b) {
+        const std::size_t n0 = b * block, nb = std::min(block, out_ - n0);
+        for (std::size_t j = 0; j < nb; ++j) {
+          float* dst = wf + j * in_;
+          for (std::size_t k = 0; k < in_; ++k) dst[k] = lut(packed_.at(n0 + j, k));
+        }
+        for (std::size_t r = 0; r < m; ++r) {
+          for (std::size_t j = 0; j < nb; ++j) {
+            const float s = simd::dot_f32(x.row(r), wf + j * in_, in_) * scale_of(alpha_[n0 + j]);
+            y(r, n0 + j) = bias_.empty() ? s : s + bias_[n0 + j];
+          }
+        }
+      }
+    });
+  }
+
+ private:
+  static float row_max_abs(const float* x, std::size_t n) noexcept {
+    float m = 0.0f;
+    bool bad = false;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float a = std::fabs(x[i]);
+      bad |= !(a <= std::numeric_limits<float>::max());
+      m = std::max(m, a);
+    }
+    return bad ? std::numeric_limits<float>::infinity() : m;
+  }
+
+  std::string name_;
+  std::size_t in_ = 0, out_ = 0;
+  std::vector<float> bias_;
+  std::vector<float> alpha_;
+  simd::PackedI8Weights<> packed_;
+  float activation_alpha_ = 0.0f;
+};
+
+}  // namespace quant
+DYNASPARSE_NAMESPACE_END

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: Apache-2.0
+// AVX512-VNNI int8 GEMM microkernel: C[MR x 64] += A[MR x K] * B[K x 64] with vpdpbusd.
+//
+// vpdpbusd multiplies unsigned bytes of its first source by signed bytes of its second, four
+// at a time, into int32 lanes without intermediate saturation. A row's four consecutive
+// bytes are broadcast to all lanes, so the sign trick of the dot kernel (which needs both
+// operands per lane) does not apply; instead A is stored shifted, a + 128 in [1, 255], and
+// the driver subtracts 128 * sum_k B[k][n] per column afterwards. Exact while
+// K * 255 * 127 < 2^31 (K <= 66,000).
+//
+// Layouts (elements are bytes):
+//   A: row-major [M, Kp], Kp = K rounded up to 4, padding bytes = 128 (the shifted zero).
+//   B: panels of 64 columns; panel p holds, for each group of four k (kq = 0 .. Kp/4 - 1),
+//      64 columns x 4 bytes (k-minor): byte (kq * 64 + col) * 4 + t is W[p*64 + col][4 kq + t].
+//      Columns past N and k past K are 0.
+//   C: int32, row-major with stride ldc; each call writes MR x 64 values.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "dynasparse/config.hpp"
+
+#if DYNASPARSE_HAS_AVX512VNNI
+#include <immintrin.h>
+#endif
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace simd::detail::vnni {
+
+/// Columns per packed panel and k per group.
+inline constexpr std::size_t gemm_nr = 64;
+inline constexpr std::size_t gemm_kgroup = 4;
+/// Rows per microkernel call (24 accumulators of 32 zmm registers).
+inline constexpr std::size_t gemm_mr = 6;
+
+template <std::size_t MR>
+void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
+                        std::size_t kq_count, std::int32_t* c, std::size_t ldc) noexcept;
+
+#if DYNASPARSE_HAS_AVX512VNNI
+template <std::size_t MR>
+inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
+                               std::size_t kq_count, std::int32_t* c, std::size_t ldc) noexcept {
+  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
+  __m512i acc[MR][4];
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+  }
+  for (std::size_t kq = 0; kq < kq_count; ++kq) {
+    const std::int8_t* b = panel + kq * (gemm_nr * gemm_kgroup);
+    const __m512i b0 = _mm512_loadu_si512(b);
+    const __m512i b1 = _mm512_loadu_si512(b + 64);
+    const __m512i b2 = _mm512_loadu_si512(b + 128);
+    const __m512i b3 = _mm512_loadu_si512(b + 192);
+    for (std::size_t r = 0; r < MR; ++r) {
+      std::int32_t quad;
+      std::memcpy(&quad, a + r * lda + kq * gemm_kgroup, sizeof(quad));
+      const __m512i av = _mm512_set1_epi32(quad);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+      acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, b2);
+      acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, b3);
+    }
+  }
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t j = 0; j < 4; ++j) _mm512_storeu_si512(c + r * ldc + 16 * j, acc[r][j]);
+  }
+}
+#endif
+
+}  // namespace simd::detail::vnni
+DYNASPARSE_NAMESPACE_END

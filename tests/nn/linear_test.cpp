@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/nn/linear.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "support/random.hpp"
+
+namespace {
+
+namespace ds = dynasparse;
+using dynasparse_test::uniform_floats;
+
+TEST(LinearDenseF32, MatchesNnLinearDefinition) {
+  const std::size_t m = 5, k = 37, n = 19;
+  const auto x = uniform_floats(m * k, -1.0f, 1.0f, 1u);
+  const auto w = uniform_floats(n * k, -1.0f, 1.0f, 2u);
+  const auto b = uniform_floats(n, -1.0f, 1.0f, 3u);
+  const ds::nn::Linear<ds::nn::DenseF32> layer(ds::nn::DenseF32(ds::ConstMatrixView(w.data(), n, k), b));
+  EXPECT_EQ(layer.in_features(), k);
+  EXPECT_EQ(layer.out_features(), n);
+  EXPECT_EQ(layer.bytes(), (n * k + n) * sizeof(float));
+  std::vector<float> y(m * n);
+  ds::Workspace ws;
+  layer.forward(ds::ConstMatrixView(x.data(), m, k), ds::MatrixView(y.data(), m, n), ws);
+  for (std::size_t r = 0; r < m; ++r) {
+    for (std::size_t j = 0; j < n; ++j) {
+      double s = b[j], mag = std::fabs(b[j]);
+      for (std::size_t kk = 0; kk < k; ++kk) {
+        s += static_cast<double>(x[r * k + kk]) * w[j * k + kk];
+        mag += std::fabs(static_cast<double>(x[r * k + kk]) * w[j * k + kk]);
+      }
+      // Reordered float sums: 1e-5 of the magnitude of the terms.
+      EXPECT_NEAR(y[r * n + j], s, 1e-5 * mag) << r << "," << j;
+    }
+  }
+}
+
+TEST(LinearDenseF32, ShapeErrorsNameTheLayer) {
+  std::vector<float> w(4 * 3, 1.0f), x(2 * 5), y(2 * 4);
+  const ds::nn::Linear<ds::nn::DenseF32> layer(ds::nn::DenseF32(ds::ConstMatrixView(w.data(), 4, 3), {}, "proj"));
+  ds::Workspace ws;
+  try {
+    layer.forward(ds::ConstMatrixView(x.data(), 2, 5), ds::MatrixView(y.data(), 2, 4), ws);
+    FAIL() << "no throw";
+  } catch (const ds::ShapeError& e) {
+    EXPECT_STREQ(e.what(), "dynasparse.nn: tensor feature size mismatch; expected [2, 3], got [2, 5] [proj input]");
+  }
+  EXPECT_THROW(ds::nn::DenseF32(ds::ConstMatrixView(w.data(), 4, 3), std::vector<float>(3)), ds::ShapeError);
+}
+
+TEST(LinearDenseI8, WrapsTheInt8Format) {
+  const std::size_t m = 3, k = 256, n = 256;
+  const auto x = uniform_floats(m * k, -1.0f, 1.0f, 4u);
+  const auto w = uniform_floats(n * k, -1.0f, 1.0f, 5u);
+  const ds::nn::Linear<ds::quant::DenseI8> q(ds::quant::DenseI8(ds::ConstMatrixView(w.data(), n, k)));
+  const ds::nn::Linear<ds::nn::DenseF32> f(ds::nn::DenseF32(ds::ConstMatrixView(w.data(), n, k)));
+  std::vector<float> yq(m * n), yf(m * n);
+  ds::Workspace ws;
+  q.forward(ds::ConstMatrixView(x.data(), m, k), ds::MatrixView(yq.data(), m, n), ws);
+  f.forward(ds::ConstMatrixView(x.data(), m, k), ds::MatrixView(yf.data(), m, n), ws);
+  // |x|, |w| <= 1 and k = 256: the bound of DenseI8's own test is about 2 * 256 / 254.
+  for (std::size_t i = 0; i < yq.size(); ++i) EXPECT_NEAR(yq[i], yf[i], 2.1f);
+  // int8 values plus column sums and alphas: about a quarter of the float bytes.
+  EXPECT_LE(q.bytes() * 100, f.bytes() * 26);
+}
+
+}  // namespace

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/quant/dense_i8.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "dynasparse/core/threading.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+namespace ds = dynasparse;
+namespace quant = dynasparse::quant;
+using dynasparse_test::uniform_floats;
+
+struct Problem {
+  std::size_t m, k, n;
+  std::vector<float> x, w, b;
+  Problem(std::size_t m_, std::size_t k_, std::size_t n_, unsigned seed)
+      : m(m_), k(k_), n(n_), x(uniform_floats(m_ * k_, -2.0f, 2.0f, seed)),
+        w(uniform_floats(n_ * k_, -0.5f, 0.5f, seed + 1)), b(uniform_floats(n_, -1.0f, 1.0f, seed + 2)) {}
+  ds::ConstMatrixView xv() const { return ds::ConstMatrixView(x.data(), m, k); }
+  ds::ConstMatrixView wv() const { return ds::ConstMatrixView(w.data(), n, k); }
+};
+
+// Float64 reference of x W^T + b.
+std::vector<double> reference(const Problem& p) {
+  std::vector<double> y(p.m * p.n);
+  for (std::size_t r = 0; r < p.m; ++r) {
+    for (std::size_t j = 0; j < p.n; ++j) {
+      double s = p.b[j];
+      for (std::size_t kk = 0; kk < p.k; ++kk) s += static_cast<double>(p.x[r * p.k + kk]) * p.w[j * p.k + kk];
+      y[r * p.n + j] = s;
+    }
+  }
+  return y;
+}
+
+TEST(DenseI8, W8A8StaysWithinTheQuantizationErrorBound) {
+  for (auto [m, k, n] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 64, 70},
+                         {7, 100, 130}, {13, 257, 64}}) {
+    const Problem p(m, k, n, static_cast<unsigned>(m + k + n));
+    const quant::DenseI8 layer(p.wv(), p.b, "fc");
+    std::vector<float> y(m * n);
+    ds::Workspace ws;
+    layer.forward(p.xv(), ds::MatrixView(y.data(), m, n), ws);
+    const auto want = reference(p);
+    for (std::size_t r = 0; r < m; ++r) {
+      float ax = 0.0f;
+      for (std::size_t kk = 0; kk < k; ++kk) ax = std::max(ax, std::fabs(p.x[r * k + kk]));
+      for (std::size_t j = 0; j < n; ++j) {
+        // |x w - x' w'| <= sum |x| dw + |w| dx + dx dw, with half-step errors
+        // dx = alpha_x / 254 and dw = alpha_w / 254.
+        const double dx = ax / 254.0, dw = layer.alphas()[j] / 254.0;
+        double bound = 0.0;
+        for (std::size_t kk = 0; kk < k; ++kk) {
+          bound += std::fabs(p.x[r * k + kk]) * dw + std::fabs(p.w[j * k + kk]) * dx + dx * dw;
+        }
+        EXPECT_NEAR(y[r * n + j], want[r * n + j], bound * 1.001 + 1e-5) << r << "," << j;
+      }
+    }
+  }
+}
+
+TEST(DenseI8, MatchesAScalarRecomputationFromItsOwnParts) {
+  const Problem p(5, 77, 66, 9u);
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  std::vector<float> y(p.m * p.n);
+  ds::Workspace ws;
+  layer.forward(p.xv(), ds::MatrixView(y.data(), p.m, p.n), ws);
+  const quant::QuantizedMatrix wq = layer.unpack();
+  for (std::size_t r = 0; r < p.m; ++r) {
+    float ax = 0.0f;
+    for (std::size_t kk = 0; kk < p.k; ++kk) ax = std::max(ax, std::fabs(p.x[r * p.k + kk]));
+    std::vector<std::int8_t> xq(p.k);
+    ds::simd::detail::scalar::quantize_f32s8(p.x.data() + r * p.k, xq.data(), p.k, quant::inv_scale_of(ax));
+    for (std::size_t j = 0; j < p.n; ++j) {
+      const std::int32_t acc = ds::simd::detail::scalar::dot_s8s8_s32(xq.data(), wq.row(j), p.k);
+      const float want = static_cast<float>(acc) * (quant::scale_of(ax) / 127.0f * layer.alphas()[j]) + p.b[j];
+      // Same int32 sum; the float epilogue may fuse its multiply-add: 2 ulp.
+      EXPECT_NEAR(y[r * p.n + j], want, 2 * std::numeric_limits<float>::epsilon() * (std::fabs(want) + 1.0f));
+    }
+  }
+}
+
+TEST(DenseI8, ThreadCountDoesNotChangeTheResult) {
+  const Problem p(9, 130, 200, 4u);
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  std::vector<float> y1(p.m * p.n), y2(p.m * p.n);
+  ds::Workspace ws;
+  ds::set_num_threads(1);
+  layer.forward(p.xv(), ds::MatrixView(y1.data(), p.m, p.n), ws);
+  ds::set_num_threads(2);
+  layer.forward(p.xv(), ds::MatrixView(y2.data(), p.m, p.n), ws);
+  ds::set_num_threads(0);
+  EXPECT_EQ(y1, y2);
+}
+
+TEST(DenseI8, UnpackReturnsTheQuantizedWeights) {
+  const Problem p(1, 45, 71, 5u);
+  const quant::DenseI8 layer(p.wv(), {}, "fc");
+  const quant::QuantizedMatrix direct = quant::quantize(p.wv());
+  const quant::QuantizedMatrix back = layer.unpack();
+  ASSERT_EQ(back.values.size(), direct.values.size());
+  for (std::size_t i = 0; i < direct.values.size(); ++i) EXPECT_EQ(back.values[i], direct.values[i]);
+  EXPECT_EQ(back.params.alpha, direct.params.alpha);
+}
+
+TEST(DenseI8, NonFiniteInputRowGivesNaNRowOnly) {
+  Problem p(3, 40, 10, 6u);
+  p.x[1 * 40 + 5] = std::numeric_limits<float>::quiet_NaN();
+  p.x[2 * 40 + 7] = std::numeric_limits<float>::infinity();
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  std::vector<float> y(3 * 10);
+  ds::Workspace ws;
+  layer.forward(p.xv(), ds::MatrixView(y.data(), 3, 10), ws);
+  for (std::size_t j = 0; j < 10; ++j) {
+    EXPECT_TRUE(std::isfinite(y[j]));
+    EXPECT_TRUE(std::isnan(y[10 + j]));
+    EXPECT_TRUE(std::isnan(y[20 + j]));
+  }
+}
+
+TEST(DenseI8, StaticActivationAlphaSaturatesBeyondIt) {
+  std::vector<float> w(2 * 4, 1.0f);
+  const quant::DenseI8 base(ds::ConstMatrixView(w.data(), 2, 4), {}, "fc");
+  quant::DenseI8 layer = base;
+  layer.set_activation_alpha(1.0f);
+  std::vector<float> x = {2.0f, 2.0f, 2.0f, 2.0f}, y(2);
+  ds::Workspace ws;
+  layer.forward(ds::ConstMatrixView(x.data(), 1, 4), ds::MatrixView(y.data(), 1, 2), ws);
+  EXPECT_FLOAT_EQ(y[0], 4.0f);  // each input clipped to 1
+  base.forward(ds::ConstMatrixView(x.data(), 1, 4), ds::MatrixView(y.data(), 1, 2), ws);
+  EXPECT_FLOAT_EQ(y[0], 8.0f);  // dynamic: exact for this input
+  EXPECT_THROW(layer.set_activation_alpha(-1.0f), ds::ConfigError);
+}
+
+TEST(DenseI8, WeightOnlyLutPathMatchesFloatWithinWeightError) {
+  const Problem p(4, 90, 100, 7u);
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  std::vector<float> y(p.m * p.n);
+  ds::Workspace ws;
+  ds::set_num_threads(2);
+  layer.forward_weight_only(p.xv(), ds::MatrixView(y.data(), p.m, p.n), ws);
+  ds::set_num_threads(0);
+  const auto want = reference(p);
+  for (std::size_t r = 0; r < p.m; ++r) {
+    for (std::size_t j = 0; j < p.n; ++j) {
+      double bound = 0.0;
+      for (std::size_t kk = 0; kk < p.k; ++kk) bound += std::fabs(p.x[r * p.k + kk]) * layer.alphas()[j] / 254.0;
+      EXPECT_NEAR(y[r * p.n + j], want[r * p.n + j], bound * 1.001 + 1e-5);
+    }
+  }
+}
+
+TEST(DenseI8, BadShapesAndFormatsAreRejected) {
+  const Problem p(2, 16, 8, 8u);
+  EXPECT_THROW(quant::DenseI8(p.wv(), std::vector<float>(7), "fc"), ds::ShapeError);
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  std::vector<float> y(2 * 9);
+  ds::Workspace ws;
+  try {
+    layer.forward(p.xv(), ds::MatrixView(y.data(), 2, 9), ws);
+    FAIL() << "no throw";
+  } catch (const ds::ShapeError& e) {
+    EXPECT_STREQ(e.what(), "dynasparse.quant: tensor shape mismatch; expected [2, 8], got [2, 9] [fc output]");
+  }
+  std::vector<float> wide(8 * 64, 0.1f);
+  const auto grouped = quant::quantize(ds::ConstMatrixView(wide.data(), 8, 64), quant::Granularity::PerGroup, 32);
+  EXPECT_THROW(quant::DenseI8(grouped, {}, "fc"), ds::UnsupportedError);
+}
+
+}  // namespace

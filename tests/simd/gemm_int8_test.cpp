@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/simd/gemm_int8.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "support/arches.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using namespace dynasparse_test;
+namespace simd = dynasparse::simd;
+
+template <class I8Arch>
+class SimdGemmS8 : public ::testing::Test {
+ protected:
+  // Runs the packed GEMM over columns [n0, n1) and returns C [m, n] (untouched columns 0).
+  static std::vector<std::int32_t> run(const std::vector<std::int8_t>& a, const std::vector<std::int8_t>& w,
+                                       std::size_t m, std::size_t n, std::size_t k, std::size_t n0,
+                                       std::size_t n1) {
+    const simd::PackedI8Weights<I8Arch> packed(w.data(), n, k, k);
+    const std::size_t lda = simd::gemm_activation_row_bytes<I8Arch>(k);
+    std::vector<std::int8_t> prepared(m * lda + 1);
+    for (std::size_t r = 0; r < m; ++r) {
+      simd::gemm_prepare_activation_row<I8Arch>(a.data() + r * k, k, prepared.data() + r * lda);
+    }
+    std::vector<std::int32_t> c(m * n, 0);
+    std::vector<int> seen(m * n, 0);
+    simd::gemm_s8s8_s32<I8Arch>(prepared.data(), lda, packed, m, n0, n1,
+                                [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+                                    const std::int32_t* tile, std::size_t ld) {
+                                  for (std::size_t r = 0; r < rows; ++r) {
+                                    for (std::size_t j = 0; j < cols; ++j) {
+                                      c[(r0 + r) * n + c0 + j] = tile[r * ld + j];
+                                      ++seen[(r0 + r) * n + c0 + j];
+                                    }
+                                  }
+                                });
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t j = 0; j < n; ++j) {
+        EXPECT_EQ(seen[r * n + j], (j >= n0 && j < n1) ? 1 : 0) << "each tile element exactly once";
+      }
+    }
+    return c;
+  }
+};
+TYPED_TEST_SUITE(SimdGemmS8, Int8Arches, ArchNames);
+
+TYPED_TEST(SimdGemmS8, BitExactWithScalarReferenceOnOddShapes) {
+  for (std::size_t m : {1u, 2u, 5u, 6u, 7u, 13u}) {
+    for (std::size_t n : {1u, 63u, 64u, 65u, 130u}) {
+      for (std::size_t k : {1u, 3u, 4u, 5u, 64u, 257u}) {
+        const auto a = uniform_int8(m * k, -127, 127, static_cast<unsigned>(m * 1000 + k));
+        const auto w = uniform_int8(n * k, -127, 127, static_cast<unsigned>(n * 1000 + k + 7));
+        std::vector<std::int32_t> want(m * n);
+        simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
+        EXPECT_EQ(this->run(a, w, m, n, k, 0, n), want) << "m=" << m << " n=" << n << " k=" << k;
+      }
+    }
+  }
+}
+
+TYPED_TEST(SimdGemmS8, ColumnRangesComputeOnlyTheirColumns) {
+  const std::size_t m = 3, n = 200, k = 33;
+  const auto a = uniform_int8(m * k, -127, 127, 1u);
+  const auto w = uniform_int8(n * k, -127, 127, 2u);
+  std::vector<std::int32_t> want(m * n);
+  simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
+  const auto got = this->run(a, w, m, n, k, 64, 192);
+  for (std::size_t r = 0; r < m; ++r) {
+    for (std::size_t j = 64; j < 192; ++j) EXPECT_EQ(got[r * n + j], want[r * n + j]);
+  }
+}
+
+TYPED_TEST(SimdGemmS8, ExtremeValuesAndMinus128ActivationsStayExact) {
+  const std::size_t m = 7, n = 70, k = 1000;
+  std::vector<std::int8_t> a(m * k), w(n * k);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = (i % 3 == 0) ? -128 : 127;
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = (i % 5 == 0) ? -127 : 127;
+  std::vector<std::int32_t> want(m * n);
+  simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
+  EXPECT_EQ(this->run(a, w, m, n, k, 0, n), want);
+}
+
+TYPED_TEST(SimdGemmS8, PackingKeepsEveryWeight) {
+  const std::size_t n = 77, k = 13;
+  const auto w = uniform_int8(n * k, -127, 127, 3u);
+  const simd::PackedI8Weights<TypeParam> packed(w.data(), n, k, k);
+  for (std::size_t j = 0; j < n; ++j) {
+    std::int32_t sum = 0;
+    for (std::size_t kk = 0; kk < k; ++kk) {
+      EXPECT_EQ(packed.at(j, kk), w[j * k + kk]);
+      sum += w[j * k + kk];
+    }
+    EXPECT_EQ(packed.col_sums()[j], sum);
+  }
+}
+
+}  // namespace

@@ -24,6 +24,7 @@
 
 #include "dynasparse/quant/calibrator.hpp"
 #include "dynasparse/quant/dense_i8.hpp"
+#include "dynasparse/quant/error_report.hpp"
 #include "dynasparse/quant/lut.hpp"
 #include "dynasparse/quant/observer.hpp"
 #include "dynasparse/quant/quant_params.hpp"

@@ -174,3 +174,28 @@ TEST(DenseI8, BadShapesAndFormatsAreRejected) {
 }
 
 }  // namespace
+
+#include "dynasparse/quant/error_report.hpp"
+
+namespace {
+
+TEST(ErrorReport, MeasuresTheInt8ErrorAgainstFp32) {
+  const Problem p(16, 128, 96, 10u);
+  const quant::DenseI8 layer(p.wv(), p.b, "fc");
+  const quant::ErrorReport w8a8 = quant::error_report(p.wv(), p.b, layer, p.xv());
+  const quant::ErrorReport lut = quant::error_report(p.wv(), p.b, layer, p.xv(), true);
+  EXPECT_EQ(w8a8.layer, "fc");
+  // Uniform data: each operand carries ~0.4% relative rounding noise, so outputs carry
+  // about 1%; weight-only has only the weights' share.
+  EXPECT_GT(w8a8.relative, 1e-4);
+  EXPECT_LT(w8a8.relative, 0.02);
+  EXPECT_LT(lut.relative, w8a8.relative);
+  EXPECT_GT(w8a8.max_abs, 0.0);
+  EXPECT_LT(w8a8.max_abs, 0.05 * w8a8.max_ref);
+  // A layer built from other weights shows a large error: the report is not vacuous.
+  const Problem other(16, 128, 96, 99u);
+  const quant::DenseI8 wrong(other.wv(), p.b, "fc");
+  EXPECT_GT(quant::error_report(p.wv(), p.b, wrong, p.xv()).relative, 0.5);
+}
+
+}  // namespace

@@ -148,35 +148,44 @@ class DenseI8 {
     });
   }
 
-  /// y [M, out] = x [M, in] * dequant(W)^T + bias, dequantizing 64 weight rows at a time
-  /// through the lookup table into float scratch (64 * in floats per thread) and multiplying
-  /// in float. @throws ShapeError on mismatched shapes.
+  /// y [M, out] = x [M, in] * dequant(W)^T + bias: the weight-only path. Blocks of 64
+  /// output channels x 256 inputs are dequantized through the 256-entry lookup table into
+  /// float scratch (64 KiB per thread, in L2) and multiplied in float by every input row;
+  /// each channel's scale applies once, after its sum. @throws ShapeError on mismatched
+  /// shapes.
   void forward_weight_only(ConstMatrixView x, MatrixView y, Workspace& ws) const {
     check_cols(x, in_, "quant", name_ + " input");
     check_shape(y, x.rows(), out_, "quant", name_ + " output");
     const std::size_t m = x.rows();
     if (m == 0) return;
-    constexpr std::size_t block = 64;
-    const std::size_t blocks = (out_ + block - 1) / block;
+    constexpr std::size_t tc = simd::gemm_tile_cols, kc = 256;
+    const std::size_t panels = (out_ + tc - 1) / tc;
     const std::size_t threads = static_cast<std::size_t>(num_threads());
     Workspace::Scope scope(ws);
-    float* scratch = ws.allocate<float>(threads * block * in_);
-    const DequantLut lut(1.0f);  // codes to floats; each channel's scale applies after the dot
+    float* scratch = ws.allocate<float>(threads * (kc * tc + m * tc));
+    const DequantLut lut(1.0f);  // codes to floats; each channel's scale applies after the sum
     std::atomic<std::size_t> next_slot{0};
-    parallel_for(0, blocks, 1, [&](std::size_t b0, std::size_t b1) {
+    parallel_for(0, panels, 1, [&](std::size_t p0, std::size_t p1) {
       // parallel_for calls this body at most num_threads() times: each call takes its own
       // slice of the scratch.
-      float* wf = scratch + next_slot.fetch_add(1) * block * in_;
-      for (std::size_t b = b0; b < b1; ++b) {
-        const std::size_t n0 = b * block, nb = std::min(block, out_ - n0);
-        for (std::size_t j = 0; j < nb; ++j) {
-          float* dst = wf + j * in_;
-          for (std::size_t k = 0; k < in_; ++k) dst[k] = lut(packed_.at(n0 + j, k));
+      float* wf = scratch + next_slot.fetch_add(1) * (kc * tc + m * tc);
+      float* acc = wf + kc * tc;
+      for (std::size_t p = p0; p < p1; ++p) {
+        std::fill(acc, acc + m * tc, 0.0f);
+        for (std::size_t k0 = 0; k0 < in_; k0 += kc) {
+          const std::size_t kn = std::min(kc, in_ - k0);
+          packed_.lookup_panel(p * tc, k0, kn, lut.data(), wf);
+          for (std::size_t r = 0; r < m; ++r) {
+            const float* xr = x.row(r) + k0;
+            float* ar = acc + r * tc;
+            for (std::size_t kk = 0; kk < kn; ++kk) simd::axpy_f32(xr[kk], wf + kk * tc, ar, tc);
+          }
         }
+        const std::size_t c0 = p * tc, cols = std::min(tc, out_ - c0);
         for (std::size_t r = 0; r < m; ++r) {
-          for (std::size_t j = 0; j < nb; ++j) {
-            const float s = simd::dot_f32(x.row(r), wf + j * in_, in_) * scale_of(alpha_[n0 + j]);
-            y(r, n0 + j) = bias_.empty() ? s : s + bias_[n0 + j];
+          for (std::size_t c = 0; c < cols; ++c) {
+            const float v = acc[r * tc + c] * scale_of(alpha_[c0 + c]);
+            y(r, c0 + c) = bias_.empty() ? v : v + bias_[c0 + c];
           }
         }
       }

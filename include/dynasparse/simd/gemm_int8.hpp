@@ -72,6 +72,30 @@ class PackedI8Weights {
   /// Bytes held: packed values plus column sums.
   std::size_t bytes() const noexcept { return data_.bytes() + col_sums_.bytes(); }
 
+  /// Writes table[W[c0 + c][k0 + kk] + 128] to out[kk * 64 + c] for kk < kc and c < 64
+  /// (columns past n give table[128]): a k-major float block of 64 columns, the layout the
+  /// weight-only product streams through. `table` has 256 entries (a dequantization LUT).
+  void lookup_panel(std::size_t c0, std::size_t k0, std::size_t kc, const float* table,
+                    float* out) const noexcept {
+    constexpr std::size_t tc = 64;
+    if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
+      constexpr std::size_t kg = detail::vnni::gemm_kgroup;
+      const std::int8_t* panel = data_.data() + (c0 / tc) * tc * kp_;
+      for (std::size_t kk = 0; kk < kc; ++kk) {
+        const std::size_t k = k0 + kk;
+        const std::int8_t* src = panel + (k / kg) * tc * kg + k % kg;
+        float* dst = out + kk * tc;
+        for (std::size_t c = 0; c < tc; ++c) dst[c] = table[src[c * kg] + 128];
+      }
+    } else {
+      for (std::size_t c = 0; c < tc; ++c) {
+        const bool real = c0 + c < n_;
+        const std::int8_t* src = data_.data() + (c0 + c) * kp_ + k0;
+        for (std::size_t kk = 0; kk < kc; ++kk) out[kk * tc + c] = table[(real ? src[kk] : 0) + 128];
+      }
+    }
+  }
+
   /// Element W[col][kk] (for unpacking and tests).
   std::int8_t at(std::size_t col, std::size_t kk) const noexcept {
     if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {

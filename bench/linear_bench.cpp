@@ -13,6 +13,7 @@
 #include "dynasparse/core/eigen_interop.hpp"
 #include "dynasparse/core/threading.hpp"
 #include "dynasparse/nn/linear.hpp"
+#include "dynasparse/sparse/group_sparse_f32.hpp"
 
 namespace {
 
@@ -99,7 +100,56 @@ void bm_format(benchmark::State& state, Shape s, int threads, Forward forward) {
   report(state, s, format.bytes());
 }
 
+// A group-sparse layer pruned (by block norm) to `pct` percent of its blocks.
+void bm_gsparse_f32(benchmark::State& state, Shape s, int threads, int pct, ds::sparse::BlockShape block) {
+  ds::set_num_threads(threads);
+  const auto& wv = weights(s);
+  const auto xv = activations(s);
+  const ds::ConstMatrixView w(wv.data(), s.n, s.k);
+  const auto mask = ds::sparse::prune_by_norm(w, {block, pct / 100.0, false});
+  const ds::sparse::GroupSparseF32 format(w, mask, {}, "bench");
+  std::vector<float> y(s.m * s.n);
+  ds::Workspace ws;
+  const ds::ConstMatrixView x(xv.data(), s.m, s.k);
+  const ds::MatrixView yv(y.data(), s.m, s.n);
+  for (auto _ : state) {
+    format.forward(x, yv, ws);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  report(state, s, format.bytes());
+  state.counters["density"] = format.density();
+}
+
+const std::vector<Shape>& sparse_shapes() {
+  static const std::vector<Shape> s = {{1, 512, 2048}, {1, 4096, 4096}, {128, 512, 2048}, {128, 2048, 512}};
+  return s;
+}
+
 int register_all() {
+  for (const Shape& s : sparse_shapes()) {
+    for (int t : {1, 2}) {
+      for (int pct : {0, 30, 50, 70, 90}) {
+        const std::string name = "BM_Linear/gsparse_f32@" + std::to_string(pct) + "/" + s.str() +
+                                 "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+          bm_gsparse_f32(st, s, t, pct, {16, 4});
+        })->UseRealTime();
+      }
+    }
+  }
+  // Block shapes: where each one crosses dense (1 thread).
+  for (const Shape& s : {Shape{1, 4096, 4096}, Shape{128, 512, 2048}}) {
+    for (ds::sparse::BlockShape b : {ds::sparse::BlockShape{16, 1}, {16, 4}, {32, 1}, {32, 4}, {64, 1}, {64, 4}}) {
+      for (int pct : {0, 10, 20, 30, 50, 70}) {
+        const std::string name = "BM_SparseBlockShape/" + std::to_string(b.rows) + "x" + std::to_string(b.cols) +
+                                 "@" + std::to_string(pct) + "/" + s.str() + "/threads:1";
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+          bm_gsparse_f32(st, s, 1, pct, b);
+        })->UseRealTime();
+      }
+    }
+  }
   for (const Shape& s : shapes()) {
     for (int t : {1, 2}) {
       const std::string suffix = "/" + s.str() + "/threads:" + std::to_string(t);

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+// Block-CSR storage of group-sparse weights, its validation and conversions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "dynasparse/core/aligned_buffer.hpp"
+#include "dynasparse/core/tensor.hpp"
+#include "dynasparse/sparse/block_mask.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace sparse {
+
+/// Block-CSR of an [out, in] weight matrix with blocks of `shape` (rows = 16 outputs for the
+/// kernels here): block-row br owns blocks row_ptr[br] .. row_ptr[br + 1] - 1, block b sits
+/// at block-column col_idx[b] (strictly increasing within a block-row), and its values are
+/// values[b * R * C ...]. Value layout per block: T = float stores [C][R] (R outputs
+/// contiguous per input); T = int8 stores [R][C] (C inputs contiguous per output, the VNNI
+/// quad layout when C = 4). Entries past `out` or `in` in edge blocks are zero.
+template <class T>
+struct BlockCsr {
+  std::size_t out = 0, in = 0;
+  BlockShape shape;
+  std::vector<std::uint32_t> row_ptr;
+  std::vector<std::uint32_t> col_idx;
+  AlignedBuffer<T> values;
+
+  std::size_t block_rows() const noexcept { return (out + shape.rows - 1) / shape.rows; }
+  std::size_t block_cols() const noexcept { return (in + shape.cols - 1) / shape.cols; }
+  std::size_t stored_blocks() const noexcept { return col_idx.size(); }
+  double density() const noexcept {
+    const double total = static_cast<double>(block_rows()) * static_cast<double>(block_cols());
+    return total > 0 ? static_cast<double>(stored_blocks()) / total : 0.0;
+  }
+  std::size_t bytes() const noexcept {
+    return values.bytes() + (row_ptr.size() + col_idx.size()) * sizeof(std::uint32_t);
+  }
+
+  /// Offset of element (i = output within block, c = input within block) in a block.
+  static std::size_t offset(BlockShape s, std::size_t i, std::size_t c) noexcept {
+    return std::is_same_v<T, float> ? c * s.rows + i : i * s.cols + c;
+  }
+
+  /// Checks every invariant a kernel relies on, before any use: shape fits, row_ptr has
+  /// block_rows + 1 entries starting at 0, is non-decreasing and ends at the block count;
+  /// column indices are in range and strictly increasing per block-row; the value count is
+  /// blocks * R * C. @throws FormatError naming `name` and the first violation.
+  void validate(const std::string& name) const {
+    if (shape.rows == 0 || shape.cols == 0 || out == 0 || in == 0) {
+      detail::fail<FormatError>("sparse", "empty block shape or matrix", "positive sizes",
+                                std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + " blocks of " +
+                                    shape_string(out, in),
+                                name);
+    }
+    if (row_ptr.size() != block_rows() + 1) {
+      detail::fail<FormatError>("sparse", "row pointer length", block_rows() + 1, row_ptr.size(), name);
+    }
+    if (row_ptr.front() != 0 || row_ptr.back() != col_idx.size()) {
+      detail::fail<FormatError>("sparse", "row pointer does not span the blocks",
+                                "0 .. " + std::to_string(col_idx.size()),
+                                std::to_string(row_ptr.front()) + " .. " + std::to_string(row_ptr.back()), name);
+    }
+    for (std::size_t br = 0; br < block_rows(); ++br) {
+      if (row_ptr[br + 1] < row_ptr[br]) {
+        detail::fail<FormatError>("sparse", "row pointer not monotone", ">= " + std::to_string(row_ptr[br]),
+                                  row_ptr[br + 1], name + " block-row " + std::to_string(br));
+      }
+      for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {
+        if (col_idx[b] >= block_cols()) {
+          detail::fail<FormatError>("sparse", "block column index out of range", "< " + std::to_string(block_cols()),
+                                    col_idx[b], name + " block " + std::to_string(b));
+        }
+        if (b > row_ptr[br] && col_idx[b] <= col_idx[b - 1]) {
+          detail::fail<FormatError>("sparse", "block column indices not increasing",
+                                    "> " + std::to_string(col_idx[b - 1]), col_idx[b], name + " block " + std::to_string(b));
+        }
+      }
+    }
+    const std::size_t per_block = shape.rows * shape.cols;
+    if (col_idx.size() > std::numeric_limits<std::size_t>::max() / per_block ||
+        values.size() != col_idx.size() * per_block) {
+      detail::fail<FormatError>("sparse", "value count", col_idx.size() * per_block, values.size(), name);
+    }
+  }
+
+  /// The blocks of `mask` taken from `w` [out, in]. @throws ShapeError if shapes differ.
+  static BlockCsr from_dense(TensorView<const float> w, const BlockMask& mask, const std::string& name) {
+    if (w.rows() != mask.out || w.cols() != mask.in) {
+      detail::fail<ShapeError>("sparse", "mask shape differs from the weight", shape_string(w.rows(), w.cols()),
+                               shape_string(mask.out, mask.in), name);
+    }
+    check_block_shape(mask.shape, w.rows(), w.cols(), name);
+    BlockCsr csr;
+    csr.out = w.rows();
+    csr.in = w.cols();
+    csr.shape = mask.shape;
+    const std::size_t bc_n = csr.block_cols(), per_block = mask.shape.rows * mask.shape.cols;
+    csr.row_ptr.push_back(0);
+    for (std::size_t br = 0; br < csr.block_rows(); ++br) {
+      for (std::size_t bc = 0; bc < bc_n; ++bc) {
+        if (mask.keep[br * bc_n + bc]) csr.col_idx.push_back(static_cast<std::uint32_t>(bc));
+      }
+      csr.row_ptr.push_back(static_cast<std::uint32_t>(csr.col_idx.size()));
+    }
+    csr.values.resize_discard(csr.col_idx.size() * per_block);
+    for (std::size_t br = 0; br < csr.block_rows(); ++br) {
+      for (std::uint32_t b = csr.row_ptr[br]; b < csr.row_ptr[br + 1]; ++b) {
+        const std::size_t bc = csr.col_idx[b];
+        for (std::size_t i = 0; i < mask.shape.rows; ++i) {
+          for (std::size_t c = 0; c < mask.shape.cols; ++c) {
+            const std::size_t r = br * mask.shape.rows + i, k = bc * mask.shape.cols + c;
+            if (r < csr.out && k < csr.in) {
+              csr.values[b * per_block + offset(mask.shape, i, c)] = static_cast<T>(w(r, k));
+            }
+          }
+        }
+      }
+    }
+    return csr;
+  }
+
+  /// The block mask of the stored blocks.
+  BlockMask mask() const {
+    BlockMask m;
+    m.out = out;
+    m.in = in;
+    m.shape = shape;
+    m.keep.assign(block_rows() * block_cols(), 0);
+    for (std::size_t br = 0; br < block_rows(); ++br) {
+      for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) m.keep[br * block_cols() + col_idx[b]] = 1;
+    }
+    return m;
+  }
+
+  /// The dense [out, in] matrix (absent blocks are zero), values converted to float.
+  std::vector<float> to_dense() const {
+    std::vector<float> d(out * in, 0.0f);
+    const std::size_t per_block = shape.rows * shape.cols;
+    for (std::size_t br = 0; br < block_rows(); ++br) {
+      for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {
+        for (std::size_t i = 0; i < shape.rows; ++i) {
+          for (std::size_t c = 0; c < shape.cols; ++c) {
+            const std::size_t r = br * shape.rows + i, k = col_idx[b] * shape.cols + c;
+            if (r < out && k < in) d[r * in + k] = static_cast<float>(values[b * per_block + offset(shape, i, c)]);
+          }
+        }
+      }
+    }
+    return d;
+  }
+};
+
+}  // namespace sparse
+DYNASPARSE_NAMESPACE_END

@@ -14,6 +14,7 @@
 #include "dynasparse/core/threading.hpp"
 #include "dynasparse/nn/linear.hpp"
 #include "dynasparse/sparse/group_sparse_f32.hpp"
+#include "dynasparse/sparse/group_sparse_i8.hpp"
 
 namespace {
 
@@ -101,13 +102,14 @@ void bm_format(benchmark::State& state, Shape s, int threads, Forward forward) {
 }
 
 // A group-sparse layer pruned (by block norm) to `pct` percent of its blocks.
-void bm_gsparse_f32(benchmark::State& state, Shape s, int threads, int pct, ds::sparse::BlockShape block) {
+template <class Format = ds::sparse::GroupSparseF32>
+void bm_gsparse(benchmark::State& state, Shape s, int threads, int pct, ds::sparse::BlockShape block) {
   ds::set_num_threads(threads);
   const auto& wv = weights(s);
   const auto xv = activations(s);
   const ds::ConstMatrixView w(wv.data(), s.n, s.k);
   const auto mask = ds::sparse::prune_by_norm(w, {block, pct / 100.0, false});
-  const ds::sparse::GroupSparseF32 format(w, mask, {}, "bench");
+  const Format format(w, mask, {}, "bench");
   std::vector<float> y(s.m * s.n);
   ds::Workspace ws;
   const ds::ConstMatrixView x(xv.data(), s.m, s.k);
@@ -133,7 +135,12 @@ int register_all() {
         const std::string name = "BM_Linear/gsparse_f32@" + std::to_string(pct) + "/" + s.str() +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
-          bm_gsparse_f32(st, s, t, pct, {16, 4});
+          bm_gsparse(st, s, t, pct, {16, 4});
+        })->UseRealTime();
+        const std::string name8 = "BM_Linear/gsparse_i8@" + std::to_string(pct) + "/" + s.str() +
+                                  "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name8.c_str(), [=](benchmark::State& st) {
+          bm_gsparse<ds::sparse::GroupSparseI8>(st, s, t, pct, {16, 4});
         })->UseRealTime();
       }
     }
@@ -145,8 +152,15 @@ int register_all() {
         const std::string name = "BM_SparseBlockShape/" + std::to_string(b.rows) + "x" + std::to_string(b.cols) +
                                  "@" + std::to_string(pct) + "/" + s.str() + "/threads:1";
         benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
-          bm_gsparse_f32(st, s, 1, pct, b);
+          bm_gsparse(st, s, 1, pct, b);
         })->UseRealTime();
+        if (b.cols == 4) {
+          const std::string name8 = "BM_SparseBlockShape/i8_" + std::to_string(b.rows) + "x4@" + std::to_string(pct) +
+                                    "/" + s.str() + "/threads:1";
+          benchmark::RegisterBenchmark(name8.c_str(), [=](benchmark::State& st) {
+            bm_gsparse<ds::sparse::GroupSparseI8>(st, s, 1, pct, b);
+          })->UseRealTime();
+        }
       }
     }
   }

@@ -52,7 +52,7 @@ TEST(LinearDenseF32, ShapeErrorsNameTheLayer) {
 }
 
 TEST(LinearDenseI8, WrapsTheInt8Format) {
-  const std::size_t m = 3, k = 256, n = 256;
+  const std::size_t m = 3, k = 512, n = 512;
   const auto x = uniform_floats(m * k, -1.0f, 1.0f, 4u);
   const auto w = uniform_floats(n * k, -1.0f, 1.0f, 5u);
   const ds::nn::Linear<ds::quant::DenseI8> q(ds::quant::DenseI8(ds::ConstMatrixView(w.data(), n, k)));
@@ -61,8 +61,8 @@ TEST(LinearDenseI8, WrapsTheInt8Format) {
   ds::Workspace ws;
   q.forward(ds::ConstMatrixView(x.data(), m, k), ds::MatrixView(yq.data(), m, n), ws);
   f.forward(ds::ConstMatrixView(x.data(), m, k), ds::MatrixView(yf.data(), m, n), ws);
-  // |x|, |w| <= 1 and k = 256: the bound of DenseI8's own test is about 2 * 256 / 254.
-  for (std::size_t i = 0; i < yq.size(); ++i) EXPECT_NEAR(yq[i], yf[i], 2.1f);
+  // |x|, |w| <= 1 and k = 512: the bound of DenseI8 own test is about 2 * 512 / 254.
+  for (std::size_t i = 0; i < yq.size(); ++i) EXPECT_NEAR(yq[i], yf[i], 4.1f);
   // int8 values plus column sums and alphas: about a quarter of the float bytes.
   EXPECT_LE(q.bytes() * 100, f.bytes() * 26);
 }

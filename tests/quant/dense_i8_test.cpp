@@ -79,7 +79,7 @@ TEST(DenseI8, MatchesAScalarRecomputationFromItsOwnParts) {
     ds::simd::detail::scalar::quantize_f32s8(p.x.data() + r * p.k, xq.data(), p.k, quant::inv_scale_of(ax));
     for (std::size_t j = 0; j < p.n; ++j) {
       const std::int32_t acc = ds::simd::detail::scalar::dot_s8s8_s32(xq.data(), wq.row(j), p.k);
-      const float want = static_cast<float>(acc) * (quant::scale_of(ax) / 127.0f * layer.alphas()[j]) + p.b[j];
+      const float want = static_cast<float>(acc) * (quant::scale_of(ax) * quant::scale_of(layer.alphas()[j])) + p.b[j];
       // Same int32 sum; the float epilogue may fuse its multiply-add: 2 ulp.
       EXPECT_NEAR(y[r * p.n + j], want, 2 * std::numeric_limits<float>::epsilon() * (std::fabs(want) + 1.0f));
     }

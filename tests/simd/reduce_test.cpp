@@ -86,6 +86,22 @@ TYPED_TEST(SimdReduce, MaxPropagatesNaNFromAnyPosition) {
   }
 }
 
+TYPED_TEST(SimdReduce, MaxAbsIsExactAndFlagsNonFinite) {
+  for (std::size_t n : kernel_sizes()) {
+    auto x = uniform_floats(n, -100.0f, 100.0f, 9u + static_cast<unsigned>(n));
+    EXPECT_EQ(simd::max_abs_f32<TypeParam>(x.data(), n), simd::detail::scalar::max_abs_f32(x.data(), n)) << n;
+    if (n > 0) {
+      x[n - 1] = -1000.0f;
+      EXPECT_EQ(simd::max_abs_f32<TypeParam>(x.data(), n), 1000.0f) << n;
+      x[n / 2] = -std::numeric_limits<float>::infinity();
+      EXPECT_EQ(simd::max_abs_f32<TypeParam>(x.data(), n), std::numeric_limits<float>::infinity()) << n;
+      x[0] = std::numeric_limits<float>::quiet_NaN();
+      EXPECT_TRUE(std::isnan(simd::max_abs_f32<TypeParam>(x.data(), n))) << n;
+    }
+  }
+  EXPECT_EQ(simd::max_abs_f32<TypeParam>(nullptr, 0), 0.0f);
+}
+
 TYPED_TEST(SimdReduce, EmptyInputsGiveIdentity) {
   EXPECT_EQ(simd::dot_f32<TypeParam>(nullptr, nullptr, 0), 0.0f);
   EXPECT_EQ(simd::sum_f32<TypeParam>(nullptr, 0), 0.0f);

@@ -64,7 +64,11 @@ class DenseI8 {
                                             "<= " + std::to_string(max_in_features), in_, name_);
     }
     alpha_.resize(out_);
-    for (std::size_t n = 0; n < out_; ++n) alpha_[n] = q.params.alpha_at(n, 0);
+    w_scale_.resize(out_);
+    for (std::size_t n = 0; n < out_; ++n) {
+      alpha_[n] = q.params.alpha_at(n, 0);
+      w_scale_[n] = scale_of(alpha_[n]);
+    }
     packed_ = simd::PackedI8Weights<>(q.values.data(), out_, in_, in_);
   }
 
@@ -77,7 +81,7 @@ class DenseI8 {
   const std::string& name() const noexcept { return name_; }
   /// Weight bytes held: packed int8 values, column sums, alphas, bias.
   std::size_t bytes() const noexcept {
-    return packed_.bytes() + alpha_.size() * sizeof(float) + bias_.size() * sizeof(float);
+    return packed_.bytes() + (alpha_.size() + w_scale_.size() + bias_.size()) * sizeof(float);
   }
   const std::vector<float>& alphas() const noexcept { return alpha_; }
   const std::vector<float>& bias() const noexcept { return bias_; }
@@ -120,15 +124,8 @@ class DenseI8 {
     const std::size_t lda = simd::gemm_activation_row_bytes(in_);
     std::int8_t* a = ws.allocate<std::int8_t>(m * lda);
     float* row_scale = ws.allocate<float>(m);
-    for (std::size_t r = 0; r < m; ++r) {
-      float alpha = activation_alpha_;
-      if (alpha == 0.0f) alpha = row_max_abs(x.row(r), in_);
-      row_scale[r] = std::isfinite(alpha) ? scale_of(alpha) : std::numeric_limits<float>::quiet_NaN();
-      simd::quantize_f32s8(x.row(r), a + r * lda, in_, std::isfinite(alpha) ? inv_scale_of(alpha) : 0.0f);
-      simd::gemm_prepare_activation_row(a + r * lda, in_, a + r * lda);
-    }
+    simd::gemm_quantize_activations(x.data(), x.stride(), m, in_, activation_alpha_, a, lda, row_scale);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const float* w_alpha = alpha_.data();
     constexpr std::size_t tc = simd::gemm_tile_cols;
     const std::size_t panels = (out_ + tc - 1) / tc;
     parallel_for(0, panels, 1, [&](std::size_t p0, std::size_t p1) {
@@ -136,13 +133,8 @@ class DenseI8 {
                           [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
                               const std::int32_t* tile, std::size_t ld) {
                             for (std::size_t r = 0; r < rows; ++r) {
-                              float* out = y.row(r0 + r) + c0;
-                              const float sa = row_scale[r0 + r] * (1.0f / 127.0f);
-                              const std::int32_t* t = tile + r * ld;
-                              for (std::size_t c = 0; c < cols; ++c) {
-                                const float v = static_cast<float>(t[c]) * (sa * w_alpha[c0 + c]);
-                                out[c] = bias ? v + bias[c0 + c] : v;
-                              }
+                              simd::dequantize_s32f32(tile + r * ld, cols, row_scale[r0 + r], w_scale_.data() + c0,
+                                                      bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
                             }
                           });
     });
@@ -193,21 +185,11 @@ class DenseI8 {
   }
 
  private:
-  static float row_max_abs(const float* x, std::size_t n) noexcept {
-    float m = 0.0f;
-    bool bad = false;
-    for (std::size_t i = 0; i < n; ++i) {
-      const float a = std::fabs(x[i]);
-      bad |= !(a <= std::numeric_limits<float>::max());
-      m = std::max(m, a);
-    }
-    return bad ? std::numeric_limits<float>::infinity() : m;
-  }
-
   std::string name_;
   std::size_t in_ = 0, out_ = 0;
   std::vector<float> bias_;
   std::vector<float> alpha_;
+  std::vector<float> w_scale_;  // alpha / 127 per output channel
   simd::PackedI8Weights<> packed_;
   float activation_alpha_ = 0.0f;
 };

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "dynasparse/core/aligned_buffer.hpp"
@@ -14,6 +15,8 @@
 #include "dynasparse/simd/detail/scalar/gemm_int8.hpp"
 #include "dynasparse/simd/detail/x86_vnni_gemm_int8.hpp"
 #include "dynasparse/simd/dot_int8.hpp"
+#include "dynasparse/simd/quantize.hpp"
+#include "dynasparse/simd/reduce.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
@@ -30,7 +33,8 @@ inline constexpr std::size_t gemm_tile_rows = gemm_uses_vnni_panels_v<I8Arch> ? 
 inline constexpr std::size_t gemm_tile_cols = 64;
 
 /// An int8 weight matrix W [N, K] (nn.Linear layout, values in [-127, 127]) packed once for
-/// the GEMM of I8Arch, with its per-column sums (needed by the shifted-activation path).
+/// the GEMM of I8Arch, with its per-column shift compensation (for the shifted-activation
+/// path).
 /// Move-only in practice (copying copies the bytes).
 template <class I8Arch = int8_arch>
 class PackedI8Weights {
@@ -55,11 +59,12 @@ class PackedI8Weights {
       data_.resize_discard(n * k);
       for (std::size_t col = 0; col < n; ++col) std::memcpy(data_.data() + col * k, w + col * ldw, k);
     }
-    col_sums_.resize_discard(n);
+    // Padded to whole 64-column panels so a tile's start values can always be loaded.
+    compensation_.resize_discard((n + 63) / 64 * 64);
     for (std::size_t col = 0; col < n; ++col) {
       std::int32_t s = 0;
       for (std::size_t kk = 0; kk < k; ++kk) s += w[col * ldw + kk];
-      col_sums_[col] = s;
+      compensation_[col] = -128 * s;
     }
   }
 
@@ -68,9 +73,11 @@ class PackedI8Weights {
   /// K as the kernel reads it (rounded up to its k group).
   std::size_t k_padded() const noexcept { return kp_; }
   const std::int8_t* data() const noexcept { return data_.data(); }
-  const std::int32_t* col_sums() const noexcept { return col_sums_.data(); }
-  /// Bytes held: packed values plus column sums.
-  std::size_t bytes() const noexcept { return data_.bytes() + col_sums_.bytes(); }
+  /// -128 * (sum of column n's weights) for each column n, padded with zeros to whole
+  /// 64-column panels: the start value of the shifted path's accumulators.
+  const std::int32_t* shift_compensation() const noexcept { return compensation_.data(); }
+  /// Bytes held: packed values plus the shift compensation.
+  std::size_t bytes() const noexcept { return data_.bytes() + compensation_.bytes(); }
 
   /// Writes table[W[c0 + c][k0 + kk] + 128] to out[kk * 64 + c] for kk < kc and c < 64
   /// (columns past n give table[128]): a k-major float block of 64 columns, the layout the
@@ -109,7 +116,7 @@ class PackedI8Weights {
  private:
   std::size_t n_ = 0, k_ = 0, kp_ = 0;
   AlignedBuffer<std::int8_t> data_;
-  AlignedBuffer<std::int32_t> col_sums_;
+  AlignedBuffer<std::int32_t> compensation_;
 };
 
 /// Bytes per activation row as the GEMM of I8Arch reads it.
@@ -136,6 +143,52 @@ inline void gemm_prepare_activation_row(const std::int8_t* q, std::size_t k, std
   }
 }
 
+/// Quantizes float activation rows x [m, k] (stride ldx) into the int8 GEMM's layout at
+/// `out` (stride lda = gemm_activation_row_bytes(k)) and writes each row's dequantization
+/// step to `row_scale` (alpha / 127). alpha is each row's max |x| (dynamic), or
+/// `static_alpha` when it is > 0 (values beyond it saturate). A row containing NaN or +-inf
+/// gets row_scale NaN and zero codes, so every output computed from it is NaN rather than
+/// silently finite.
+template <class I8Arch = int8_arch>
+inline void gemm_quantize_activations(const float* x, std::size_t ldx, std::size_t m, std::size_t k,
+                                      float static_alpha, std::int8_t* out, std::size_t lda,
+                                      float* row_scale) noexcept {
+  for (std::size_t r = 0; r < m; ++r) {
+    const float* row = x + r * ldx;
+    const float max_abs = max_abs_f32(row, k);
+    const bool finite = max_abs <= std::numeric_limits<float>::max();  // false for NaN and inf
+    const float alpha = static_alpha > 0.0f ? static_alpha : max_abs;
+    const float inv = finite && alpha > 0.0f ? 127.0f / alpha : 0.0f;
+    row_scale[r] = finite ? alpha / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    quantize_f32s8(row, out + r * lda, k, inv);
+    gemm_prepare_activation_row<I8Arch>(out + r * lda, k, out + r * lda);
+  }
+}
+
+/// The int8 products' epilogue for one output row: y[i] = float(t[i]) * (row_scale *
+/// col_scale[i]) + bias[i] (bias may be null), i < n. Same arithmetic on every arch (the
+/// multiply-add may fuse), so dense and sparse int8 layers built from the same weights give
+/// the same floats.
+template <class Arch = arch>
+inline void dequantize_s32f32(const std::int32_t* t, std::size_t n, float row_scale, const float* col_scale,
+                              const float* bias, float* y) noexcept {
+  std::size_t i = 0;
+  if constexpr (!is_scalar_arch_v<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    using BI = xsimd::batch<std::int32_t, Arch>;
+    constexpr std::size_t w = B::size;
+    const B rs(row_scale);
+    for (; i + w <= n; i += w) {
+      const B v = xsimd::to_float(BI::load_unaligned(t + i)) * (rs * B::load_unaligned(col_scale + i));
+      (bias ? v + B::load_unaligned(bias + i) : v).store_unaligned(y + i);
+    }
+  }
+  for (; i < n; ++i) {
+    const float v = static_cast<float>(t[i]) * (row_scale * col_scale[i]);
+    y[i] = bias ? v + bias[i] : v;
+  }
+}
+
 /// Computes C = A * W^T for rows [0, m) and columns [n0, n1) and calls
 /// `epilogue(row0, rows, col0, cols, tile, ld)` for each tile, where tile[r * ld + c] is the
 /// exact int32 sum for row row0 + r and column col0 + c. A holds prepared rows
@@ -154,18 +207,14 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
         const auto* ar = reinterpret_cast<const std::uint8_t*>(a + r0 * lda);
         const std::int8_t* panel = w.data() + (c0 / tc) * tc * w.k_padded();
         const std::size_t kq = w.k_padded() / detail::vnni::gemm_kgroup;
+        const std::int32_t* init = w.shift_compensation() + c0;
         switch (rows) {
-          case 6: detail::vnni::gemm_u8s8_s32_tile<6>(ar, lda, panel, kq, tile, tc); break;
-          case 5: detail::vnni::gemm_u8s8_s32_tile<5>(ar, lda, panel, kq, tile, tc); break;
-          case 4: detail::vnni::gemm_u8s8_s32_tile<4>(ar, lda, panel, kq, tile, tc); break;
-          case 3: detail::vnni::gemm_u8s8_s32_tile<3>(ar, lda, panel, kq, tile, tc); break;
-          case 2: detail::vnni::gemm_u8s8_s32_tile<2>(ar, lda, panel, kq, tile, tc); break;
-          default: detail::vnni::gemm_u8s8_s32_tile<1>(ar, lda, panel, kq, tile, tc); break;
-        }
-        // Undo the +128 shift of A: sum (a + 128) b = sum a b + 128 sum b.
-        const std::int32_t* sums = w.col_sums() + c0;
-        for (std::size_t r = 0; r < rows; ++r) {
-          for (std::size_t c = 0; c < cols; ++c) tile[r * tc + c] -= 128 * sums[c];
+          case 6: detail::vnni::gemm_u8s8_s32_tile<6>(ar, lda, panel, kq, init, tile, tc); break;
+          case 5: detail::vnni::gemm_u8s8_s32_tile<5>(ar, lda, panel, kq, init, tile, tc); break;
+          case 4: detail::vnni::gemm_u8s8_s32_tile<4>(ar, lda, panel, kq, init, tile, tc); break;
+          case 3: detail::vnni::gemm_u8s8_s32_tile<3>(ar, lda, panel, kq, init, tile, tc); break;
+          case 2: detail::vnni::gemm_u8s8_s32_tile<2>(ar, lda, panel, kq, init, tile, tc); break;
+          default: detail::vnni::gemm_u8s8_s32_tile<1>(ar, lda, panel, kq, init, tile, tc); break;
         }
       } else {
         for (std::size_t r = 0; r < rows; ++r) {

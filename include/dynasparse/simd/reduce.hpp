@@ -113,5 +113,35 @@ inline float max_f32(const float* x, std::size_t n) noexcept {
   }
 }
 
+/// max_i |x[i]|; 0 for n = 0; NaN if any element is NaN, +inf if any is infinite. Exact.
+template <class Arch = arch>
+inline float max_abs_f32(const float* x, std::size_t n) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    return detail::scalar::max_abs_f32(x, n);
+  } else {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t w = B::size;
+    B m0(0.0f), m1(0.0f);
+    auto nan = xsimd::isnan(m0);
+    std::size_t i = 0;
+    for (; i + 2 * w <= n; i += 2 * w) {
+      const B a = B::load_unaligned(x + i);
+      const B b = B::load_unaligned(x + i + w);
+      nan = nan || xsimd::isnan(a) || xsimd::isnan(b);
+      m0 = xsimd::max(m0, xsimd::abs(a));
+      m1 = xsimd::max(m1, xsimd::abs(b));
+    }
+    for (; i + w <= n; i += w) {
+      const B a = B::load_unaligned(x + i);
+      nan = nan || xsimd::isnan(a);
+      m0 = xsimd::max(m0, xsimd::abs(a));
+    }
+    if (xsimd::any(nan)) return std::numeric_limits<float>::quiet_NaN();
+    const float tail = detail::scalar::max_abs_f32(x + i, n - i);
+    const float m = detail::hmax(xsimd::max(m0, m1));
+    return (tail != tail || tail > m) ? tail : m;
+  }
+}
+
 }  // namespace simd
 DYNASPARSE_NAMESPACE_END

@@ -14,6 +14,8 @@
 //      64 columns x 4 bytes (k-minor): byte (kq * 64 + col) * 4 + t is W[p*64 + col][4 kq + t].
 //      Columns past N and k past K are 0.
 //   C: int32, row-major with stride ldc; each call writes MR x 64 values.
+//   init: 64 int32 start values of every row's accumulators (the driver passes
+//   -128 * column sums, which undoes the shift at no cost inside the loop).
 #pragma once
 
 #include <cstddef>
@@ -37,16 +39,19 @@ inline constexpr std::size_t gemm_mr = 6;
 
 template <std::size_t MR>
 void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
-                        std::size_t kq_count, std::int32_t* c, std::size_t ldc) noexcept;
+                        std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
+                        std::size_t ldc) noexcept;
 
 #if DYNASPARSE_HAS_AVX512VNNI
 template <std::size_t MR>
 inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
-                               std::size_t kq_count, std::int32_t* c, std::size_t ldc) noexcept {
+                               std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
+                               std::size_t ldc) noexcept {
   static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
   __m512i acc[MR][4];
-  for (std::size_t r = 0; r < MR; ++r) {
-    for (std::size_t j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (std::size_t j = 0; j < 4; ++j) {
+    const __m512i v = _mm512_loadu_si512(init + 16 * j);
+    for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
   }
   for (std::size_t kq = 0; kq < kq_count; ++kq) {
     const std::int8_t* b = panel + kq * (gemm_nr * gemm_kgroup);

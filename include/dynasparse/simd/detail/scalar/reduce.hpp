@@ -42,5 +42,17 @@ inline float max_f32(const float* x, std::size_t n) noexcept {
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
+/// max_i |x[i]|; 0 for n = 0; NaN if any element is NaN (+inf for infinities, naturally).
+inline float max_abs_f32(const float* x, std::size_t n) noexcept {
+  float m = 0.0f;
+  bool nan = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float a = x[i] < 0.0f ? -x[i] : x[i];
+    nan |= x[i] != x[i];
+    m = a > m ? a : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
 }  // namespace simd::detail::scalar
 DYNASPARSE_NAMESPACE_END

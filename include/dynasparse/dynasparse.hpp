@@ -9,6 +9,7 @@
 
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/core/build_info.hpp"
+#include "dynasparse/core/dtype.hpp"
 #include "dynasparse/core/eigen_interop.hpp"
 #include "dynasparse/core/tensor.hpp"
 #include "dynasparse/core/threading.hpp"
@@ -21,6 +22,11 @@
 #include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
 #include "dynasparse/simd/softmax.hpp"
+#include "dynasparse/simd/spmm_f32.hpp"
+#include "dynasparse/simd/spmm_int8.hpp"
+
+#include "dynasparse/io/npy.hpp"
+#include "dynasparse/io/safetensors.hpp"
 
 #include "dynasparse/quant/calibrator.hpp"
 #include "dynasparse/quant/dense_i8.hpp"
@@ -30,5 +36,12 @@
 #include "dynasparse/quant/quant_params.hpp"
 #include "dynasparse/quant/quantize.hpp"
 
+#include "dynasparse/sparse/block_csr.hpp"
+#include "dynasparse/sparse/block_mask.hpp"
+#include "dynasparse/sparse/group_sparse_f32.hpp"
+#include "dynasparse/sparse/group_sparse_i8.hpp"
+
+#include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/dense_f32.hpp"
 #include "dynasparse/nn/linear.hpp"
+

@@ -2,6 +2,8 @@
 // Forward declarations of the public types (cheap to include in headers of user code).
 #pragma once
 
+#include <cstdint>
+
 #include "dynasparse/config.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
@@ -15,7 +17,26 @@ class AlignedBuffer;
 template <class T>
 class TensorView;
 class Workspace;
+enum class DType : std::uint8_t;
 namespace simd {
 struct ScalarArch;
 }  // namespace simd
+namespace io {
+class SafetensorsFile;
+class SafetensorsWriter;
+}  // namespace io
+namespace quant {
+class DenseI8;
+class Calibrator;
+class Observer;
+}  // namespace quant
+namespace sparse {
+class GroupSparseF32;
+class GroupSparseI8;
+}  // namespace sparse
+namespace nn {
+class DenseF32;
+template <class Format>
+class Linear;
+}  // namespace nn
 DYNASPARSE_NAMESPACE_END

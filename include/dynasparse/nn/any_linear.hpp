@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// AnyLinear: a linear layer whose weight format is chosen at run time (per layer, from a
+// file or a conversion), and the sparsify/quantize conversions that choose it.
+#pragma once
+
+#include <cstddef>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "dynasparse/nn/linear.hpp"
+#include "dynasparse/sparse/group_sparse_f32.hpp"
+#include "dynasparse/sparse/group_sparse_i8.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace nn {
+
+/// One of the four weight formats. The choice is paid once per layer call (a variant
+/// visit), never per element.
+using AnyLinear = std::variant<Linear<DenseF32>, Linear<quant::DenseI8>, Linear<sparse::GroupSparseF32>,
+                               Linear<sparse::GroupSparseI8>>;
+
+/// y = x W^T + b through whichever format `layer` holds.
+inline void forward(const AnyLinear& layer, ConstMatrixView x, MatrixView y, Workspace& ws) {
+  std::visit([&](const auto& l) { l.forward(x, y, ws); }, layer);
+}
+inline std::size_t in_features(const AnyLinear& layer) noexcept {
+  return std::visit([](const auto& l) { return l.in_features(); }, layer);
+}
+inline std::size_t out_features(const AnyLinear& layer) noexcept {
+  return std::visit([](const auto& l) { return l.out_features(); }, layer);
+}
+inline std::size_t bytes(const AnyLinear& layer) noexcept {
+  return std::visit([](const auto& l) { return l.bytes(); }, layer);
+}
+/// "dense_f32", "dense_i8", "gsparse_f32" or "gsparse_i8".
+inline const char* format_name(const AnyLinear& layer) noexcept {
+  return std::visit([](const auto& l) -> const char* { return std::decay_t<decltype(l.format())>::format_name; }, layer);
+}
+
+/// Sparsity below which a group-sparse layer is not faster than the dense one, per block
+/// shape (fraction of blocks removed), measured with BM_SparseBlockShape (bench/linear_bench.cpp)
+/// on AVX-512 at 1x4096x4096 and 128x512x2048, one thread: the larger of the two shapes'
+/// crossovers, rounded up to 5%. Shapes not listed: 0.25.
+inline double crossover_sparsity(sparse::BlockShape shape, bool int8) noexcept {
+  if (int8) return shape.rows == 16 ? 0.15 : 0.10;
+  if (shape.rows == 16 && shape.cols == 1) return 0.20;
+  if (shape.rows == 16 && shape.cols == 4) return 0.05;
+  if (shape.rows == 32 || shape.rows == 64) return 0.10;
+  return 0.25;
+}
+
+/// Result of a conversion: the layer, and a sentence saying what was done and why.
+struct Converted {
+  AnyLinear layer;
+  std::string note;
+};
+
+/// Options of sparsify(): pruning (block shape, target, balance) and whether the stored
+/// blocks are quantized to INT8 (16x4, 32x4 and 64x4 blocks only).
+struct SparsifyOptions {
+  sparse::PruneOptions prune{{16, 4}, 0.5, false};
+  bool int8 = false;
+};
+
+/// Prunes `weight` [out, in] to the target by block norm and returns the group-sparse layer,
+/// unless the target is below the block shape's measured crossover (crossover_sparsity),
+/// where the sparse kernel would be slower: then the layer stays dense (DenseF32, or DenseI8
+/// with int8) and the note says so. @throws the errors of prune_by_norm and the formats.
+inline Converted sparsify(ConstMatrixView weight, std::vector<float> bias, const SparsifyOptions& opt,
+                          const std::string& name) {
+  const double cross = crossover_sparsity(opt.prune.shape, opt.int8);
+  std::ostringstream note;
+  note << name << ": ";
+  if (opt.prune.target < cross) {
+    note << "kept dense: target sparsity " << opt.prune.target << " is below the " << opt.prune.shape.rows << "x"
+         << opt.prune.shape.cols << (opt.int8 ? " int8" : " float") << " crossover " << cross;
+    if (opt.int8) return {Linear<quant::DenseI8>(quant::DenseI8(weight, std::move(bias), name)), note.str()};
+    return {Linear<DenseF32>(DenseF32(weight, std::move(bias), name)), note.str()};
+  }
+  const sparse::BlockMask mask = sparse::prune_by_norm(weight, opt.prune, name);
+  note << "group-sparse " << opt.prune.shape.rows << "x" << opt.prune.shape.cols << " at sparsity "
+       << mask.sparsity() << (opt.int8 ? ", int8" : ", float");
+  if (opt.int8) {
+    return {Linear<sparse::GroupSparseI8>(sparse::GroupSparseI8(weight, mask, std::move(bias), name)), note.str()};
+  }
+  return {Linear<sparse::GroupSparseF32>(sparse::GroupSparseF32(weight, mask, std::move(bias), name)), note.str()};
+}
+
+}  // namespace nn
+DYNASPARSE_NAMESPACE_END

@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Apache-2.0
+// Attention of one head: a streaming (online-softmax) kernel over float or INT8 K/V, and a
+// naive kernel that materializes the scores (the benchmark baseline and test oracle).
+//
+// Contract (all kernels): see simd::AttentionArgs for operands, layout and masking. Memory:
+// the streaming kernels use attention_scratch_floats<Arch>(d) floats of caller scratch,
+// independent of the sequence lengths; the naive kernel uses row_count() * lkv. Accuracy:
+// the streaming kernel matches its scalar twin and the naive kernel within a few ulp times
+// the magnitude of the terms (tests/simd/attention_test.cpp states the budget): vector
+// dot products sum in another order, xsimd::exp is within 4 ulp of std::exp, and the
+// online rescaling by exp(m_old - m_new) rounds once more per block whose maximum grows.
+// No kernel allocates or throws.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "dynasparse/simd/arch.hpp"
+#include "dynasparse/simd/attention_args.hpp"
+#include "dynasparse/simd/detail/scalar/attention.hpp"
+#include "dynasparse/simd/reduce.hpp"
+#include "dynasparse/simd/softmax.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace simd {
+
+namespace detail {
+
+/// Keys per block of the streaming loop: 128 keys of K and V at head_dim 64 are 64 KiB,
+/// which stays in L2 while every query row of a tile passes over them.
+inline constexpr std::size_t attention_block_keys = 128;
+
+/// Query rows per tile: the rows that share one pass over a key block. Each row keeps d
+/// vector accumulators, so the tile is sized to keep that state near 32 KiB.
+template <class A>
+constexpr std::size_t attention_tile_rows(std::size_t d) noexcept {
+  const std::size_t per_row = (d == 0 ? 1 : d) * lanes_f32<A>();
+  const std::size_t t = 8192 / per_row;
+  return t < 1 ? 1 : (t > 32 ? 32 : t);
+}
+
+/// s[0, n) = scale * q . k_j for keys j (columns of kp, row stride ks), vectorized over j.
+template <class A>
+inline void attention_scores(const float* qs, std::size_t d, const float* kp, std::size_t ks,
+                             std::size_t n, float* s) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t w = B::size;
+  std::size_t j = 0;
+  // Four independent accumulators hide the FMA latency at small d.
+  for (; j + 4 * w <= n; j += 4 * w) {
+    B s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+    for (std::size_t c = 0; c < d; ++c) {
+      const B qc(qs[c]);
+      const float* k = kp + c * ks + j;
+      s0 = xsimd::fma(qc, B::load_unaligned(k), s0);
+      s1 = xsimd::fma(qc, B::load_unaligned(k + w), s1);
+      s2 = xsimd::fma(qc, B::load_unaligned(k + 2 * w), s2);
+      s3 = xsimd::fma(qc, B::load_unaligned(k + 3 * w), s3);
+    }
+    s0.store_unaligned(s + j);
+    s1.store_unaligned(s + j + w);
+    s2.store_unaligned(s + j + 2 * w);
+    s3.store_unaligned(s + j + 3 * w);
+  }
+  for (; j + w <= n; j += w) {
+    B s0(0.0f);
+    for (std::size_t c = 0; c < d; ++c) s0 = xsimd::fma(B(qs[c]), B::load_unaligned(kp + c * ks + j), s0);
+    s0.store_unaligned(s + j);
+  }
+  for (; j < n; ++j) {
+    float t = 0.0f;
+    for (std::size_t c = 0; c < d; ++c) t += qs[c] * kp[c * ks + j];
+    s[j] = t;
+  }
+}
+
+/// k(c, j) = k8(c, j0 + j) * scale(j0 + j) for a block of n keys, into a [d, block] buffer.
+inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale,
+                                std::size_t j0, std::size_t n, std::size_t d, float* kf,
+                                std::size_t kf_stride) noexcept {
+  // A plain loop: compilers widen, convert and multiply it in vector registers (see
+  // simd::dequantize_s8f32 for why xsimd 8 is not used here).
+  for (std::size_t c = 0; c < d; ++c) {
+    const std::int8_t* src = k8 + c * stride + j0;
+    float* dst = kf + c * kf_stride;
+    for (std::size_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]) * scale[j0 + j];
+  }
+}
+
+template <class A, bool Int8>
+inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t w = B::size;
+  constexpr std::size_t bk = attention_block_keys;
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const std::size_t d = a.d;
+  const std::size_t tile = attention_tile_rows<A>(d);
+  // Scratch layout: acc [tile][d][w] | m [tile] | l [tile] | scores [bk] | q*scale [d] |
+  // dequantized K and V blocks [d][bk] each (INT8 only).
+  float* acc = scratch;
+  float* mrow = acc + tile * d * w;
+  float* lrow = mrow + tile;
+  float* s = lrow + tile;
+  float* qs = s + bk;
+  float* kf = qs + d;
+  float* vf = kf + d * bk;
+
+  const std::size_t nrows = a.row_count();
+  for (std::size_t t0 = 0; t0 < nrows; t0 += tile) {
+    const std::size_t t1 = std::min(nrows, t0 + tile);
+    std::size_t tile_end = 0;
+    for (std::size_t r = t0; r < t1; ++r) {
+      tile_end = std::max(tile_end, a.key_end(a.row_at(r)));
+      mrow[r - t0] = ninf;
+      lrow[r - t0] = 0.0f;
+    }
+    std::fill(acc, acc + (t1 - t0) * d * w, 0.0f);
+
+    for (std::size_t j0 = 0; j0 < tile_end; j0 += bk) {
+      const std::size_t nb = std::min(bk, tile_end - j0);
+      const float* kp;
+      const float* vp;
+      std::size_t kvs;
+      if constexpr (Int8) {
+        dequantize_kv_block(a.kt_s8, a.kv_stride, a.k_scale, j0, nb, d, kf, bk);
+        dequantize_kv_block(a.vt_s8, a.kv_stride, a.v_scale, j0, nb, d, vf, bk);
+        kp = kf;
+        vp = vf;
+        kvs = bk;
+      } else {
+        kp = a.kt + j0;
+        vp = a.vt + j0;
+        kvs = a.kv_stride;
+      }
+      for (std::size_t r = t0; r < t1; ++r) {
+        const std::size_t i = a.row_at(r);
+        const std::size_t end = a.key_end(i);
+        if (end <= j0) continue;
+        const std::size_t n = std::min(nb, end - j0);
+        const float* q = a.q + i * a.q_stride;
+        for (std::size_t c = 0; c < d; ++c) qs[c] = q[c] * a.scale;
+        attention_scores<A>(qs, d, kp, kvs, n, s);
+        scalar::add_attention_masks(a, i, j0, n, s);
+
+        float& m = mrow[r - t0];
+        const float mb = max_f32<A>(s, n);  // NaN if any score is NaN
+        const float m_new = (mb != mb || m != m) ? std::numeric_limits<float>::quiet_NaN()
+                                                 : (mb > m ? mb : m);
+        if (m_new == ninf) continue;  // nothing admissible yet
+        const float alpha = scalar::exp(m - m_new);
+        const B vm(m_new);
+        const std::size_t nv = n - n % w;
+        B sum(0.0f);
+        for (std::size_t j = 0; j < nv; j += w) {
+          const B e = xsimd::exp(B::load_unaligned(s + j) - vm);
+          e.store_unaligned(s + j);
+          sum += e;
+        }
+        float tail = 0.0f;
+        for (std::size_t j = nv; j < n; ++j) {
+          s[j] = scalar::exp(s[j] - m_new);
+          tail += s[j];
+        }
+        lrow[r - t0] = lrow[r - t0] * alpha + (xsimd::hadd(sum) + tail);
+        m = m_new;
+
+        // acc(c) holds w partial sums per output element; they are added up once per row
+        // at the end instead of once per block.
+        float* ar = acc + (r - t0) * d * w;
+        const B va(alpha);
+        for (std::size_t c = 0; c < d; ++c) {
+          const float* v = vp + c * kvs;
+          B av = B::load_aligned(ar + c * w) * va;
+          for (std::size_t j = 0; j < nv; j += w) {
+            av = xsimd::fma(B::load_unaligned(s + j), B::load_unaligned(v + j), av);
+          }
+          av.store_aligned(ar + c * w);
+          float t = 0.0f;
+          for (std::size_t j = nv; j < n; ++j) t += s[j] * v[j];
+          ar[c * w] += t;
+        }
+      }
+    }
+
+    for (std::size_t r = t0; r < t1; ++r) {
+      float* o = a.out + a.row_at(r) * a.out_stride;
+      const float l = lrow[r - t0];
+      const float inv = l > 0.0f ? 1.0f / l : std::numeric_limits<float>::quiet_NaN();
+      const float* ar = acc + (r - t0) * d * w;
+      for (std::size_t c = 0; c < d; ++c) o[c] = xsimd::hadd(B::load_aligned(ar + c * w)) * inv;
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Floats of scratch attention_f32 and attention_s8kv_f32 need at head dimension d
+/// (64-byte aligned, e.g. from a Workspace). Independent of the sequence lengths.
+template <class Arch = arch>
+constexpr std::size_t attention_scratch_floats(std::size_t d) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    return detail::scalar::attention_scratch_floats(d);
+  } else {
+    constexpr std::size_t w = lanes_f32<Arch>();
+    const std::size_t tile = detail::attention_tile_rows<Arch>(d);
+    return tile * d * w + 2 * tile + detail::attention_block_keys + d +
+           2 * d * detail::attention_block_keys;
+  }
+}
+
+/// Streaming attention of one head over float K and V (AttentionArgs::kt, vt): keys in
+/// blocks of 128 with a running max and sum per query row, so memory is O(d), not
+/// O(lq * lkv); query rows are taken in tiles that share each pass over a key block.
+/// `scratch` holds attention_scratch_floats<Arch>(a.d) floats, 64-byte aligned.
+template <class Arch = arch>
+inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    detail::scalar::attention_f32(a, scratch);
+  } else {
+    detail::attention_stream<Arch, false>(a, scratch);
+  }
+}
+
+/// attention_f32 over INT8 K and V with a scale per key (AttentionArgs::kt_s8, vt_s8,
+/// k_scale, v_scale): each block is dequantized into scratch, then handled as float. The
+/// result equals attention_f32 on the dequantized K and V within the same budget.
+template <class Arch = arch>
+inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    detail::scalar::attention_s8kv_f32(a, scratch);
+  } else {
+    detail::attention_stream<Arch, true>(a, scratch);
+  }
+}
+
+/// Floats of scratch attention_naive_f32 needs: the whole score matrix and one query row.
+inline std::size_t attention_naive_scratch_floats(const AttentionArgs& a) noexcept {
+  return a.row_count() * a.lkv + a.d;
+}
+
+/// The straightforward kernel: materializes scores [rows, lkv], applies the masks, runs
+/// softmax_f32 on each row, then out = P V. Float K and V only. Same results as
+/// attention_f32 within the stated budget, except that keys removed by `causal` are read
+/// (with weight 0). Quadratic memory: a baseline and an oracle, not a production path.
+/// `scratch` holds attention_naive_scratch_floats(a) floats.
+template <class Arch = arch>
+inline void attention_naive_f32(const AttentionArgs& a, float* scratch) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const std::size_t nrows = a.row_count();
+  float* qs = scratch + nrows * a.lkv;
+  for (std::size_t r = 0; r < nrows; ++r) {
+    const std::size_t i = a.row_at(r);
+    float* s = scratch + r * a.lkv;
+    const float* q = a.q + i * a.q_stride;
+    // Scaled once, like PyTorch's q / sqrt(d) before the product.
+    for (std::size_t c = 0; c < a.d; ++c) qs[c] = q[c] * a.scale;
+    const std::size_t end = a.key_end(i);
+    if constexpr (is_scalar_arch_v<Arch>) {
+      for (std::size_t j = 0; j < end; ++j) {
+        float t = 0.0f;
+        for (std::size_t c = 0; c < a.d; ++c) t += qs[c] * a.kt[c * a.kv_stride + j];
+        s[j] = t;
+      }
+    } else {
+      detail::attention_scores<Arch>(qs, a.d, a.kt, a.kv_stride, end, s);
+    }
+    for (std::size_t j = end; j < a.lkv; ++j) s[j] = ninf;
+    detail::scalar::add_attention_masks(a, i, 0, end, s);
+    softmax_f32<Arch>(s, s, a.lkv);
+    float* o = a.out + i * a.out_stride;
+    for (std::size_t c = 0; c < a.d; ++c) o[c] = dot_f32<Arch>(s, a.vt + c * a.kv_stride, a.lkv);
+  }
+}
+
+}  // namespace simd
+DYNASPARSE_NAMESPACE_END

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/simd/attention.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "dynasparse/core/aligned_buffer.hpp"
+#include "support/arches.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using namespace dynasparse_test;
+namespace ds = dynasparse;
+namespace simd = dynasparse::simd;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Budget against a double-precision reference, relative to max |v|: the output is a convex
+// combination of values, each weight carrying the error of a d-term float dot product
+// (scores here stay below ~10 in magnitude: 10 * d * eps ~ 8e-5 relative at d = 64 would
+// be the worst case; random signs keep it well under 1e-5), xsimd::exp's 4 ulp and one
+// rescaling per block.
+constexpr double kAttentionRel = 2e-5;
+
+// One head's operands with K and V stored transposed and padded rows (stride > lkv).
+struct Problem {
+  std::size_t lq, lkv, d, stride;
+  std::vector<float> q, kt, vt, mask;
+  std::vector<char> bool_mask, key_padding;  // char: std::vector<bool> has no data()
+  bool use_mask = false, use_bool = false, use_padding = false, causal = false;
+
+  Problem(std::size_t lq_, std::size_t lkv_, std::size_t d_, std::uint32_t seed)
+      : lq(lq_), lkv(lkv_), d(d_), stride(lkv_ + 5) {
+    q = uniform_floats(lq * d, -2.0f, 2.0f, seed);
+    kt = uniform_floats(d * stride, -2.0f, 2.0f, seed + 1);
+    vt = uniform_floats(d * stride, -1.0f, 1.0f, seed + 2);
+    mask = uniform_floats(lq * lkv, -3.0f, 3.0f, seed + 3);
+    const auto coin = uniform_floats(lq * lkv + lkv, 0.0f, 1.0f, seed + 4);
+    bool_mask.resize(lq * lkv);
+    key_padding.resize(lkv);
+    for (std::size_t i = 0; i < lq * lkv; ++i) bool_mask[i] = coin[i] < 0.3f;
+    for (std::size_t j = 0; j < lkv; ++j) key_padding[j] = coin[lq * lkv + j] < 0.2f;
+  }
+
+  simd::AttentionArgs args(float* out) const {
+    simd::AttentionArgs a;
+    a.q = q.data();
+    a.q_stride = d;
+    a.lq = lq;
+    a.d = d;
+    a.kt = kt.data();
+    a.vt = vt.data();
+    a.kv_stride = stride;
+    a.lkv = lkv;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    if (use_mask) {
+      a.mask = mask.data();
+      a.mask_stride = lkv;
+    }
+    if (use_bool) {
+      a.bool_mask = reinterpret_cast<const bool*>(bool_mask.data());
+      a.bool_mask_stride = lkv;
+    }
+    if (use_padding) a.key_padding = reinterpret_cast<const bool*>(key_padding.data());
+    a.causal = causal;
+    a.out = out;
+    a.out_stride = d;
+    return a;
+  }
+
+  // PyTorch's definition in double: masked scores are -inf; a row with only -inf is NaN.
+  std::vector<double> reference() const {
+    std::vector<double> out(lq * d);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    for (std::size_t i = 0; i < lq; ++i) {
+      std::vector<double> s(lkv);
+      double m = -kInf;
+      for (std::size_t j = 0; j < lkv; ++j) {
+        double t = 0.0;
+        for (std::size_t c = 0; c < d; ++c) t += static_cast<double>(q[i * d + c]) * kt[c * stride + j];
+        t *= scale;
+        if (use_mask) t += mask[i * lkv + j];
+        if (use_bool && bool_mask[i * lkv + j]) t = -kInf;
+        if (use_padding && key_padding[j]) t = -kInf;
+        if (causal && j + lq > i + lkv) t = -kInf;
+        s[j] = t;
+        m = std::max(m, t);
+      }
+      double sum = 0.0;
+      for (double& t : s) {
+        t = std::exp(t - m);
+        sum += t;
+      }
+      for (std::size_t c = 0; c < d; ++c) {
+        double o = 0.0;
+        for (std::size_t j = 0; j < lkv; ++j) o += s[j] * vt[c * stride + j];
+        out[i * d + c] = m == -kInf ? std::nan("") : o / sum;
+      }
+    }
+    return out;
+  }
+};
+
+template <class Arch>
+std::vector<float> run_streaming(const Problem& p) {
+  std::vector<float> out(p.lq * p.d, 7.0f);
+  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<Arch>(p.d));
+  simd::attention_f32<Arch>(p.args(out.data()), scratch.data());
+  return out;
+}
+
+template <class Arch>
+std::vector<float> run_naive(const Problem& p) {
+  std::vector<float> out(p.lq * p.d, 7.0f);
+  const auto a = p.args(out.data());
+  ds::AlignedBuffer<float> scratch(simd::attention_naive_scratch_floats(a));
+  simd::attention_naive_f32<Arch>(a, scratch.data());
+  return out;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, const Problem& p,
+                  const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      EXPECT_TRUE(std::isnan(got[i])) << what << " i=" << i;
+    } else {
+      EXPECT_NEAR(got[i], want[i], kAttentionRel) << what << " lq=" << p.lq << " lkv=" << p.lkv
+                                                  << " d=" << p.d << " i=" << i;
+    }
+  }
+}
+
+template <class Arch>
+class SimdAttention : public ::testing::Test {};
+TYPED_TEST_SUITE(SimdAttention, FloatArches, ArchNames);
+
+TYPED_TEST(SimdAttention, StreamingNaiveAndScalarMatchReferenceOnOddSizes) {
+  std::uint32_t seed = 1;
+  for (std::size_t d : {1u, 3u, 8u, 17u, 64u}) {
+    for (std::size_t lq : {1u, 3u, 17u, 40u}) {
+      for (std::size_t lkv : {1u, 3u, 17u, 127u, 300u}) {
+        for (bool causal : {false, true}) {
+          Problem p(lq, lkv, d, seed += 7);
+          p.causal = causal;
+          const auto want = p.reference();
+          expect_close(run_streaming<TypeParam>(p), want, p, "streaming");
+          expect_close(run_naive<TypeParam>(p), want, p, "naive");
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(SimdAttention, ScalarTwinAgrees) {
+  Problem p(19, 259, 8, 3u);
+  p.use_mask = true;
+  const auto want = run_streaming<simd::ScalarArch>(p);
+  const auto got = run_streaming<TypeParam>(p);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], kAttentionRel) << i;
+}
+
+TYPED_TEST(SimdAttention, MasksPaddingAndCausalFollowPyTorch) {
+  std::uint32_t seed = 100;
+  for (std::size_t d : {8u, 64u}) {
+    for (int variant = 0; variant < 8; ++variant) {
+      Problem p(23, 261, d, seed += 11);
+      p.use_mask = variant & 1;
+      p.use_bool = variant & 2;
+      p.use_padding = variant & 4;
+      p.causal = variant == 7;
+      const auto want = p.reference();
+      expect_close(run_streaming<TypeParam>(p), want, p, "streaming");
+      expect_close(run_naive<TypeParam>(p), want, p, "naive");
+    }
+  }
+}
+
+TYPED_TEST(SimdAttention, FullyMaskedRowIsNaNAndOthersAreNot) {
+  Problem p(5, 200, 8, 9u);
+  p.use_bool = true;
+  std::fill(p.bool_mask.begin(), p.bool_mask.end(), 0);
+  for (std::size_t j = 0; j < p.lkv; ++j) p.bool_mask[2 * p.lkv + j] = 1;
+  // Float mask of -inf on another row: the same outcome through the additive path.
+  p.use_mask = true;
+  std::fill(p.mask.begin(), p.mask.end(), 0.0f);
+  for (std::size_t j = 0; j < p.lkv; ++j) p.mask[4 * p.lkv + j] = -kInf;
+  for (const auto& out : {run_streaming<TypeParam>(p), run_naive<TypeParam>(p)}) {
+    for (std::size_t i = 0; i < p.lq; ++i) {
+      for (std::size_t c = 0; c < p.d; ++c) {
+        EXPECT_EQ(std::isnan(out[i * p.d + c]), i == 2 || i == 4) << i << "," << c;
+      }
+    }
+  }
+}
+
+TYPED_TEST(SimdAttention, NaNAndInfinityPropagate) {
+  Problem p(4, 150, 8, 21u);
+  p.q[1 * p.d + 3] = kNaN;       // one query row
+  p.kt[2 * p.stride + 140] = kInf;  // +inf score for rows with q[2] > 0, -inf for q[2] < 0
+  const auto out = run_streaming<TypeParam>(p);
+  const auto want = p.reference();
+  for (std::size_t c = 0; c < p.d; ++c) EXPECT_TRUE(std::isnan(out[1 * p.d + c]));
+  for (std::size_t i = 0; i < out.size(); ++i) EXPECT_EQ(std::isnan(out[i]), std::isnan(want[i])) << i;
+  Problem v(3, 70, 8, 22u);
+  v.vt[5 * v.stride + 33] = kNaN;  // a value: every row reads it
+  const auto vo = run_streaming<TypeParam>(v);
+  for (std::size_t i = 0; i < v.lq; ++i) EXPECT_TRUE(std::isnan(vo[i * v.d + 5])) << i;
+}
+
+TYPED_TEST(SimdAttention, LargeScoresDoNotOverflow) {
+  Problem p(3, 300, 64, 31u);
+  for (float& x : p.q) x *= 40.0f;  // scores in the hundreds
+  const auto out = run_streaming<TypeParam>(p);
+  const auto want = p.reference();
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(out[i]));
+    EXPECT_NEAR(out[i], want[i], 1e-4) << i;  // scores ~500: the dot product's rounding grows
+  }
+}
+
+TYPED_TEST(SimdAttention, SelectedRowsOnlyAreWritten) {
+  Problem p(37, 130, 8, 41u);
+  p.causal = true;
+  const std::vector<std::uint32_t> rows = {0, 5, 6, 20, 36};
+  std::vector<float> out(p.lq * p.d, 7.0f);
+  auto a = p.args(out.data());
+  a.rows = rows.data();
+  a.num_rows = rows.size();
+  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(p.d));
+  simd::attention_f32<TypeParam>(a, scratch.data());
+  const auto want = p.reference();
+  for (std::size_t i = 0; i < p.lq; ++i) {
+    const bool sel = std::find(rows.begin(), rows.end(), i) != rows.end();
+    for (std::size_t c = 0; c < p.d; ++c) {
+      if (sel) {
+        EXPECT_NEAR(out[i * p.d + c], want[i * p.d + c], kAttentionRel);
+      } else {
+        EXPECT_EQ(out[i * p.d + c], 7.0f);
+      }
+    }
+  }
+}
+
+TYPED_TEST(SimdAttention, Int8KeysAndValuesMatchTheirDequantizedFloats) {
+  for (std::size_t d : {8u, 64u}) {
+    Problem p(9, 333, d, 51u);
+    p.causal = true;
+    const auto k8 = uniform_int8(d * p.stride, -127, 127, 52u);
+    const auto v8 = uniform_int8(d * p.stride, -127, 127, 53u);
+    const auto ks = uniform_floats(p.stride, 0.001f, 0.02f, 54u);
+    const auto vs = uniform_floats(p.stride, 0.001f, 0.01f, 55u);
+    for (std::size_t c = 0; c < d; ++c) {
+      for (std::size_t j = 0; j < p.stride; ++j) {
+        p.kt[c * p.stride + j] = static_cast<float>(k8[c * p.stride + j]) * ks[j];
+        p.vt[c * p.stride + j] = static_cast<float>(v8[c * p.stride + j]) * vs[j];
+      }
+    }
+    std::vector<float> out(p.lq * d);
+    auto a = p.args(out.data());
+    a.kt = a.vt = nullptr;
+    a.kt_s8 = k8.data();
+    a.vt_s8 = v8.data();
+    a.k_scale = ks.data();
+    a.v_scale = vs.data();
+    ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+    simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+    const auto want = p.reference();
+    for (std::size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], want[i], kAttentionRel) << i;
+  }
+}
+
+}  // namespace

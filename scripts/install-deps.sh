@@ -4,6 +4,7 @@
 #   build   compiler, CMake, Eigen, xsimd, nlohmann/json, GoogleTest, Google Benchmark, CLI11
 #   cross   the AArch64 cross compiler and qemu-aarch64, for the ARM test builds
 #   python  PyTorch, NumPy and Matplotlib, for golden files, training and plots
+#   fuzz    Clang and its runtime libraries (libFuzzer, sanitizers)
 set -euo pipefail
 
 groups=("$@")
@@ -16,7 +17,8 @@ for g in "${groups[@]}"; do
                       libgtest-dev googletest libbenchmark-dev libcli11-dev) ;;
     cross) packages+=(g++-aarch64-linux-gnu qemu-user) ;;
     python) packages+=(python3-torch python3-numpy python3-matplotlib) ;;
-    *) echo "install-deps.sh: unknown group '$g'; expected build, cross or python" >&2; exit 2 ;;
+    fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    *) echo "install-deps.sh: unknown group '$g'; expected build, cross, python or fuzz" >&2; exit 2 ;;
   esac
 done
 

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/model/model_config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace {
+
+namespace ds = dynasparse;
+
+TEST(ModelConfig, DefaultsFollowTheSeedAndRoundTripThroughJson) {
+  ds::ModelConfig c;
+  c.hidden = 512;
+  EXPECT_EQ(c.num_heads(), 64u);  // hidden / 8
+  EXPECT_EQ(c.head_dim(), 8u);
+  c.formats["layers.0.ffn.up"] = "gsparse_i8";
+  c.gate = ds::GatePosition::Output;
+  c.gate_granularity = ds::GateGranularity::Elementwise;
+  const ds::ModelConfig back = ds::config_from_json(ds::to_json(c).dump());
+  EXPECT_EQ(ds::to_json(back), ds::to_json(c));
+  EXPECT_EQ(back.formats.at("layers.0.ffn.up"), "gsparse_i8");
+}
+
+TEST(ModelConfig, HostileOrInconsistentConfigsAreRejectedNamingTheField) {
+  auto expect_error = [](const std::string& json, const std::string& fragment) {
+    try {
+      ds::config_from_json(json, "model.safetensors");
+      ADD_FAILURE() << "accepted " << json;
+    } catch (const ds::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{\"hidden\": 100, \"heads\": 3}", "[heads]");
+  expect_error("{\"hidden\": 1e9}", "[hidden]");
+  expect_error("{\"vocab\": 99999999999}", "[vocab]");
+  expect_error("{\"layers\": -1}", "[layers]");
+  expect_error("{\"hiden\": 64}", "unknown config key");
+  expect_error("{\"norm\": \"batchnorm\"}", "expected layernorm|rmsnorm, got batchnorm [norm]");
+  expect_error("{\"formats\": {\"layers.0.ffn.up\": \"dense_f16\"}}", "[formats.layers.0.ffn.up]");
+  expect_error("{\"causal\": 1}", "[causal]");
+  expect_error("[1, 2]", "config is not a JSON object");
+  expect_error("{not json", "[model.safetensors]");
+  expect_error("{\"gate\": \"output\", \"gate_granularity\": \"headwise\"}", "[gate_granularity]");
+  expect_error("{\"hidden\": 72, \"heads\": 8, \"positions\": \"rotary\"}", "[positions]");  // head_dim 9
+}
+
+}  // namespace

@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: Apache-2.0
+// GatedAttention<LinearT>: nn.MultiheadAttention with the seed's sigmoid gate, at the output
+// or per head (where gated-off (query, head) pairs skip their work), and cached decoding.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
+#include "dynasparse/core/workspace.hpp"
+#include "dynasparse/io/safetensors.hpp"
+#include "dynasparse/nn/dense_f32.hpp"
+#include "dynasparse/nn/kv_cache.hpp"
+#include "dynasparse/nn/linear.hpp"
+#include "dynasparse/simd/attention.hpp"
+#include "dynasparse/simd/math.hpp"
+#include "dynasparse/simd/reduce.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace nn {
+
+/// Where the sigmoid gate acts.
+enum class GatePosition {
+  /// No gate: plain nn.MultiheadAttention.
+  None,
+  /// The seed's module: `MHA(q, k, v) * sigmoid(W_g q + b_g)`, W_g `[E, E]`. Acts after
+  /// the heads are mixed, so it cannot skip work.
+  Output,
+  /// `out_proj(concat_h(g_h(q) * head_h))`: each head's attention output is gated before
+  /// the output projection, with a gate computed from the query before attention. Pairs
+  /// whose gate is below tau are skipped.
+  Head,
+};
+
+/// Shape of a GatePosition::Head gate.
+enum class HeadGate {
+  /// One gate per head: W_g `[H, E]`; the pair's gate is that value.
+  Headwise,
+  /// One gate per feature: W_g `[E, E]`; the pair's gate is the max over the head's slice.
+  Elementwise,
+};
+
+/// Configuration of a GatedAttention.
+struct GatedAttentionConfig {
+  std::size_t embed_dim = 0;
+  /// 0 means the seed's default, embed_dim / 8 (head_dim 8).
+  std::size_t num_heads = 0;
+  GatePosition gate = GatePosition::Output;
+  HeadGate head_gate = HeadGate::Headwise;
+  /// Head gates below tau skip their (query, head) pair, whose output becomes zero. 0 is
+  /// exact (a sigmoid is never negative). The change in the output is at most tau times
+  /// the skipped heads' output norms through out_proj.
+  float tau = 0.0f;
+  /// True for `(N, L, E)` inputs and outputs, false for PyTorch's default `(L, N, E)`.
+  bool batch_first = false;
+};
+
+/// Optional masks of one forward() call, with nn.MultiheadAttention's meaning. Views left
+/// empty are absent. Both attention masks may be given (their effects add up).
+struct AttentionMasks {
+  /// Added to the scaled scores, `[L_q, L_kv]` (PyTorch's float attn_mask).
+  ConstMatrixView attn_mask;
+  /// `[L_q, L_kv]`, true = may not attend (PyTorch's bool attn_mask).
+  TensorView<const bool> bool_attn_mask;
+  /// `[N, L_kv]`, true = padding key (PyTorch's bool key_padding_mask).
+  TensorView<const bool> key_padding_mask;
+  /// Query i sees keys j <= i + L_kv - L_q only (the usual triangle for self-attention).
+  /// Equals a bool attn_mask of `torch.triu(ones, diagonal=1 + L_kv - L_q)`.
+  bool causal = false;
+};
+
+/// Work done by one call: (query, head) pairs seen and skipped by the head gate.
+struct AttentionStats {
+  std::size_t pairs = 0;
+  std::size_t skipped = 0;
+
+  double skipped_fraction() const noexcept {
+    return pairs == 0 ? 0.0 : static_cast<double>(skipped) / static_cast<double>(pairs);
+  }
+  AttentionStats& operator+=(const AttentionStats& o) noexcept {
+    pairs += o.pairs;
+    skipped += o.skipped;
+    return *this;
+  }
+};
+
+/// Checks and completes a configuration: num_heads 0 becomes embed_dim / 8.
+/// @throws ConfigError if embed_dim is 0, no default head count exists (embed_dim < 8),
+/// embed_dim is not divisible by num_heads, or tau is negative or NaN.
+inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::string& name = "attention") {
+  if (cfg.embed_dim == 0) {
+    detail::fail<ConfigError>("nn", "embed_dim must be positive", "> 0", cfg.embed_dim, name);
+  }
+  if (cfg.num_heads == 0) {
+    if (cfg.embed_dim < 8) {
+      detail::fail<ConfigError>("nn", "no default head count (embed_dim / 8) for this width", "embed_dim >= 8",
+                                cfg.embed_dim, name);
+    }
+    cfg.num_heads = cfg.embed_dim / 8;
+  }
+  if (cfg.embed_dim % cfg.num_heads != 0) {
+    detail::fail<ConfigError>("nn", "embed_dim must be divisible by num_heads",
+                              "a multiple of " + std::to_string(cfg.num_heads), cfg.embed_dim, name);
+  }
+  if (!(cfg.tau >= 0.0f)) {
+    detail::fail<ConfigError>("nn", "gate threshold tau must be non-negative", ">= 0", cfg.tau, name);
+  }
+  return cfg;
+}
+
+/// Multi-head attention with `torch.nn.MultiheadAttention` semantics (packed input
+/// projection, out_proj, scores scaled by 1 / sqrt(head_dim), `(L, N, E)` or batch_first,
+/// self- and cross-attention with L_q != L_kv, float and bool attn_mask, key_padding_mask)
+/// and the seed's sigmoid gate (GatePosition). Inputs and outputs are `[L * N, E]` row-major
+/// matrices in the configured layout (SeqLayout), with N passed to forward().
+///
+/// Projections go through LinearT (any weight format). K and V are computed for every head
+/// even when a head gate skips it (a later query may open it). Work is split over threads
+/// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
+/// Workspace, so a warm workspace makes forward() allocation-free.
+///
+/// Immutable after construction; forward() may run concurrently with distinct workspaces.
+/// Example: examples/python/attention_reference.py defines the reference modules.
+template <class LinearT>
+class GatedAttention {
+ public:
+  /// Takes the projections: q, k, v `[E, E]` (the row blocks of in_proj_weight), out `[E, E]`,
+  /// and the gate (`[E, E]`, or `[H, E]` for HeadGate::Headwise; required unless
+  /// GatePosition::None). @throws ConfigError as resolve_config() or for a missing gate;
+  /// ShapeError naming the projection if its sizes do not match E (or H).
+  GatedAttention(GatedAttentionConfig cfg, LinearT q_proj, LinearT k_proj, LinearT v_proj, LinearT out_proj,
+                 std::optional<LinearT> gate, std::string name = "attention")
+      : cfg_(resolve_config(cfg, name)), name_(std::move(name)), q_(std::move(q_proj)), k_(std::move(k_proj)),
+        v_(std::move(v_proj)), out_(std::move(out_proj)), gate_(std::move(gate)) {
+    const std::size_t e = cfg_.embed_dim;
+    check_linear(q_, e, e, "q_proj");
+    check_linear(k_, e, e, "k_proj");
+    check_linear(v_, e, e, "v_proj");
+    check_linear(out_, e, e, "out_proj");
+    if (cfg_.gate == GatePosition::None) {
+      gate_.reset();
+    } else {
+      if (!gate_) {
+        detail::fail<ConfigError>("nn", "gate position needs a gate projection", "a gate Linear", "none",
+                                  name_ + ".gate");
+      }
+      check_linear(*gate_, e, gate_width(), "gate");
+    }
+  }
+
+  const GatedAttentionConfig& config() const noexcept { return cfg_; }
+  std::size_t embed_dim() const noexcept { return cfg_.embed_dim; }
+  std::size_t num_heads() const noexcept { return cfg_.num_heads; }
+  std::size_t head_dim() const noexcept { return cfg_.embed_dim / cfg_.num_heads; }
+  const std::string& name() const noexcept { return name_; }
+  SeqLayout layout() const noexcept { return cfg_.batch_first ? SeqLayout::BatchSeq : SeqLayout::SeqBatch; }
+  /// Output features of the gate projection: E, or H for a head-wise head gate.
+  std::size_t gate_width() const noexcept {
+    return cfg_.gate == GatePosition::Head && cfg_.head_gate == HeadGate::Headwise ? cfg_.num_heads
+                                                                                  : cfg_.embed_dim;
+  }
+  /// Sets the head-gate threshold (see GatedAttentionConfig::tau). @throws ConfigError if negative.
+  void set_tau(float tau) {
+    GatedAttentionConfig c = cfg_;
+    c.tau = tau;
+    cfg_ = resolve_config(c, name_);
+  }
+
+  /// out = attention(query, key, value) with the configured gate. query `[L_q * N, E]`,
+  /// key and value `[L_kv * N, E]`, out `[L_q * N, E]`, in the configured layout; `batch`
+  /// is N. Masks as AttentionMasks. NaN in the inputs propagates (as in PyTorch) without
+  /// error; a query row with no admissible key gives NaN. Returns the pair counts.
+  /// @throws ShapeError naming the tensor with expected and actual sizes for a width other
+  /// than E, row counts that are not multiples of N or disagree, or a mask of the wrong shape;
+  /// ConfigError if batch is 0.
+  AttentionStats forward(ConstMatrixView query, ConstMatrixView key, ConstMatrixView value, std::size_t batch,
+                         MatrixView out, Workspace& ws, const AttentionMasks& masks = {}) const {
+    check_batch(batch);
+    const std::size_t e = cfg_.embed_dim;
+    check_cols(query, e, "nn", name_ + " query");
+    check_cols(key, e, "nn", name_ + " key");
+    check_cols(value, e, "nn", name_ + " value");
+    check_rows_multiple(query, batch, "query");
+    check_rows_multiple(key, batch, "key");
+    check_shape(value, key.rows(), e, "nn", name_ + " value");
+    check_shape(out, query.rows(), e, "nn", name_ + " output");
+    const std::size_t lq = query.rows() / batch, lkv = key.rows() / batch;
+    check_masks(masks, batch, lq, lkv);
+
+    Workspace::Scope scope(ws);
+    const std::size_t h = cfg_.num_heads, d = head_dim();
+    float* qp = ws.allocate<float>(query.rows() * e);
+    float* kp = ws.allocate<float>(key.rows() * e);
+    float* vp = ws.allocate<float>(key.rows() * e);
+    q_.forward(query, MatrixView(qp, query.rows(), e), ws);
+    k_.forward(key, MatrixView(kp, key.rows(), e), ws);
+    v_.forward(value, MatrixView(vp, key.rows(), e), ws);
+
+    // K and V transposed per (sequence, head): [d, lkv] each, the kernel's layout.
+    float* kt = ws.allocate<float>(key.rows() * e);
+    float* vt = ws.allocate<float>(key.rows() * e);
+    parallel_for(0, batch * h, 1, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t nh = lo; nh < hi; ++nh) {
+        const std::size_t n = nh / h, hd = nh % h;
+        float* kd = kt + nh * d * lkv;
+        float* vd = vt + nh * d * lkv;
+        for (std::size_t j = 0; j < lkv; ++j) {
+          const std::size_t row = layout_row(layout(), n, j, lkv, batch);
+          const float* ks = kp + row * e + hd * d;
+          const float* vs = vp + row * e + hd * d;
+          for (std::size_t c = 0; c < d; ++c) {
+            kd[c * lkv + j] = ks[c];
+            vd[c * lkv + j] = vs[c];
+          }
+        }
+      }
+    });
+
+    const KeySource src{kt, vt, lkv, nullptr};
+    return attend(query, qp, batch, lq, src, masks, out, ws);
+  }
+
+  /// Incremental self-attention for decoding: x `[T * N, E]` holds the next T tokens of N
+  /// sequences (layout as configured). Their K and V are appended to `cache`, then each
+  /// token attends causally to every cached token up to its own position. Decoding a
+  /// sequence token by token gives forward(x, x, x, causal) within float rounding (F32
+  /// cache) or within the INT8 quantization error (I8 cache).
+  /// @throws ShapeError as forward() and KVCache::append() (past max_len, naming the cache
+  /// and both lengths); ConfigError if the cache's batch, heads or head_dim differ from
+  /// this layer's and N.
+  AttentionStats forward_cached(ConstMatrixView x, std::size_t batch, KVCache& cache, MatrixView out,
+                                Workspace& ws) const {
+    check_batch(batch);
+    const std::size_t e = cfg_.embed_dim;
+    check_cols(x, e, "nn", name_ + " query");
+    check_rows_multiple(x, batch, "query");
+    check_shape(out, x.rows(), e, "nn", name_ + " output");
+    if (cache.num_heads() != cfg_.num_heads || cache.head_dim() != head_dim() || cache.batch() != batch) {
+      detail::fail<ConfigError>(
+          "nn", "kv cache does not fit the layer (batch, heads, head_dim)",
+          std::to_string(batch) + ", " + std::to_string(cfg_.num_heads) + ", " + std::to_string(head_dim()),
+          std::to_string(cache.batch()) + ", " + std::to_string(cache.num_heads()) + ", " +
+              std::to_string(cache.head_dim()),
+          cache.name());
+    }
+    const std::size_t t = x.rows() / batch;
+    if (t > cache.max_len() - cache.size()) {
+      detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
+                               "<= " + std::to_string(cache.max_len()) + " tokens",
+                               std::to_string(cache.size() + t) + " tokens", cache.name());
+    }
+    Workspace::Scope scope(ws);
+    float* qp = ws.allocate<float>(x.rows() * e);
+    float* kp = ws.allocate<float>(x.rows() * e);
+    float* vp = ws.allocate<float>(x.rows() * e);
+    q_.forward(x, MatrixView(qp, x.rows(), e), ws);
+    k_.forward(x, MatrixView(kp, x.rows(), e), ws);
+    v_.forward(x, MatrixView(vp, x.rows(), e), ws);
+    cache.append(ConstMatrixView(kp, x.rows(), e), ConstMatrixView(vp, x.rows(), e), layout());
+    AttentionMasks causal;
+    causal.causal = true;
+    const KeySource src{nullptr, nullptr, cache.size(), &cache};
+    return attend(x, qp, batch, t, src, causal, out, ws);
+  }
+
+ private:
+  // Keys and values of a call: transposed buffers [N * H][d][lkv], or a cache.
+  struct KeySource {
+    const float* kt;
+    const float* vt;
+    std::size_t lkv;
+    const KVCache* cache;
+  };
+
+  template <class L>
+  void check_linear(const L& l, std::size_t in, std::size_t out, const char* what) const {
+    if (l.in_features() != in || l.out_features() != out) {
+      detail::fail<ShapeError>("nn", "projection shape mismatch", shape_string(out, in),
+                               shape_string(l.out_features(), l.in_features()), name_ + "." + what);
+    }
+  }
+  void check_batch(std::size_t batch) const {
+    if (batch == 0) detail::fail<ConfigError>("nn", "batch size must be positive", "> 0", batch, name_);
+  }
+  void check_rows_multiple(ConstMatrixView x, std::size_t batch, const char* what) const {
+    if (x.rows() % batch != 0) {
+      detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
+                               "a multiple of " + std::to_string(batch), x.rows(), name_ + " " + what);
+    }
+  }
+  void check_masks(const AttentionMasks& m, std::size_t batch, std::size_t lq, std::size_t lkv) const {
+    if (m.attn_mask.data() != nullptr) check_shape(m.attn_mask, lq, lkv, "nn", name_ + " attn_mask");
+    if (m.bool_attn_mask.data() != nullptr) check_shape(m.bool_attn_mask, lq, lkv, "nn", name_ + " attn_mask");
+    if (m.key_padding_mask.data() != nullptr) {
+      check_shape(m.key_padding_mask, batch, lkv, "nn", name_ + " key_padding_mask");
+    }
+  }
+
+  // Gates, attention per (sequence, head, block of rows), head gating, out_proj and the
+  // output gate. qp is the projected query [lq * N, E] in layout order.
+  AttentionStats attend(ConstMatrixView query, const float* qp, std::size_t batch, std::size_t lq,
+                        const KeySource& src, const AttentionMasks& masks, MatrixView out, Workspace& ws) const {
+    const std::size_t e = cfg_.embed_dim, h = cfg_.num_heads, d = head_dim();
+    const std::size_t rows = lq * batch;
+    const std::size_t gw = gate_width();
+    float* g = nullptr;
+    if (gate_) {
+      g = ws.allocate<float>(rows * gw);
+      gate_->forward(query, MatrixView(g, rows, gw), ws);
+      simd::sigmoid_f32(g, g, rows * gw);
+    }
+    const bool head_gate = cfg_.gate == GatePosition::Head;
+    const bool elementwise = cfg_.head_gate == HeadGate::Elementwise;
+
+    // Active query rows per (sequence, head); skipped pairs get a zero output here.
+    float* o = ws.allocate<float>(rows * e);
+    std::uint32_t* active = ws.allocate<std::uint32_t>(batch * h * (lq == 0 ? 1 : lq));
+    std::size_t* count = ws.allocate<std::size_t>(batch * h);
+    AttentionStats stats;
+    stats.pairs = rows * h;
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t hd = 0; hd < h; ++hd) {
+        std::uint32_t* list = active + (n * h + hd) * lq;
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < lq; ++i) {
+          const std::size_t row = layout_row(layout(), n, i, lq, batch);
+          bool skip = false;
+          if (head_gate && cfg_.tau > 0.0f) {
+            const float gv = elementwise ? simd::max_f32(g + row * gw + hd * d, d) : g[row * gw + hd];
+            skip = gv < cfg_.tau;  // NaN gates are kept, so NaN propagates
+          }
+          if (skip) {
+            std::fill(o + row * e + hd * d, o + row * e + hd * d + d, 0.0f);
+          } else {
+            list[c++] = static_cast<std::uint32_t>(i);
+          }
+        }
+        count[n * h + hd] = c;
+        stats.skipped += lq - c;
+      }
+    }
+
+    // Work units: (sequence, head) pairs, each cut into enough row chunks to feed every thread.
+    const std::size_t threads = static_cast<std::size_t>(num_threads());
+    const std::size_t heads_total = batch * h;
+    std::size_t chunks = heads_total >= 2 * threads ? 1 : (2 * threads + heads_total - 1) / heads_total;
+    chunks = std::max<std::size_t>(1, std::min(chunks, (lq + 15) / 16));
+    const std::size_t units = heads_total * chunks;
+    const std::size_t parts = std::max<std::size_t>(1, std::min(threads, units));
+    const bool int8 = src.cache != nullptr && src.cache->dtype() == KVDType::I8;
+    const std::size_t scratch_floats = (simd::attention_scratch_floats(d) + 15) / 16 * 16;
+    float* scratch = ws.allocate<float>(parts * scratch_floats);
+    const std::size_t q_stride = cfg_.batch_first ? e : batch * e;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+
+    parallel_for(0, parts, 1, [&](std::size_t plo, std::size_t phi) {
+      for (std::size_t p = plo; p < phi; ++p) {
+        float* sp = scratch + p * scratch_floats;
+        for (std::size_t u = units * p / parts; u < units * (p + 1) / parts; ++u) {
+          const std::size_t nh = u / chunks, chunk = u % chunks;
+          const std::size_t n = nh / h, hd = nh % h;
+          const std::size_t cnt = count[nh];
+          const std::size_t s0 = cnt * chunk / chunks, s1 = cnt * (chunk + 1) / chunks;
+          if (s0 == s1) continue;
+          const std::uint32_t* list = active + nh * lq;
+          const std::size_t base = layout_row(layout(), n, 0, lq, batch) * e + hd * d;
+          simd::AttentionArgs a;
+          a.q = qp + base;
+          a.q_stride = q_stride;
+          a.lq = lq;
+          a.d = d;
+          a.scale = scale;
+          a.out = o + base;
+          a.out_stride = q_stride;
+          a.rows = list + s0;
+          a.num_rows = s1 - s0;
+          a.causal = masks.causal;
+          if (masks.attn_mask.data() != nullptr) {
+            a.mask = masks.attn_mask.data();
+            a.mask_stride = masks.attn_mask.stride();
+          }
+          if (masks.bool_attn_mask.data() != nullptr) {
+            a.bool_mask = masks.bool_attn_mask.data();
+            a.bool_mask_stride = masks.bool_attn_mask.stride();
+          }
+          if (masks.key_padding_mask.data() != nullptr) a.key_padding = masks.key_padding_mask.row(n);
+          if (src.cache != nullptr) {
+            src.cache->bind(n, hd, a);
+          } else {
+            a.kt = src.kt + nh * d * src.lkv;
+            a.vt = src.vt + nh * d * src.lkv;
+            a.kv_stride = src.lkv;
+            a.lkv = src.lkv;
+          }
+          if (int8) {
+            simd::attention_s8kv_f32(a, sp);
+          } else {
+            simd::attention_f32(a, sp);
+          }
+          if (head_gate) {
+            for (std::size_t s = s0; s < s1; ++s) {
+              const std::size_t row = layout_row(layout(), n, list[s], lq, batch);
+              float* orow = o + row * e + hd * d;
+              const float* grow = g + row * gw;
+              if (elementwise) {
+                for (std::size_t c = 0; c < d; ++c) orow[c] *= grow[hd * d + c];
+              } else {
+                for (std::size_t c = 0; c < d; ++c) orow[c] *= grow[hd];
+              }
+            }
+          }
+        }
+      }
+    });
+
+    out_.forward(ConstMatrixView(o, rows, e), out, ws);
+    if (cfg_.gate == GatePosition::Output) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        float* yr = out.row(r);
+        const float* gr = g + r * e;
+        for (std::size_t c = 0; c < e; ++c) yr[c] *= gr[c];
+      }
+    }
+    return stats;
+  }
+
+  GatedAttentionConfig cfg_;
+  std::string name_;
+  LinearT q_, k_, v_, out_;
+  std::optional<LinearT> gate_;
+};
+
+/// Builds a LinearT from a float weight `[out, in]`, a bias (possibly empty) and a name.
+/// The default works for formats constructible as `Format(weight, bias, name)`
+/// (DenseF32, quant::DenseI8); pass a lambda for group-sparse formats (they need a mask).
+template <class LinearT>
+struct MakeLinear {
+  LinearT operator()(ConstMatrixView weight, std::vector<float> bias, std::string name) const {
+    using Format = typename LinearT::format_type;
+    return LinearT(Format(weight, std::move(bias), std::move(name)));
+  }
+};
+
+/// Loads a GatedAttention from a PyTorch state_dict saved as safetensors (float32), with
+/// these names (after `prefix`), those of examples/python/attention_reference.py:
+///   `attention.in_proj_weight` `[3E, E]`, `attention.in_proj_bias` `[3E]` (optional),
+///   `attention.out_proj.weight` `[E, E]`, `attention.out_proj.bias` `[E]` (optional),
+///   `gate.0.weight` `[E, E]` (or `[H, E]` for a head-wise head gate), `gate.0.bias`
+///   (optional; absent for GatePosition::None).
+/// @throws FormatError for a missing tensor or a dtype other than F32; ShapeError naming the
+/// tensor with both shapes when a size does not match config.embed_dim (or H); ConfigError
+/// as resolve_config().
+template <class LinearT = Linear<DenseF32>, class Make = MakeLinear<LinearT>>
+GatedAttention<LinearT> load_gated_attention(const io::SafetensorsFile& file, GatedAttentionConfig cfg,
+                                             const std::string& prefix = "", Make make = {}) {
+  cfg = resolve_config(cfg, prefix + "attention");
+  const std::size_t e = cfg.embed_dim;
+  auto matrix = [&](const std::string& tname, std::size_t rows, std::size_t cols) {
+    auto t = file.load<float>(prefix + tname);
+    const auto& shape = file.info(prefix + tname).shape;
+    if (shape.size() != 2 || t.rows() != rows || t.cols() != cols) {
+      detail::fail<ShapeError>("nn", "weight shape mismatch", shape_string(rows, cols),
+                               shape.size() == 2 ? shape_string(t.rows(), t.cols())
+                                                 : std::to_string(shape.size()) + "-d tensor",
+                               prefix + tname);
+    }
+    return t;
+  };
+  auto vector = [&](const std::string& tname, std::size_t n) -> std::vector<float> {
+    if (!file.contains(prefix + tname)) return {};
+    auto t = file.load<float>(prefix + tname);
+    if (t.size() != n || file.info(prefix + tname).shape.size() != 1) {
+      detail::fail<ShapeError>("nn", "bias shape mismatch", "[" + std::to_string(n) + "]",
+                               "[" + std::to_string(t.size()) + "]", prefix + tname);
+    }
+    return std::vector<float>(t.data(), t.data() + n);
+  };
+  const auto in_w = matrix("attention.in_proj_weight", 3 * e, e);
+  std::vector<float> in_b = vector("attention.in_proj_bias", 3 * e);
+  auto chunk = [&](std::size_t i) {
+    return in_b.empty() ? std::vector<float>{} : std::vector<float>(in_b.begin() + i * e, in_b.begin() + (i + 1) * e);
+  };
+  const std::string base = prefix + "attention";
+  LinearT q = make(in_w.view().row_range(0, e), chunk(0), base + ".q_proj");
+  LinearT k = make(in_w.view().row_range(e, e), chunk(1), base + ".k_proj");
+  LinearT v = make(in_w.view().row_range(2 * e, e), chunk(2), base + ".v_proj");
+  const auto out_w = matrix("attention.out_proj.weight", e, e);
+  LinearT o = make(out_w.view(), vector("attention.out_proj.bias", e), base + ".out_proj");
+  std::optional<LinearT> gate;
+  if (cfg.gate != GatePosition::None) {
+    const std::size_t gw =
+        cfg.gate == GatePosition::Head && cfg.head_gate == HeadGate::Headwise ? cfg.num_heads : e;
+    const auto g_w = matrix("gate.0.weight", gw, e);
+    gate.emplace(make(g_w.view(), vector("gate.0.bias", gw), prefix + "gate.0"));
+  }
+  return GatedAttention<LinearT>(cfg, std::move(q), std::move(k), std::move(v), std::move(o), std::move(gate),
+                                 base);
+}
+
+}  // namespace nn
+DYNASPARSE_NAMESPACE_END

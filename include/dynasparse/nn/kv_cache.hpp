@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: Apache-2.0
+// KVCache: the keys and values of past tokens for incremental decoding, in float32 or INT8.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dynasparse/core/aligned_buffer.hpp"
+#include "dynasparse/core/tensor.hpp"
+#include "dynasparse/simd/attention_args.hpp"
+#include "dynasparse/simd/quantize.hpp"
+#include "dynasparse/simd/reduce.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace nn {
+
+/// How a `[rows, E]` activation matrix interleaves sequence and batch: `SeqBatch` is
+/// PyTorch's default `(L, N, E)` (row = i * N + n), `BatchSeq` is `batch_first=True`
+/// `(N, L, E)` (row = n * L + i).
+enum class SeqLayout { SeqBatch, BatchSeq };
+
+/// Row of token i of sequence n in a `[L * N, E]` matrix of the given layout.
+constexpr std::size_t layout_row(SeqLayout layout, std::size_t n, std::size_t i, std::size_t seq_len,
+                                 std::size_t batch) noexcept {
+  return layout == SeqLayout::SeqBatch ? i * batch + n : n * seq_len + i;
+}
+
+/// Storage type of a KVCache.
+enum class KVDType {
+  /// float32: exact.
+  F32,
+  /// Symmetric INT8 with one float scale per (token, head) for K and one for V:
+  /// q = round(x * 127 / max|x|) over the head's d values (simd::quantize_f32s8), so every
+  /// stored element is within max|x| / 254 of its float value. Attention over it then
+  /// differs from float by at most, per head and query,
+  ///   max|v| / 254 + max|v| (exp(2 eps) - 1),  eps = |q|_1 max|k| / (254 sqrt(d)),
+  /// (values move by max|v| / 254; each score by at most eps, which scales every softmax
+  /// weight by a factor within exp(+-2 eps)); tests/nn/gated_attention_test.cpp checks it.
+  I8,
+};
+
+/// The keys and values of the tokens seen so far, for `batch` sequences that advance
+/// together, `num_heads` heads of `head_dim`, up to `max_len` tokens. All memory is
+/// allocated by the constructor (bytes()); append() never allocates.
+///
+/// Layout: per (sequence, head), K and V transposed, `[head_dim, max_len]` (row stride
+/// max_len), the layout simd::attention_f32 reads; INT8 adds a scale per token.
+/// Not thread-safe for append(); const members may be used concurrently.
+class KVCache {
+ public:
+  /// @throws ConfigError if any size is zero.
+  KVCache(std::size_t batch, std::size_t num_heads, std::size_t head_dim, std::size_t max_len,
+          KVDType dtype = KVDType::F32, std::string name = "kv_cache")
+      : name_(std::move(name)), batch_(batch), heads_(num_heads), d_(head_dim), max_len_(max_len),
+        dtype_(dtype) {
+    if (batch == 0 || num_heads == 0 || head_dim == 0 || max_len == 0) {
+      detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",
+                                std::to_string(batch) + ", " + std::to_string(num_heads) + ", " +
+                                    std::to_string(head_dim) + ", " + std::to_string(max_len),
+                                name_);
+    }
+    const std::size_t n = batch_ * heads_ * d_ * max_len_;
+    if (dtype_ == KVDType::F32) {
+      k_.resize_discard(n);
+      v_.resize_discard(n);
+    } else {
+      k8_.resize_discard(n);
+      v8_.resize_discard(n);
+      k_scale_.resize_discard(batch_ * heads_ * max_len_);
+      v_scale_.resize_discard(batch_ * heads_ * max_len_);
+      tmp_.resize_discard(d_);
+    }
+  }
+
+  std::size_t batch() const noexcept { return batch_; }
+  std::size_t num_heads() const noexcept { return heads_; }
+  std::size_t head_dim() const noexcept { return d_; }
+  std::size_t embed_dim() const noexcept { return heads_ * d_; }
+  std::size_t max_len() const noexcept { return max_len_; }
+  KVDType dtype() const noexcept { return dtype_; }
+  const std::string& name() const noexcept { return name_; }
+  /// Tokens stored per sequence.
+  std::size_t size() const noexcept { return len_; }
+
+  /// Bytes one token of one sequence occupies: K and V of every head, scales included
+  /// (F32: 8 * E; I8: 2 * E + 8 * num_heads).
+  std::size_t bytes_per_token() const noexcept {
+    return dtype_ == KVDType::F32 ? 2 * heads_ * d_ * sizeof(float)
+                                  : 2 * heads_ * (d_ + sizeof(float));
+  }
+  /// Bytes allocated (max_len tokens of every sequence).
+  std::size_t bytes() const noexcept { return bytes_per_token() * batch_ * max_len_; }
+
+  /// Forgets every token (keeps the memory).
+  void clear() noexcept { len_ = 0; }
+
+  /// Appends `k.rows() / batch()` tokens per sequence: k and v are `[T * batch, E]` in
+  /// `layout`. @throws ShapeError if the widths are not E, the row counts differ or are not
+  /// a multiple of batch(), or the cache would exceed max_len (message names the cache,
+  /// the limit and the length asked for).
+  void append(ConstMatrixView k, ConstMatrixView v, SeqLayout layout = SeqLayout::SeqBatch) {
+    check_cols(k, embed_dim(), "nn", name_ + " keys");
+    check_cols(v, embed_dim(), "nn", name_ + " values");
+    check_shape(v, k.rows(), embed_dim(), "nn", name_ + " values");
+    if (k.rows() % batch_ != 0) {
+      detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
+                               "a multiple of " + std::to_string(batch_), k.rows(), name_ + " keys");
+    }
+    const std::size_t t = k.rows() / batch_;
+    if (t > max_len_ - len_) {
+      detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
+                               "<= " + std::to_string(max_len_) + " tokens",
+                               std::to_string(len_ + t) + " tokens", name_);
+    }
+    for (std::size_t n = 0; n < batch_; ++n) {
+      for (std::size_t i = 0; i < t; ++i) {
+        const std::size_t row = layout_row(layout, n, i, t, batch_);
+        store(n, len_ + i, k.row(row), v.row(row));
+      }
+    }
+    len_ += t;
+  }
+
+  /// Points `a` at the K and V of sequence n, head h: kt/vt (F32) or kt_s8/vt_s8 and the
+  /// scales (I8), kv_stride and lkv = size(). For attention layers.
+  void bind(std::size_t n, std::size_t h, simd::AttentionArgs& a) const noexcept {
+    const std::size_t base = (n * heads_ + h) * d_ * max_len_;
+    a.kv_stride = max_len_;
+    a.lkv = len_;
+    if (dtype_ == KVDType::F32) {
+      a.kt = k_.data() + base;
+      a.vt = v_.data() + base;
+    } else {
+      a.kt_s8 = k8_.data() + base;
+      a.vt_s8 = v8_.data() + base;
+      a.k_scale = k_scale_.data() + (n * heads_ + h) * max_len_;
+      a.v_scale = v_scale_.data() + (n * heads_ + h) * max_len_;
+    }
+  }
+
+ private:
+  void store(std::size_t n, std::size_t pos, const float* k, const float* v) noexcept {
+    for (std::size_t h = 0; h < heads_; ++h) {
+      const std::size_t base = (n * heads_ + h) * d_ * max_len_ + pos;
+      if (dtype_ == KVDType::F32) {
+        for (std::size_t c = 0; c < d_; ++c) {
+          k_[base + c * max_len_] = k[h * d_ + c];
+          v_[base + c * max_len_] = v[h * d_ + c];
+        }
+      } else {
+        const std::size_t si = (n * heads_ + h) * max_len_ + pos;
+        k_scale_[si] = quantize_head(k + h * d_, k8_.data() + base);
+        v_scale_[si] = quantize_head(v + h * d_, v8_.data() + base);
+      }
+    }
+  }
+
+  // Quantizes d values into a column of the transposed store; returns the scale.
+  float quantize_head(const float* x, std::int8_t* column) noexcept {
+    const float alpha = simd::max_abs_f32(x, d_);
+    // An all-zero head stores zeros with scale 0. A NaN or infinite head gets a NaN or
+    // infinite scale, so its dequantized values are NaN and propagate as float would.
+    const float inv = alpha > 0.0f ? 127.0f / alpha : 0.0f;
+    simd::quantize_f32s8(x, tmp_.data(), d_, inv);
+    for (std::size_t c = 0; c < d_; ++c) column[c * max_len_] = tmp_[c];
+    return alpha == 0.0f ? 0.0f : alpha / 127.0f;
+  }
+
+  std::string name_;
+  std::size_t batch_, heads_, d_, max_len_;
+  KVDType dtype_;
+  std::size_t len_ = 0;
+  AlignedBuffer<float> k_, v_;
+  AlignedBuffer<std::int8_t> k8_, v8_;
+  AlignedBuffer<float> k_scale_, v_scale_;
+  AlignedBuffer<std::int8_t> tmp_;
+};
+
+}  // namespace nn
+DYNASPARSE_NAMESPACE_END

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/nn/kv_cache.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "support/random.hpp"
+
+namespace {
+
+namespace ds = dynasparse;
+namespace nn = dynasparse::nn;
+using dynasparse_test::uniform_floats;
+
+// Reads element (c, j) of head h, sequence n back as float.
+float stored(const nn::KVCache& cache, std::size_t n, std::size_t h, std::size_t c, std::size_t j, bool value) {
+  ds::simd::AttentionArgs a;
+  cache.bind(n, h, a);
+  if (cache.dtype() == nn::KVDType::F32) return (value ? a.vt : a.kt)[c * a.kv_stride + j];
+  const auto* q = value ? a.vt_s8 : a.kt_s8;
+  const float* s = value ? a.v_scale : a.k_scale;
+  return static_cast<float>(q[c * a.kv_stride + j]) * s[j];
+}
+
+TEST(KVCache, BytesPerToken) {
+  const nn::KVCache f(1, 64, 8, 16);
+  const nn::KVCache q(1, 64, 8, 16, nn::KVDType::I8);
+  EXPECT_EQ(f.bytes_per_token(), 2u * 512 * 4);
+  EXPECT_EQ(q.bytes_per_token(), 2u * 64 * (8 + 4));  // a float scale per (token, head)
+  EXPECT_EQ(f.bytes(), f.bytes_per_token() * 16);
+  const nn::KVCache q64(2, 8, 64, 16, nn::KVDType::I8);
+  EXPECT_LE(q64.bytes_per_token() * 100, nn::KVCache(2, 8, 64, 16).bytes_per_token() * 27);
+}
+
+TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {
+  const std::size_t batch = 2, h = 3, d = 5, e = h * d;
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+    for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
+      nn::KVCache cache(batch, h, d, 10, dtype);
+      const auto k = uniform_floats(3 * batch * e, -2.0f, 2.0f, 1u);
+      const auto v = uniform_floats(3 * batch * e, -2.0f, 2.0f, 2u);
+      cache.append(ds::ConstMatrixView(k.data(), 2 * batch, e), ds::ConstMatrixView(v.data(), 2 * batch, e), layout);
+      cache.append(ds::ConstMatrixView(k.data() + 2 * batch * e, batch, e),
+                   ds::ConstMatrixView(v.data() + 2 * batch * e, batch, e), layout);
+      ASSERT_EQ(cache.size(), 3u);
+      for (std::size_t n = 0; n < batch; ++n) {
+        for (std::size_t t = 0; t < 3; ++t) {
+          // The first append had 2 tokens, the second 1: rows follow each call's layout.
+          const std::size_t row = t < 2 ? nn::layout_row(layout, n, t, 2, batch) : 2 * batch + n;
+          for (std::size_t hd = 0; hd < h; ++hd) {
+            float kmax = 0.0f, vmax = 0.0f;
+            for (std::size_t c = 0; c < d; ++c) {
+              kmax = std::max(kmax, std::fabs(k[row * e + hd * d + c]));
+              vmax = std::max(vmax, std::fabs(v[row * e + hd * d + c]));
+            }
+            for (std::size_t c = 0; c < d; ++c) {
+              const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
+              if (dtype == nn::KVDType::F32) {
+                EXPECT_EQ(stored(cache, n, hd, c, t, false), kw);
+                EXPECT_EQ(stored(cache, n, hd, c, t, true), vw);
+              } else {
+                // Half a quantization step, max|x| / 254, plus the rounding of the products.
+                EXPECT_NEAR(stored(cache, n, hd, c, t, false), kw, kmax / 254 * 1.0001f);
+                EXPECT_NEAR(stored(cache, n, hd, c, t, true), vw, vmax / 254 * 1.0001f);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(KVCache, ErrorsNameTheCacheAndBothSizes) {
+  nn::KVCache cache(1, 2, 4, 3, nn::KVDType::F32, "layer0.cache");
+  std::vector<float> x(4 * 8);
+  cache.append(ds::ConstMatrixView(x.data(), 2, 8), ds::ConstMatrixView(x.data(), 2, 8));
+  try {
+    cache.append(ds::ConstMatrixView(x.data(), 2, 8), ds::ConstMatrixView(x.data(), 2, 8));
+    FAIL() << "no throw";
+  } catch (const ds::ShapeError& e) {
+    EXPECT_STREQ(e.what(), "dynasparse.nn: sequence beyond the cache's maximum length; expected <= 3 tokens, "
+                           "got 4 tokens [layer0.cache]");
+  }
+  EXPECT_EQ(cache.size(), 2u);  // a failed append stores nothing
+  EXPECT_THROW(cache.append(ds::ConstMatrixView(x.data(), 1, 7), ds::ConstMatrixView(x.data(), 1, 7)), ds::ShapeError);
+  EXPECT_THROW(cache.append(ds::ConstMatrixView(x.data(), 1, 8), ds::ConstMatrixView(x.data(), 2, 8)), ds::ShapeError);
+  EXPECT_THROW(nn::KVCache(1, 0, 4, 3), ds::ConfigError);
+  cache.clear();
+  EXPECT_EQ(cache.size(), 0u);
+  cache.append(ds::ConstMatrixView(x.data(), 3, 8), ds::ConstMatrixView(x.data(), 3, 8));
+  EXPECT_EQ(cache.size(), 3u);
+}
+
+TEST(KVCache, Int8HeadsOfZerosAndNaN) {
+  nn::KVCache cache(1, 2, 4, 2, nn::KVDType::I8);
+  std::vector<float> k(8, 0.0f), v(8, 1.0f);
+  k[5] = std::nanf("");
+  cache.append(ds::ConstMatrixView(k.data(), 1, 8), ds::ConstMatrixView(v.data(), 1, 8));
+  for (std::size_t c = 0; c < 4; ++c) {
+    EXPECT_EQ(stored(cache, 0, 0, c, 0, false), 0.0f);  // all-zero head: exact zeros
+    EXPECT_TRUE(std::isnan(stored(cache, 0, 1, c, 0, false)));  // NaN spreads to its head
+    EXPECT_FLOAT_EQ(stored(cache, 0, 1, c, 0, true), 1.0f);
+  }
+}
+
+}  // namespace

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/parallel/partitioner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+namespace ds = dynasparse;
+namespace par = dynasparse::parallel;
+
+par::Cluster cluster_of(std::size_t n, std::size_t per_node, double memory, double flops, par::Link intra,
+                        par::Link inter) {
+  par::Cluster c;
+  for (std::size_t i = 0; i < n; ++i) c.devices.push_back({memory, flops, i / per_node});
+  c.intra_node = intra;
+  c.inter_node = inter;
+  return c;
+}
+
+TEST(Partitioner, BalancesContiguousStagesOptimally) {
+  EXPECT_EQ(par::detail::balance({1, 1, 1, 1, 4}, 2), (std::vector<std::size_t>{0, 4, 5}));
+  EXPECT_EQ(par::detail::balance({3, 1, 1, 1, 1, 1}, 3), (std::vector<std::size_t>{0, 1, 3, 6}));
+  EXPECT_EQ(par::detail::balance({2, 2, 2, 2}, 1), (std::vector<std::size_t>{0, 4}));
+}
+
+TEST(Partitioner, RejectsShapesThatSplitHeadsOrMismatchTheWorld) {
+  ds::ModelConfig c;
+  c.hidden = 96;
+  c.heads = 12;
+  c.layers = 4;
+  const auto model = par::costs_from_config(c, 4.0, 256);
+  const auto cl = cluster_of(8, 8, 1e12, 1e11, {1e10, 1e-6}, {1e9, 1e-5});
+  const par::Plan bad_tp = par::evaluate(model, cl, {}, 8, 1, 1);
+  EXPECT_FALSE(bad_tp.feasible);
+  EXPECT_NE(bad_tp.reason.find("does not divide 12 heads"), std::string::npos) << bad_tp.reason;
+  EXPECT_FALSE(par::evaluate(model, cl, {}, 2, 2, 1).feasible);  // 4 != 8 ranks
+  const par::Plan ok = par::evaluate(model, cl, {}, 4, 2, 1);
+  ASSERT_TRUE(ok.feasible) << ok.reason;
+  ASSERT_EQ(ok.ranks.size(), 8u);
+  EXPECT_EQ(ok.ranks[5].stage, 1u);
+  EXPECT_EQ(ok.ranks[5].tp, 1u);
+  EXPECT_EQ(ok.ranks[5].head_count, 3u);
+  EXPECT_EQ(ok.ranks[5].first_head, 3u);
+  EXPECT_EQ(ok.ranks[5].first_layer, 2u);
+}
+
+TEST(Partitioner, PureDataParallelWinsWhenTheModelFitsAndLinksAreSlow) {
+  ds::ModelConfig c;
+  c.hidden = 256;
+  c.layers = 4;
+  const auto model = par::costs_from_config(c, 4.0, 256);
+  par::Workload w;
+  w.batch = 16;
+  const auto result = par::partition(model, cluster_of(2, 2, 8e9, 5e10, {2e9, 5e-6}, {2e9, 5e-6}), w);
+  EXPECT_EQ(result.best.shape(), "tp=1 pp=1 dp=2");
+  EXPECT_GE(result.candidates.size(), 3u);
+}
+
+TEST(Partitioner, RefusesWhenNothingFitsAndSaysWhy) {
+  ds::ModelConfig c;
+  c.hidden = 1024;
+  c.layers = 8;
+  const auto model = par::costs_from_config(c, 4.0, 256);
+  try {
+    par::partition(model, cluster_of(2, 2, 1e6, 1e10, {}, {}), {});
+    FAIL();
+  } catch (const ds::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no plan fits in memory"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("needs"), std::string::npos) << e.what();
+  }
+}
+
+// The design document's deployment: a 100B-parameter model on 16 A100-80GB (8 per node,
+// 600 GB/s NVLink within a node, 200 Gb/s between nodes). GPT-3-like shape: 80 layers,
+// hidden 10240, FFN 40960, 80 heads, FP16 weights; 150 TFLOP/s sustained per GPU.
+TEST(Partitioner, HundredBillionParametersOnSixteenA100s) {
+  ds::ModelConfig c;
+  c.vocab = 50257;
+  c.hidden = 10240;
+  c.ffn = 40960;
+  c.layers = 80;
+  c.heads = 80;
+  c.gate = ds::GatePosition::None;
+  const auto model = par::costs_from_config(c, 2.0, 1024);
+  double params = 0;
+  for (const auto& l : model.layers) params += l.param_bytes / 2.0;
+  EXPECT_NEAR(params / 1e9, 100.7, 0.5);
+  const auto cl = cluster_of(16, 8, 80e9, 150e12, {600e9, 5e-6}, {25e9, 1e-5});
+  par::Workload w;
+  w.batch = 64;
+  w.prompt_len = 512;
+  w.decode_len = 512;
+  w.micro_batches = 8;
+  const auto result = par::partition(model, cl, w);
+  const par::Plan& best = result.best;
+  // Pure data parallelism cannot hold 200 GB of weights on an 80 GB device.
+  const par::Plan dp = par::evaluate(model, cl, w, 1, 1, 16);
+  EXPECT_FALSE(dp.feasible);
+  EXPECT_TRUE(best.feasible);
+  EXPECT_LE(best.tp, 8u) << "tensor parallelism should stay within a node: " << best.shape();
+  EXPECT_LE(best.max_memory_bytes, 80e9);
+  // What data parallelism would do if memory did not matter, for the comparison table.
+  auto roomy = cl;
+  for (auto& d : roomy.devices) d.memory_bytes = 1e15;
+  const par::Plan dp_unbounded = par::evaluate(model, roomy, w, 1, 1, 16);
+  std::printf("100B on 16 A100: best %s, %.0f tokens/s, %.1f ms/token, %.1f GB/rank, bound: %s\n",
+              best.shape().c_str(), best.tokens_per_second, best.time_per_token * 1e3, best.max_memory_bytes / 1e9,
+              best.bound.c_str());
+  std::printf("  pure DP: infeasible (%s); with unbounded memory it would give %.0f tokens/s\n", dp.reason.c_str(),
+              dp_unbounded.tokens_per_second);
+  for (const auto& p : result.candidates) {
+    if (p.feasible) {
+      std::printf("  candidate %s: %.0f tokens/s, %.1f ms/token, %.1f GB/rank, %s\n", p.shape().c_str(),
+                  p.tokens_per_second, p.time_per_token * 1e3, p.max_memory_bytes / 1e9, p.bound.c_str());
+    }
+  }
+}
+
+}  // namespace

@@ -88,6 +88,9 @@ TEST(KVCache, ErrorsNameTheCacheAndBothSizes) {
   EXPECT_THROW(cache.append(ds::ConstMatrixView(x.data(), 1, 7), ds::ConstMatrixView(x.data(), 1, 7)), ds::ShapeError);
   EXPECT_THROW(cache.append(ds::ConstMatrixView(x.data(), 1, 8), ds::ConstMatrixView(x.data(), 2, 8)), ds::ShapeError);
   EXPECT_THROW(nn::KVCache(1, 0, 4, 3), ds::ConfigError);
+  cache.truncate(1);
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_THROW(cache.truncate(2), ds::ShapeError);
   cache.clear();
   EXPECT_EQ(cache.size(), 0u);
   cache.append(ds::ConstMatrixView(x.data(), 3, 8), ds::ConstMatrixView(x.data(), 3, 8));

@@ -97,6 +97,16 @@ class KVCache {
   /// Forgets every token (keeps the memory).
   void clear() noexcept { len_ = 0; }
 
+  /// Keeps the first `len` tokens (rolls back rejected speculative or beam tokens).
+  /// @throws ShapeError if len > size().
+  void truncate(std::size_t len) {
+    if (len > len_) {
+      detail::fail<ShapeError>("nn", "cannot truncate to more tokens than stored",
+                               "<= " + std::to_string(len_) + " tokens", std::to_string(len) + " tokens", name_);
+    }
+    len_ = len;
+  }
+
   /// Appends `k.rows() / batch()` tokens per sequence: k and v are `[T * batch, E]` in
   /// `layout`. @throws ShapeError if the widths are not E, the row counts differ or are not
   /// a multiple of batch(), or the cache would exceed max_len (message names the cache,

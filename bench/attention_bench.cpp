@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+// Attention at E = 512, batch 1, self-attention without mask, named
+// BM_Attention/<variant>/E512/H<H>/L<L>/threads:<T> (T: threads inside one call):
+//   naive, streaming   the attention core alone (all heads; projected Q, K, V given), with
+//                      attention_naive_f32 (scores materialized per head) or attention_f32;
+//   gated_output       the whole seed module: projections, attention, out_proj, output gate;
+//   gated_head@skipX   the whole module with a head-wise head gate whose weights are zero
+//                      and whose biases put exactly X% of (query, head) pairs below tau
+//                      (every 4th head group: heads h with h % 4 < X / 25).
+// and BM_AttentionDecode/<f32kv|i8kv>/E512/H64/ctx<C>: one decoding step of the seed
+// module (GatedAttention::forward_cached) with C - 1 tokens already cached.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dynasparse/core/aligned_buffer.hpp"
+#include "dynasparse/core/build_info.hpp"
+#include "dynasparse/core/threading.hpp"
+#include "dynasparse/nn/gated_attention.hpp"
+#include "dynasparse/nn/kv_cache.hpp"
+#include "dynasparse/simd/attention.hpp"
+
+namespace {
+
+namespace ds = dynasparse;
+namespace nn = dynasparse::nn;
+namespace simd = dynasparse::simd;
+using Dense = nn::Linear<nn::DenseF32>;
+
+constexpr std::size_t kEmbed = 512;
+
+std::vector<float> normal(std::size_t n, float stddev, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Dense dense(std::size_t out, std::size_t in, unsigned seed, std::vector<float> bias = {}) {
+  const auto w = normal(out * in, 1.0f / std::sqrt(static_cast<float>(in)), seed);
+  if (bias.empty()) bias = normal(out, 0.02f, seed + 100);
+  return Dense(nn::DenseF32(ds::ConstMatrixView(w.data(), out, in), std::move(bias)));
+}
+
+void label(benchmark::State& state) { state.SetLabel(std::string(ds::isa_name())); }
+
+// The attention core of every head: Q [L, E] and K, V transposed per head [H][d][L].
+void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, int threads) {
+  ds::set_num_threads(threads);
+  const std::size_t e = kEmbed, d = e / h;
+  const auto q = normal(l * e, 1.0f, 1);
+  const auto kt = normal(h * d * l, 1.0f, 2);
+  const auto vt = normal(h * d * l, 1.0f, 3);
+  std::vector<float> out(l * e);
+  const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(ds::num_threads()), h);
+  // Naive: one score matrix [L, L] per thread, the one head it works on at a time.
+  const std::size_t per_part = naive ? l * l + d : simd::attention_scratch_floats(d);
+  ds::AlignedBuffer<float> scratch(parts * ((per_part + 15) / 16 * 16));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (auto _ : state) {
+    ds::parallel_for(0, parts, 1, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t p = lo; p < hi; ++p) {
+        float* sp = scratch.data() + p * ((per_part + 15) / 16 * 16);
+        for (std::size_t hd = h * p / parts; hd < h * (p + 1) / parts; ++hd) {
+          simd::AttentionArgs a;
+          a.q = q.data() + hd * d;
+          a.q_stride = e;
+          a.lq = l;
+          a.d = d;
+          a.kt = kt.data() + hd * d * l;
+          a.vt = vt.data() + hd * d * l;
+          a.kv_stride = l;
+          a.lkv = l;
+          a.scale = scale;
+          a.out = out.data() + hd * d;
+          a.out_stride = e;
+          if (naive) {
+            simd::attention_naive_f32(a, sp);
+          } else {
+            simd::attention_f32(a, sp);
+          }
+        }
+      }
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * l * l * e * state.iterations(), benchmark::Counter::kIsRate,
+                                                 benchmark::Counter::kIs1000);
+  label(state);
+}
+
+// The whole module; skip_pct < 0 means the seed's output gate.
+void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t l, int threads) {
+  ds::set_num_threads(threads);
+  const std::size_t e = kEmbed;
+  nn::GatedAttentionConfig cfg;
+  cfg.embed_dim = e;
+  cfg.num_heads = h;
+  std::optional<Dense> gate;
+  if (skip_pct < 0) {
+    cfg.gate = nn::GatePosition::Output;
+    gate.emplace(dense(e, e, 14));
+  } else {
+    cfg.gate = nn::GatePosition::Head;
+    cfg.head_gate = nn::HeadGate::Headwise;
+    cfg.tau = 0.5f;
+    std::vector<float> bias(h);
+    for (std::size_t hd = 0; hd < h; ++hd) bias[hd] = static_cast<int>(hd % 4) < skip_pct / 25 ? -10.0f : 10.0f;
+    const std::vector<float> zero(h * e, 0.0f);
+    gate.emplace(Dense(nn::DenseF32(ds::ConstMatrixView(zero.data(), h, e), bias)));
+  }
+  const nn::GatedAttention<Dense> layer(cfg, dense(e, e, 10), dense(e, e, 11), dense(e, e, 12), dense(e, e, 13),
+                                       std::move(gate));
+  const auto x = normal(l * e, 1.0f, 4);
+  std::vector<float> out(l * e);
+  ds::Workspace ws;
+  const ds::ConstMatrixView xv(x.data(), l, e);
+  nn::AttentionStats stats = layer.forward(xv, xv, xv, 1, ds::MatrixView(out.data(), l, e), ws);
+  for (auto _ : state) {
+    stats = layer.forward(xv, xv, xv, 1, ds::MatrixView(out.data(), l, e), ws);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["skipped"] = stats.skipped_fraction();
+  label(state);
+}
+
+void bm_decode(benchmark::State& state, nn::KVDType dtype, std::size_t ctx) {
+  ds::set_num_threads(1);
+  const std::size_t e = kEmbed, h = 64;
+  nn::GatedAttentionConfig cfg;
+  cfg.embed_dim = e;
+  cfg.num_heads = h;
+  const nn::GatedAttention<Dense> layer(cfg, dense(e, e, 10), dense(e, e, 11), dense(e, e, 12), dense(e, e, 13),
+                                        dense(e, e, 14));
+  nn::KVCache cache(1, h, e / h, ctx, dtype);
+  // Fill ctx - 1 tokens with K/V of the right scale, 1024 at a time.
+  for (std::size_t done = 0; done + 1 < ctx;) {
+    const std::size_t n = std::min<std::size_t>(1024, ctx - 1 - done);
+    const auto kv = normal(n * e, 1.0f, static_cast<unsigned>(20 + done));
+    cache.append(ds::ConstMatrixView(kv.data(), n, e), ds::ConstMatrixView(kv.data(), n, e));
+    done += n;
+  }
+  const auto x = normal(e, 1.0f, 5);
+  std::vector<float> out(e);
+  ds::Workspace ws;
+  for (auto _ : state) {
+    cache.truncate(ctx - 1);
+    layer.forward_cached(ds::ConstMatrixView(x.data(), 1, e), 1, cache, ds::MatrixView(out.data(), 1, e), ws);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["kv_MB"] = static_cast<double>(cache.bytes_per_token() * ctx) / 1e6;
+  state.counters["kv_bytes_per_token"] = static_cast<double>(cache.bytes_per_token());
+  label(state);
+}
+
+int register_all() {
+  for (std::size_t h : {8u, 64u}) {
+    for (std::size_t l : {128u, 512u, 2048u, 8192u, 16384u}) {
+      for (int t : {1, 2}) {
+        const std::string suffix =
+            "/E512/H" + std::to_string(h) + "/L" + std::to_string(l) + "/threads:" + std::to_string(t);
+        // Naive holds one [L, L] score matrix per thread: 1 GiB per thread at L = 16384, and
+        // 64 GiB if all 64 heads' scores existed at once. It stops at 8192 (256 MiB each).
+        if (l <= 8192) {
+          benchmark::RegisterBenchmark(("BM_Attention/naive" + suffix).c_str(), [=](benchmark::State& st) {
+            bm_core(st, true, h, l, t);
+          })->UseRealTime()->Unit(benchmark::kMillisecond);
+        }
+        benchmark::RegisterBenchmark(("BM_Attention/streaming" + suffix).c_str(), [=](benchmark::State& st) {
+          bm_core(st, false, h, l, t);
+        })->UseRealTime()->Unit(benchmark::kMillisecond);
+        if (l > 8192) continue;
+        benchmark::RegisterBenchmark(("BM_Attention/gated_output" + suffix).c_str(), [=](benchmark::State& st) {
+          bm_layer(st, -1, h, l, t);
+        })->UseRealTime()->Unit(benchmark::kMillisecond);
+        for (int skip : {0, 25, 50, 75}) {
+          const std::string name = "BM_Attention/gated_head@skip" + std::to_string(skip) + suffix;
+          benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+            bm_layer(st, skip, h, l, t);
+          })->UseRealTime()->Unit(benchmark::kMillisecond);
+        }
+      }
+    }
+  }
+  for (std::size_t ctx : {1024u, 16384u}) {
+    for (auto [name, dtype] : {std::pair{"f32kv", nn::KVDType::F32}, std::pair{"i8kv", nn::KVDType::I8}}) {
+      const std::string n = std::string("BM_AttentionDecode/") + name + "/E512/H64/ctx" + std::to_string(ctx);
+      benchmark::RegisterBenchmark(n.c_str(), [=](benchmark::State& st) {
+        bm_decode(st, dtype, ctx);
+      })->UseRealTime()->Unit(benchmark::kMicrosecond);
+    }
+  }
+  return 0;
+}
+
+const int registered = register_all();
+
+}  // namespace

@@ -13,6 +13,9 @@
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/detail/scalar/gemm_int8.hpp"
+#include "dynasparse/simd/detail/arm_neon_gemm_int8.hpp"
+#include "dynasparse/simd/detail/x86_avx2_gemm_int8.hpp"
+#include "dynasparse/simd/detail/x86_vnni256_gemm_int8.hpp"
 #include "dynasparse/simd/detail/x86_vnni_gemm_int8.hpp"
 #include "dynasparse/simd/dot_int8.hpp"
 #include "dynasparse/simd/quantize.hpp"
@@ -21,46 +24,167 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
-/// True when I8Arch's GEMM uses the packed VNNI panel layout and shifted (a + 128)
-/// activations; otherwise weights stay row-major and activations signed, and the GEMM is a
-/// blocked loop over dot_s8s8_s32<I8Arch>.
+/// How the int8 GEMM of I8Arch packs its weights, prepares its activations and which
+/// microkernel runs. Members:
+/// - panel_cols: columns per packed weight panel (a divisor of gemm_tile_cols), or 0 for
+///   row-major weights and a blocked loop over dot_s8s8_s32 (the scalar path);
+/// - k_group: k per packed group (activation rows are padded to a multiple of it);
+/// - tile_rows: rows per microkernel call;
+/// - shifted_activations: activations are stored as a + 128 (unsigned) and the kernel starts
+///   its accumulators at PackedI8Weights::shift_compensation();
+/// - offset(cc, t): byte of W[col][k] inside its panel's (k / k_group) block of
+///   panel_cols * k_group bytes, for cc = col % panel_cols and t = k % k_group;
+/// - tile<MR>(a, lda, panels, panel_stride, subs, k_groups, init, c, ldc): MR rows of
+///   prepared activations against `subs` consecutive panels, into c (stride ldc).
 template <class I8Arch>
-inline constexpr bool gemm_uses_vnni_panels_v = std::is_same_v<I8Arch, I8Vnni512>;
+struct GemmI8Traits;
 
-/// Rows and columns of the tiles handed to an epilogue.
+template <>
+struct GemmI8Traits<I8Scalar> {
+  static constexpr std::size_t panel_cols = 0;
+  static constexpr std::size_t k_group = 1;
+  static constexpr std::size_t tile_rows = 4;
+  static constexpr bool shifted_activations = false;
+};
+
+template <>
+struct GemmI8Traits<I8Avx2> {
+  static constexpr std::size_t panel_cols = detail::avx2::gemm_nr;
+  static constexpr std::size_t k_group = detail::avx2::gemm_kgroup;
+  static constexpr std::size_t tile_rows = detail::avx2::gemm_mr;
+  static constexpr bool shifted_activations = false;
+  static constexpr std::size_t offset(std::size_t cc, std::size_t t) noexcept { return cc * k_group + t; }
+  template <std::size_t MR>
+  static void tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels, std::size_t panel_stride,
+                   std::size_t subs, std::size_t k_groups, const std::int32_t*, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+    detail::avx2::gemm_s8s8_s32_tile<MR>(a, lda, panels, panel_stride, subs, k_groups, c, ldc);
+  }
+};
+
+template <>
+struct GemmI8Traits<I8Vnni256> {
+  static constexpr std::size_t panel_cols = detail::vnni::gemm256_nr;
+  static constexpr std::size_t k_group = detail::vnni::gemm256_kgroup;
+  static constexpr std::size_t tile_rows = detail::vnni::gemm256_mr;
+  static constexpr bool shifted_activations = true;
+  static constexpr std::size_t offset(std::size_t cc, std::size_t t) noexcept { return cc * k_group + t; }
+  template <std::size_t MR>
+  static void tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels, std::size_t panel_stride,
+                   std::size_t subs, std::size_t k_groups, const std::int32_t* init, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+    detail::vnni::gemm_u8s8_s32_tile_256<MR>(reinterpret_cast<const std::uint8_t*>(a), lda, panels, panel_stride,
+                                             subs, k_groups, init, c, ldc);
+  }
+};
+
+template <>
+struct GemmI8Traits<I8Vnni512> {
+  static constexpr std::size_t panel_cols = detail::vnni::gemm_nr;
+  static constexpr std::size_t k_group = detail::vnni::gemm_kgroup;
+  static constexpr std::size_t tile_rows = detail::vnni::gemm_mr;
+  static constexpr bool shifted_activations = true;
+  static constexpr std::size_t offset(std::size_t cc, std::size_t t) noexcept { return cc * k_group + t; }
+  template <std::size_t MR>
+  static void tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels, std::size_t panel_stride,
+                   std::size_t subs, std::size_t k_groups, const std::int32_t* init, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+    for (std::size_t s = 0; s < subs; ++s) {
+      detail::vnni::gemm_u8s8_s32_tile<MR>(reinterpret_cast<const std::uint8_t*>(a), lda, panels + s * panel_stride,
+                                           k_groups, init + s * panel_cols, c + s * panel_cols, ldc);
+    }
+  }
+};
+
+template <>
+struct GemmI8Traits<I8Neon> {
+  static constexpr std::size_t panel_cols = detail::neon::gemm_nr;
+  static constexpr std::size_t k_group = detail::neon::gemm_kgroup;
+  static constexpr std::size_t tile_rows = detail::neon::gemm_mr;
+  static constexpr bool shifted_activations = false;
+  static constexpr std::size_t offset(std::size_t cc, std::size_t t) noexcept {
+    return detail::neon::pack_offset_smull(cc, t);
+  }
+  template <std::size_t MR>
+  static void tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels, std::size_t panel_stride,
+                   std::size_t subs, std::size_t k_groups, const std::int32_t*, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+    detail::neon::gemm_s8s8_s32_tile_smull<MR>(a, lda, panels, panel_stride, subs, k_groups, c, ldc);
+  }
+};
+
+template <>
+struct GemmI8Traits<I8NeonDot> {
+  static constexpr std::size_t panel_cols = detail::neon::gemm_nr;
+  static constexpr std::size_t k_group = detail::neon::gemm_kgroup;
+  static constexpr std::size_t tile_rows = detail::neon::gemm_mr;
+  static constexpr bool shifted_activations = false;
+  static constexpr std::size_t offset(std::size_t cc, std::size_t t) noexcept {
+    return detail::neon::pack_offset_sdot(cc, t);
+  }
+  template <std::size_t MR>
+  static void tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels, std::size_t panel_stride,
+                   std::size_t subs, std::size_t k_groups, const std::int32_t*, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+    detail::neon::gemm_s8s8_s32_tile_sdot<MR>(a, lda, panels, panel_stride, subs, k_groups, c, ldc);
+  }
+};
+
+/// True when the GEMM of I8Arch (and every kernel reading gemm_prepare_activation_row's
+/// output) takes shifted activations, a + 128 read as unsigned bytes, and needs the
+/// -128 * column-sum start values; false when prepared rows are the signed values.
 template <class I8Arch>
-inline constexpr std::size_t gemm_tile_rows = gemm_uses_vnni_panels_v<I8Arch> ? detail::vnni::gemm_mr : 4;
+inline constexpr bool activations_shifted_v = GemmI8Traits<I8Arch>::shifted_activations;
+
+/// Columns of the tiles handed to an epilogue (and of lookup_panel's blocks).
 inline constexpr std::size_t gemm_tile_cols = 64;
+/// Rows of the tiles handed to an epilogue.
+template <class I8Arch>
+inline constexpr std::size_t gemm_tile_rows = GemmI8Traits<I8Arch>::tile_rows;
+
+namespace detail {
+// Calls Traits::tile<rows>(args...) for a runtime rows in [1, MR].
+template <class Traits, std::size_t MR, class... Args>
+inline void gemm_dispatch_rows(std::size_t rows, Args... args) noexcept {
+  if constexpr (MR == 1) {
+    Traits::template tile<1>(args...);
+  } else {
+    if (rows == MR) {
+      Traits::template tile<MR>(args...);
+    } else {
+      gemm_dispatch_rows<Traits, MR - 1>(rows, args...);
+    }
+  }
+}
+}  // namespace detail
 
 /// An int8 weight matrix W [N, K] (nn.Linear layout, values in [-127, 127]) packed once for
-/// the GEMM of I8Arch, with its per-column shift compensation (for the shifted-activation
-/// path).
+/// the GEMM of I8Arch (GemmI8Traits: panels of panel_cols columns in groups of k_group k,
+/// or row-major for the scalar path), with its per-column shift compensation.
 /// Move-only in practice (copying copies the bytes).
 template <class I8Arch = int8_arch>
 class PackedI8Weights {
+  using Traits = GemmI8Traits<I8Arch>;
+  static constexpr std::size_t nr = Traits::panel_cols, kg = Traits::k_group;
+  static_assert(nr == 0 || gemm_tile_cols % nr == 0, "panels must tile the epilogue's columns");
+
  public:
   PackedI8Weights() = default;
   /// Packs `w` ([n, k] row-major, stride ldw elements).
   PackedI8Weights(const std::int8_t* w, std::size_t n, std::size_t k, std::size_t ldw) : n_(n), k_(k) {
-    if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-      constexpr std::size_t nr = detail::vnni::gemm_nr, kg = detail::vnni::gemm_kgroup;
+    if constexpr (nr != 0) {
       kp_ = (k + kg - 1) / kg * kg;
-      const std::size_t panels = (n + nr - 1) / nr;
-      data_.resize_discard(panels * nr * kp_);
+      data_.resize_discard((n + nr - 1) / nr * nr * kp_);  // zeroed: padding columns and k
       for (std::size_t col = 0; col < n; ++col) {
-        const std::size_t p = col / nr, cc = col % nr;
-        std::int8_t* panel = data_.data() + p * nr * kp_;
-        for (std::size_t kk = 0; kk < k; ++kk) {
-          panel[((kk / kg) * nr + cc) * kg + kk % kg] = w[col * ldw + kk];
-        }
+        for (std::size_t kk = 0; kk < k; ++kk) data_[index(col, kk)] = w[col * ldw + kk];
       }
     } else {
       kp_ = k;
       data_.resize_discard(n * k);
       for (std::size_t col = 0; col < n; ++col) std::memcpy(data_.data() + col * k, w + col * ldw, k);
     }
-    // Padded to whole 64-column panels so a tile's start values can always be loaded.
-    compensation_.resize_discard((n + 63) / 64 * 64);
+    // Padded to whole 64-column tiles so a tile's start values can always be loaded.
+    compensation_.resize_discard((n + gemm_tile_cols - 1) / gemm_tile_cols * gemm_tile_cols);
     for (std::size_t col = 0; col < n; ++col) {
       std::int32_t s = 0;
       for (std::size_t kk = 0; kk < k; ++kk) s += w[col * ldw + kk];
@@ -74,25 +198,34 @@ class PackedI8Weights {
   std::size_t k_padded() const noexcept { return kp_; }
   const std::int8_t* data() const noexcept { return data_.data(); }
   /// -128 * (sum of column n's weights) for each column n, padded with zeros to whole
-  /// 64-column panels: the start value of the shifted path's accumulators.
+  /// 64-column tiles: the start value of the shifted path's accumulators.
   const std::int32_t* shift_compensation() const noexcept { return compensation_.data(); }
   /// Bytes held: packed values plus the shift compensation.
   std::size_t bytes() const noexcept { return data_.bytes() + compensation_.bytes(); }
 
   /// Writes table[W[c0 + c][k0 + kk] + 128] to out[kk * 64 + c] for kk < kc and c < 64
   /// (columns past n give table[128]): a k-major float block of 64 columns, the layout the
-  /// weight-only product streams through. `table` has 256 entries (a dequantization LUT).
+  /// weight-only product streams through. c0 is a multiple of 64; `table` has 256 entries
+  /// (a dequantization LUT).
   void lookup_panel(std::size_t c0, std::size_t k0, std::size_t kc, const float* table,
                     float* out) const noexcept {
-    constexpr std::size_t tc = 64;
-    if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-      constexpr std::size_t kg = detail::vnni::gemm_kgroup;
-      const std::int8_t* panel = data_.data() + (c0 / tc) * tc * kp_;
-      for (std::size_t kk = 0; kk < kc; ++kk) {
-        const std::size_t k = k0 + kk;
-        const std::int8_t* src = panel + (k / kg) * tc * kg + k % kg;
-        float* dst = out + kk * tc;
-        for (std::size_t c = 0; c < tc; ++c) dst[c] = table[src[c * kg] + 128];
+    constexpr std::size_t tc = gemm_tile_cols;
+    if constexpr (nr != 0) {
+      const std::size_t panels = (n_ + nr - 1) / nr;
+      for (std::size_t s = 0; s < tc / nr; ++s) {
+        const std::size_t p = c0 / nr + s;
+        if (p >= panels) {
+          for (std::size_t kk = 0; kk < kc; ++kk) std::fill(out + kk * tc + s * nr, out + kk * tc + (s + 1) * nr, table[128]);
+          continue;
+        }
+        const std::int8_t* panel = data_.data() + p * nr * kp_;
+        for (std::size_t kk = 0; kk < kc; ++kk) {
+          const std::size_t k = k0 + kk;
+          const std::int8_t* block = panel + (k / kg) * nr * kg;
+          const std::size_t t = k % kg;
+          float* dst = out + kk * tc + s * nr;
+          for (std::size_t cc = 0; cc < nr; ++cc) dst[cc] = table[block[Traits::offset(cc, t)] + 128];
+        }
       }
     } else {
       for (std::size_t c = 0; c < tc; ++c) {
@@ -104,16 +237,17 @@ class PackedI8Weights {
   }
 
   /// Element W[col][kk] (for unpacking and tests).
-  std::int8_t at(std::size_t col, std::size_t kk) const noexcept {
-    if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-      constexpr std::size_t nr = detail::vnni::gemm_nr, kg = detail::vnni::gemm_kgroup;
-      return data_[(col / nr) * nr * kp_ + ((kk / kg) * nr + col % nr) * kg + kk % kg];
+  std::int8_t at(std::size_t col, std::size_t kk) const noexcept { return data_[index(col, kk)]; }
+
+ private:
+  std::size_t index(std::size_t col, std::size_t kk) const noexcept {
+    if constexpr (nr != 0) {
+      return (col / nr) * nr * kp_ + (kk / kg) * nr * kg + Traits::offset(col % nr, kk % kg);
     } else {
-      return data_[col * kp_ + kk];
+      return col * kp_ + kk;
     }
   }
 
- private:
   std::size_t n_ = 0, k_ = 0, kp_ = 0;
   AlignedBuffer<std::int8_t> data_;
   AlignedBuffer<std::int32_t> compensation_;
@@ -122,24 +256,23 @@ class PackedI8Weights {
 /// Bytes per activation row as the GEMM of I8Arch reads it.
 template <class I8Arch = int8_arch>
 constexpr std::size_t gemm_activation_row_bytes(std::size_t k) noexcept {
-  if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-    return (k + detail::vnni::gemm_kgroup - 1) / detail::vnni::gemm_kgroup * detail::vnni::gemm_kgroup;
-  } else {
-    return k;
-  }
+  constexpr std::size_t kg = GemmI8Traits<I8Arch>::k_group;
+  return (k + kg - 1) / kg * kg;
 }
 
 /// Turns a quantized activation row q[0..k) into the GEMM's layout at `out`
-/// (gemm_activation_row_bytes(k) bytes): shifted by +128 and zero-padded for VNNI panels,
-/// copied otherwise. In place (out == q) is allowed when no padding is needed.
+/// (gemm_activation_row_bytes(k) bytes): shifted by +128 (activations_shifted_v) or copied,
+/// then padded with zeros (shifted zeros, 128, when shifted) to the k group. In place
+/// (out == q) is allowed.
 template <class I8Arch = int8_arch>
 inline void gemm_prepare_activation_row(const std::int8_t* q, std::size_t k, std::int8_t* out) noexcept {
-  if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-    const std::size_t kp = gemm_activation_row_bytes<I8Arch>(k);
+  const std::size_t kp = gemm_activation_row_bytes<I8Arch>(k);
+  if constexpr (activations_shifted_v<I8Arch>) {
     for (std::size_t i = 0; i < k; ++i) out[i] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q[i]) ^ 0x80u);
     for (std::size_t i = k; i < kp; ++i) out[i] = static_cast<std::int8_t>(0x80u);  // shifted zero
   } else {
     if (out != q) std::memcpy(out, q, k);
+    for (std::size_t i = k; i < kp; ++i) out[i] = 0;
   }
 }
 
@@ -197,25 +330,20 @@ inline void dequantize_s32f32(const std::int32_t* t, std::size_t n, float row_sc
 template <class I8Arch = int8_arch, class Epilogue>
 inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8Weights<I8Arch>& w,
                           std::size_t m, std::size_t n0, std::size_t n1, Epilogue&& epilogue) {
-  constexpr std::size_t tr = gemm_tile_rows<I8Arch>, tc = gemm_tile_cols;
+  using Traits = GemmI8Traits<I8Arch>;
+  constexpr std::size_t tr = Traits::tile_rows, tc = gemm_tile_cols, nr = Traits::panel_cols;
   alignas(64) std::int32_t tile[tr * tc];
   for (std::size_t c0 = n0; c0 < n1; c0 += tc) {
     const std::size_t cols = std::min(tc, n1 - c0);
     for (std::size_t r0 = 0; r0 < m; r0 += tr) {
       const std::size_t rows = std::min(tr, m - r0);
-      if constexpr (gemm_uses_vnni_panels_v<I8Arch>) {
-        const auto* ar = reinterpret_cast<const std::uint8_t*>(a + r0 * lda);
-        const std::int8_t* panel = w.data() + (c0 / tc) * tc * w.k_padded();
-        const std::size_t kq = w.k_padded() / detail::vnni::gemm_kgroup;
-        const std::int32_t* init = w.shift_compensation() + c0;
-        switch (rows) {
-          case 6: detail::vnni::gemm_u8s8_s32_tile<6>(ar, lda, panel, kq, init, tile, tc); break;
-          case 5: detail::vnni::gemm_u8s8_s32_tile<5>(ar, lda, panel, kq, init, tile, tc); break;
-          case 4: detail::vnni::gemm_u8s8_s32_tile<4>(ar, lda, panel, kq, init, tile, tc); break;
-          case 3: detail::vnni::gemm_u8s8_s32_tile<3>(ar, lda, panel, kq, init, tile, tc); break;
-          case 2: detail::vnni::gemm_u8s8_s32_tile<2>(ar, lda, panel, kq, init, tile, tc); break;
-          default: detail::vnni::gemm_u8s8_s32_tile<1>(ar, lda, panel, kq, init, tile, tc); break;
-        }
+      if constexpr (nr != 0) {
+        // The panels covering the tile's columns (the last tile may need fewer).
+        const std::size_t subs = (cols + nr - 1) / nr;
+        const std::int8_t* panels = w.data() + (c0 / nr) * nr * w.k_padded();
+        detail::gemm_dispatch_rows<Traits, tr>(rows, a + r0 * lda, lda, panels, nr * w.k_padded(), subs,
+                                               w.k_padded() / Traits::k_group, w.shift_compensation() + c0,
+                                               static_cast<std::int32_t*>(tile), tc);
       } else {
         for (std::size_t r = 0; r < rows; ++r) {
           const std::int8_t* ar = a + (r0 + r) * lda;

@@ -16,9 +16,37 @@ DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
 /// True when I8Arch's sparse kernel reads shifted (a + 128) activations, prepared with
-/// gemm_prepare_activation_row, and needs the per-output sums of stored weights.
+/// gemm_prepare_activation_row, and needs the per-output sums of stored weights: the same
+/// layout as the dense GEMM's (activations_shifted_v), so one prepared buffer serves both.
 template <class I8Arch>
-inline constexpr bool spmm_int8_shifted_v = gemm_uses_vnni_panels_v<I8Arch>;
+inline constexpr bool spmm_int8_shifted_v = activations_shifted_v<I8Arch>;
+
+namespace detail {
+// The scalar reference (detail/scalar/spmm_int8.hpp) on shifted activations: the bytes are
+// read as unsigned (a + 128) and each output starts at init[i] = -128 * (sum of its stored
+// weights), so the result is the same exact int32 sum. For shifted paths without a sparse
+// microkernel of their own.
+inline void spmm_shifted_block_row(const std::int8_t* a, std::size_t lda, std::size_t m, std::size_t in,
+                                   const std::uint32_t* row_ptr, const std::uint32_t* col_idx,
+                                   const std::int8_t* values, std::size_t rb, std::size_t c_block, std::size_t br,
+                                   const std::int32_t* init, std::int32_t* tile) noexcept {
+  for (std::size_t r = 0; r < m; ++r) {
+    const auto* ar = reinterpret_cast<const std::uint8_t*>(a + r * lda);
+    std::int32_t* t = tile + r * rb;
+    for (std::size_t i = 0; i < rb; ++i) t[i] = init[i];
+    for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {
+      const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * c_block;
+      const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
+      const std::int8_t* v = values + static_cast<std::size_t>(b) * rb * c_block;
+      for (std::size_t i = 0; i < rb; ++i) {
+        std::int32_t s = 0;
+        for (std::size_t c = 0; c < cn; ++c) s += static_cast<std::int32_t>(ar[k0 + c]) * v[i * c_block + c];
+        t[i] += s;
+      }
+    }
+  }
+}
+}  // namespace detail
 
 /// Rows of x per tile handed to the epilogue.
 inline constexpr std::size_t spmm_int8_tile_rows = 6;
@@ -30,7 +58,7 @@ inline constexpr std::size_t spmm_int8_tile_rows = 6;
 /// tile[r * ld + i] for output n0 + i (i < r_block; outputs past `out` are garbage-free
 /// zeros of padding and must be ignored). `shift_init[n]` = -128 * (sum of output n's
 /// stored weights), padded to whole block-rows: the shifted path starts its accumulators
-/// there to undo the activation shift (other paths ignore it). Never allocates.
+/// there to undo the activation shift (unshifted paths ignore it). Never allocates.
 template <class I8Arch = int8_arch, class Epilogue>
 inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, std::size_t in,
                           const std::uint32_t* row_ptr, const std::uint32_t* col_idx, const std::int8_t* values,
@@ -42,7 +70,7 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
     const std::uint32_t b0 = row_ptr[br], b1 = row_ptr[br + 1];
     for (std::size_t r0 = 0; r0 < m; r0 += mr) {
       const std::size_t rows = m - r0 < mr ? m - r0 : mr;
-      if constexpr (spmm_int8_shifted_v<I8Arch>) {
+      if constexpr (std::is_same_v<I8Arch, I8Vnni512>) {
         const auto* ar = reinterpret_cast<const std::uint8_t*>(a + r0 * lda);
         const std::int32_t* init = shift_init + br * r_block;
         auto run = [&](auto r_tag) {
@@ -63,6 +91,9 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
         } else {
           run(std::integral_constant<std::size_t, 64>{});
         }
+      } else if constexpr (spmm_int8_shifted_v<I8Arch>) {
+        detail::spmm_shifted_block_row(a + r0 * lda, lda, rows, in, row_ptr, col_idx, values, r_block, 4, br,
+                                       shift_init + br * r_block, tile);
       } else {
         detail::scalar::spmm_s8s8_s32_block_row(a + r0 * lda, lda, rows, in, row_ptr, col_idx, values, r_block, 4,
                                                 br, tile);

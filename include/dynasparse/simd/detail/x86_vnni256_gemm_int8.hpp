@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+// 256-bit VNNI int8 GEMM microkernel: C[MR x 16] = A[MR x K] * B[K x 16] with vpdpbusd on
+// ymm registers (AVX-VNNI, or AVX512-VNNI with AVX512VL: dpbusd256 in
+// x86_vnni_dot_int8.hpp picks the encoding).
+//
+// Same scheme as the 512-bit kernel (x86_vnni_gemm_int8.hpp), on 16-column panels: vpdpbusd
+// adds, to each s32 lane, the four products of unsigned bytes of its first source with
+// signed bytes of its second, without intermediate saturation. A row's four consecutive
+// activation bytes are broadcast to all lanes, so A is stored shifted, a + 128 in [0, 255],
+// and each row's accumulators start at `init` = -128 * (sum of the column's weights), which
+// undoes the shift at no cost inside the loop. Exact while K * 255 * 127 < 2^31
+// (K <= 66,000); the result is the exact s32 sum, so bit-exact with
+// detail/scalar/gemm_int8.hpp.
+//
+// Layouts (elements are bytes):
+//   A: row-major [M, Kp], Kp = K rounded up to 4, padding bytes = 128 (the shifted zero).
+//   B: panels of 16 columns; panel p holds, for each group of four k (kq = 0 .. Kp/4 - 1),
+//      16 columns x 4 bytes (k-minor): byte (kq * 16 + col) * 4 + t is W[16 p + col][4 kq + t].
+//      Columns past N and k past K are 0.
+//   C: int32, row-major with stride ldc; a call covering `subs` consecutive panels
+//      (panel_stride bytes apart) writes MR x 16 subs values; init advances by 16 per panel.
+//
+// Tile 6 x 16: 12 accumulators, 2 weight vectors and a broadcast of the 16 ymm registers
+// AVX-VNNI has.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "dynasparse/config.hpp"
+#include "dynasparse/simd/detail/x86_vnni_dot_int8.hpp"
+
+#if DYNASPARSE_HAS_AVX512VNNI || DYNASPARSE_HAS_AVXVNNI
+#include <immintrin.h>
+#endif
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace simd::detail::vnni {
+
+/// Columns per packed panel, k per group, rows per microkernel call of the 256-bit kernel.
+inline constexpr std::size_t gemm256_nr = 16;
+inline constexpr std::size_t gemm256_kgroup = 4;
+inline constexpr std::size_t gemm256_mr = 6;
+
+template <std::size_t MR>
+void gemm_u8s8_s32_tile_256(const std::uint8_t* a, std::size_t lda, const std::int8_t* panels,
+                            std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
+                            const std::int32_t* init, std::int32_t* c, std::size_t ldc) noexcept;
+
+#if DYNASPARSE_HAS_AVX512VNNI || DYNASPARSE_HAS_AVXVNNI
+template <std::size_t MR>
+inline void gemm_u8s8_s32_tile_256(const std::uint8_t* a, std::size_t lda, const std::int8_t* panels,
+                                   std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
+                                   const std::int32_t* init, std::int32_t* c, std::size_t ldc) noexcept {
+  static_assert(MR >= 1 && MR <= gemm256_mr, "tile rows out of range");
+  for (std::size_t s = 0; s < subs; ++s) {
+    const std::int8_t* panel = panels + s * panel_stride;
+    const std::int32_t* is = init + s * gemm256_nr;
+    __m256i acc[MR][2];
+    const __m256i i0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is));
+    const __m256i i1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is + 8));
+    for (std::size_t r = 0; r < MR; ++r) {
+      acc[r][0] = i0;
+      acc[r][1] = i1;
+    }
+    for (std::size_t kq = 0; kq < kq_count; ++kq) {
+      const std::int8_t* b = panel + kq * (gemm256_nr * gemm256_kgroup);
+      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+      for (std::size_t r = 0; r < MR; ++r) {
+        std::int32_t quad;
+        std::memcpy(&quad, a + r * lda + kq * gemm256_kgroup, sizeof(quad));
+        const __m256i av = _mm256_set1_epi32(quad);
+        acc[r][0] = dpbusd256(acc[r][0], av, b0);
+        acc[r][1] = dpbusd256(acc[r][1], av, b1);
+      }
+    }
+    for (std::size_t r = 0; r < MR; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + s * gemm256_nr), acc[r][0]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + s * gemm256_nr + 8), acc[r][1]);
+    }
+  }
+}
+#endif
+
+}  // namespace simd::detail::vnni
+DYNASPARSE_NAMESPACE_END

@@ -16,7 +16,7 @@ TEST(ModelConfig, DefaultsFollowTheSeedAndRoundTripThroughJson) {
   EXPECT_EQ(c.head_dim(), 8u);
   c.formats["layers.0.ffn.up"] = "gsparse_i8";
   c.gate = ds::GatePosition::Output;
-  c.gate_granularity = ds::GateGranularity::Elementwise;
+  c.gate_granularity = ds::HeadGate::Elementwise;
   const ds::ModelConfig back = ds::config_from_json(ds::to_json(c).dump());
   EXPECT_EQ(ds::to_json(back), ds::to_json(c));
   EXPECT_EQ(back.formats.at("layers.0.ffn.up"), "gsparse_i8");
@@ -41,7 +41,7 @@ TEST(ModelConfig, HostileOrInconsistentConfigsAreRejectedNamingTheField) {
   expect_error("{\"causal\": 1}", "[causal]");
   expect_error("[1, 2]", "config is not a JSON object");
   expect_error("{not json", "[model.safetensors]");
-  expect_error("{\"gate\": \"output\", \"gate_granularity\": \"headwise\"}", "[gate_granularity]");
+  expect_error("{\"gate_granularity\": \"perhead\"}", "[gate_granularity]");
   expect_error("{\"hidden\": 72, \"heads\": 8, \"positions\": \"rotary\"}", "[positions]");  // head_dim 9
 }
 

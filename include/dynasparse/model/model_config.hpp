@@ -10,17 +10,12 @@
 
 #include "dynasparse/error.hpp"
 #include "dynasparse/nn/feed_forward.hpp"
+#include "dynasparse/nn/gated_attention.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 
-/// Where the attention gate acts (DESIGN.md §3).
-enum class GatePosition {
-  None,    ///< plain multi-head attention
-  Output,  ///< the seed's module: MHA(q, k, v) * sigmoid(W_g q + b_g)
-  Head,    ///< per head, before out_proj; the position where heads can be skipped
-};
-/// One gate per channel (E values) or one per head (H values); Head position only.
-enum class GateGranularity { Elementwise, Headwise };
+using nn::GatePosition;
+using nn::HeadGate;
 enum class NormKind { LayerNorm, RMSNorm };
 enum class PositionKind { Learned, Rotary };
 
@@ -39,7 +34,7 @@ struct ModelConfig {
   PositionKind positions = PositionKind::Learned;
   std::size_t max_seq_len = 1024;
   GatePosition gate = GatePosition::Head;
-  GateGranularity gate_granularity = GateGranularity::Headwise;
+  HeadGate gate_granularity = HeadGate::Headwise;  ///< Head position only
   float skip_threshold = 0.0f;  ///< tau: (query, head) pairs gated below it are skipped
   bool causal = true;           ///< decoder (causal LM) or encoder (bidirectional)
   bool tied_lm_head = true;     ///< LM head shares the embedding table
@@ -93,9 +88,6 @@ inline void validate(const ModelConfig& c) {
   if (c.positions == PositionKind::Rotary && c.head_dim() % 2 != 0) {
     detail::fail<ConfigError>("model", "rotary positions need an even head dimension", "even", c.head_dim(), "positions");
   }
-  if (c.gate == GatePosition::Output && c.gate_granularity == GateGranularity::Headwise) {
-    detail::fail<ConfigError>("model", "the output gate is per channel", "elementwise", "headwise", "gate_granularity");
-  }
   for (const auto& [layer, format] : c.formats) {
     if (format != "dense_f32" && format != "dense_i8" && format != "gsparse_f32" && format != "gsparse_i8") {
       detail::fail<ConfigError>("model", "unknown weight format", "dense_f32|dense_i8|gsparse_f32|gsparse_i8", format,
@@ -118,7 +110,7 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   j["positions"] = c.positions == PositionKind::Learned ? "learned" : "rotary";
   j["max_seq_len"] = c.max_seq_len;
   j["gate"] = c.gate == GatePosition::None ? "none" : (c.gate == GatePosition::Output ? "output" : "head");
-  j["gate_granularity"] = c.gate_granularity == GateGranularity::Elementwise ? "elementwise" : "headwise";
+  j["gate_granularity"] = c.gate_granularity == HeadGate::Elementwise ? "elementwise" : "headwise";
   j["skip_threshold"] = c.skip_threshold;
   j["causal"] = c.causal;
   j["tied_lm_head"] = c.tied_lm_head;
@@ -154,7 +146,7 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     else if (key == "positions") c.positions = parse_enum<PositionKind>(v, k, {{"learned", PositionKind::Learned}, {"rotary", PositionKind::Rotary}});
     else if (key == "max_seq_len") c.max_seq_len = parse_size(v, k, 1, std::size_t{1} << 20);
     else if (key == "gate") c.gate = parse_enum<GatePosition>(v, k, {{"none", GatePosition::None}, {"output", GatePosition::Output}, {"head", GatePosition::Head}});
-    else if (key == "gate_granularity") c.gate_granularity = parse_enum<GateGranularity>(v, k, {{"elementwise", GateGranularity::Elementwise}, {"headwise", GateGranularity::Headwise}});
+    else if (key == "gate_granularity") c.gate_granularity = parse_enum<HeadGate>(v, k, {{"elementwise", HeadGate::Elementwise}, {"headwise", HeadGate::Headwise}});
     else if (key == "skip_threshold") c.skip_threshold = parse_float(v, k, 0.0f, 1.0f);
     else if (key == "causal") {
       if (!v.is_boolean()) detail::fail<ConfigError>("model", "config value must be true or false", "a boolean", v.dump(), k);

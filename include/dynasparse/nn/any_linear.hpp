@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <sstream>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <variant>
@@ -17,28 +18,51 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace nn {
 
-/// One of the four weight formats. The choice is paid once per layer call (a variant
-/// visit), never per element.
-using AnyLinear = std::variant<Linear<DenseF32>, Linear<quant::DenseI8>, Linear<sparse::GroupSparseF32>,
+/// A linear layer in any of the four weight formats, chosen at run time (per layer, from a
+/// file or a conversion). The choice is paid once per call (a variant visit), never per
+/// element. Same interface as Linear<Format>, so modules templated on their linear type
+/// (GatedAttention<AnyLinear>) accept it.
+class AnyLinear {
+ public:
+  using Variant = std::variant<Linear<DenseF32>, Linear<quant::DenseI8>, Linear<sparse::GroupSparseF32>,
                                Linear<sparse::GroupSparseI8>>;
 
-/// y = x W^T + b through whichever format `layer` holds.
+  /// From any Linear<Format> of the four formats.
+  template <class Format>
+  AnyLinear(Linear<Format> layer) : v_(std::move(layer)) {}  // NOLINT(google-explicit-constructor)
+
+  /// y = x W^T + b through whichever format is held. @throws ShapeError on shapes.
+  void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
+    std::visit([&](const auto& l) { l.forward(x, y, ws); }, v_);
+  }
+  std::size_t in_features() const noexcept {
+    return std::visit([](const auto& l) { return l.in_features(); }, v_);
+  }
+  std::size_t out_features() const noexcept {
+    return std::visit([](const auto& l) { return l.out_features(); }, v_);
+  }
+  std::size_t bytes() const noexcept {
+    return std::visit([](const auto& l) { return l.bytes(); }, v_);
+  }
+  /// "dense_f32", "dense_i8", "gsparse_f32" or "gsparse_i8".
+  const char* format_name() const noexcept {
+    return std::visit([](const auto& l) -> const char* { return std::decay_t<decltype(l.format())>::format_name; },
+                      v_);
+  }
+  const Variant& variant() const noexcept { return v_; }
+
+ private:
+  Variant v_;
+};
+
+/// Free-function forms, for code written against either Linear<Format> or AnyLinear.
 inline void forward(const AnyLinear& layer, ConstMatrixView x, MatrixView y, Workspace& ws) {
-  std::visit([&](const auto& l) { l.forward(x, y, ws); }, layer);
+  layer.forward(x, y, ws);
 }
-inline std::size_t in_features(const AnyLinear& layer) noexcept {
-  return std::visit([](const auto& l) { return l.in_features(); }, layer);
-}
-inline std::size_t out_features(const AnyLinear& layer) noexcept {
-  return std::visit([](const auto& l) { return l.out_features(); }, layer);
-}
-inline std::size_t bytes(const AnyLinear& layer) noexcept {
-  return std::visit([](const auto& l) { return l.bytes(); }, layer);
-}
-/// "dense_f32", "dense_i8", "gsparse_f32" or "gsparse_i8".
-inline const char* format_name(const AnyLinear& layer) noexcept {
-  return std::visit([](const auto& l) -> const char* { return std::decay_t<decltype(l.format())>::format_name; }, layer);
-}
+inline std::size_t in_features(const AnyLinear& layer) noexcept { return layer.in_features(); }
+inline std::size_t out_features(const AnyLinear& layer) noexcept { return layer.out_features(); }
+inline std::size_t bytes(const AnyLinear& layer) noexcept { return layer.bytes(); }
+inline const char* format_name(const AnyLinear& layer) noexcept { return layer.format_name(); }
 
 /// Sparsity below which a group-sparse layer is not faster than the dense one, per block
 /// shape (fraction of blocks removed), measured with BM_SparseBlockShape (bench/linear_bench.cpp)

@@ -23,7 +23,7 @@ namespace parallel {
 inline ModelCost costs_from_config(const ModelConfig& c, double bytes_per_param, double context) {
   ModelCost m;
   const double h = static_cast<double>(c.hidden), f = static_cast<double>(c.ffn);
-  const double gate = c.gate == GatePosition::None ? 0.0 : (c.gate_granularity == GateGranularity::Headwise
+  const double gate = c.gate == GatePosition::None ? 0.0 : (c.gate_granularity == HeadGate::Headwise
                                                                  ? h * static_cast<double>(c.num_heads())
                                                                  : h * h);
   const double params = 4 * h * h + gate + 2 * h * f;

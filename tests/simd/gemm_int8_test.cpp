@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "support/arches.hpp"
@@ -83,6 +85,68 @@ TYPED_TEST(SimdGemmS8, ExtremeValuesAndMinus128ActivationsStayExact) {
   std::vector<std::int32_t> want(m * n);
   simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
   EXPECT_EQ(this->run(a, w, m, n, k, 0, n), want);
+}
+
+TYPED_TEST(SimdGemmS8, LongKCrossesEveryInnerBlock) {
+  // K past the kernels' unrolled groups and activation chunks (AVX2 widens 512 bytes at a
+  // time), with ragged row and column tails.
+  for (std::size_t m : {1u, 5u}) {
+    for (std::size_t k : {511u, 512u, 514u, 1030u}) {
+      const std::size_t n = 33;
+      const auto a = uniform_int8(m * k, -128, 127, static_cast<unsigned>(k + m));
+      const auto w = uniform_int8(n * k, -127, 127, static_cast<unsigned>(k * 3 + m));
+      std::vector<std::int32_t> want(m * n);
+      simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
+      EXPECT_EQ(this->run(a, w, m, n, k, 0, n), want) << "m=" << m << " k=" << k;
+    }
+  }
+}
+
+TYPED_TEST(SimdGemmS8, PreparedRowsFollowTheShiftTraitAndPadding) {
+  const std::size_t k = 7;
+  const auto q = uniform_int8(k, -128, 127, 9u);
+  const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
+  constexpr std::size_t kg = simd::GemmI8Traits<TypeParam>::k_group;
+  EXPECT_EQ(lda % kg, 0u);
+  EXPECT_GE(lda, k);
+  EXPECT_LT(lda, k + kg);
+  std::vector<std::int8_t> out(lda, 55);
+  simd::gemm_prepare_activation_row<TypeParam>(q.data(), k, out.data());
+  for (std::size_t i = 0; i < lda; ++i) {
+    const int v = i < k ? q[i] : 0;
+    if constexpr (simd::activations_shifted_v<TypeParam>) {
+      EXPECT_EQ(static_cast<int>(static_cast<std::uint8_t>(out[i])), v + 128) << i;
+    } else {
+      EXPECT_EQ(static_cast<int>(out[i]), v) << i;
+    }
+  }
+  // In place gives the same bytes.
+  std::vector<std::int8_t> in_place(lda, 55);
+  std::copy(q.begin(), q.end(), in_place.begin());
+  simd::gemm_prepare_activation_row<TypeParam>(in_place.data(), k, in_place.data());
+  EXPECT_EQ(in_place, out);
+}
+
+TYPED_TEST(SimdGemmS8, LookupPanelMatchesEveryWeight) {
+  // 77 columns: the second 64-column block is mostly past n (table[128] there).
+  const std::size_t n = 77, k = 21;
+  const auto w = uniform_int8(n * k, -127, 127, 4u);
+  const simd::PackedI8Weights<TypeParam> packed(w.data(), n, k, k);
+  std::vector<float> table(256);
+  for (std::size_t i = 0; i < 256; ++i) table[i] = static_cast<float>(i) - 128.0f;
+  constexpr std::size_t tc = simd::gemm_tile_cols;
+  for (std::size_t c0 : {std::size_t{0}, tc}) {
+    for (auto [k0, kc] : {std::pair<std::size_t, std::size_t>{0, k}, {5, 9}}) {
+      std::vector<float> out(kc * tc, -1000.0f);
+      packed.lookup_panel(c0, k0, kc, table.data(), out.data());
+      for (std::size_t kk = 0; kk < kc; ++kk) {
+        for (std::size_t c = 0; c < tc; ++c) {
+          const float want = c0 + c < n ? static_cast<float>(w[(c0 + c) * k + k0 + kk]) : 0.0f;
+          EXPECT_EQ(out[kk * tc + c], want) << "c0=" << c0 << " k0=" << k0 << " kk=" << kk << " c=" << c;
+        }
+      }
+    }
+  }
 }
 
 TYPED_TEST(SimdGemmS8, PackingKeepsEveryWeight) {

@@ -16,6 +16,7 @@
 #include "dynasparse/core/workspace.hpp"
 
 #include "dynasparse/simd/arch.hpp"
+#include "dynasparse/simd/attention.hpp"
 #include "dynasparse/simd/dot_int8.hpp"
 #include "dynasparse/simd/gemm_int8.hpp"
 #include "dynasparse/simd/math.hpp"
@@ -43,5 +44,17 @@
 
 #include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/dense_f32.hpp"
+#include "dynasparse/nn/embedding.hpp"
+#include "dynasparse/nn/feed_forward.hpp"
+#include "dynasparse/nn/gated_attention.hpp"
+#include "dynasparse/nn/kv_cache.hpp"
 #include "dynasparse/nn/linear.hpp"
+#include "dynasparse/nn/norm.hpp"
 
+#include "dynasparse/model/model.hpp"
+#include "dynasparse/model/model_config.hpp"
+#include "dynasparse/model/sampling.hpp"
+#include "dynasparse/model/tokenizer.hpp"
+
+#include "dynasparse/parallel/partitioner.hpp"
+#include "dynasparse/parallel/plan.hpp"

@@ -102,6 +102,25 @@ inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const
   return mask;
 }
 
+/// The blocks of `w` holding any non-zero weight: the mask of a matrix pruned elsewhere
+/// (e.g. trained group-sparse in PyTorch and saved with exact zeros).
+/// @throws ConfigError on a bad block shape.
+inline BlockMask nonzero_blocks(ConstMatrixView w, BlockShape shape, const std::string& name = "weight") {
+  check_block_shape(shape, w.rows(), w.cols(), name);
+  BlockMask m;
+  m.out = w.rows();
+  m.in = w.cols();
+  m.shape = shape;
+  const std::size_t bc_n = m.block_cols();
+  m.keep.assign(m.block_rows() * bc_n, 0);
+  for (std::size_t r = 0; r < w.rows(); ++r) {
+    for (std::size_t c = 0; c < w.cols(); ++c) {
+      if (w(r, c) != 0.0f) m.keep[(r / shape.rows) * bc_n + c / shape.cols] = 1;
+    }
+  }
+  return m;
+}
+
 /// Element mask [out, in] of a block mask (1 where the weight is kept), e.g. to train with
 /// it in PyTorch (`weight * mask`).
 inline std::vector<float> to_element_mask(const BlockMask& m) {

@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: Apache-2.0
+// Model: a pre-norm transformer of gated attention and feed-forward blocks, loaded from a
+// safetensors file, with forward, cached decoding and generation.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "dynasparse/core/eigen_interop.hpp"
+#include "dynasparse/core/workspace.hpp"
+#include "dynasparse/io/safetensors.hpp"
+#include "dynasparse/model/model_config.hpp"
+#include "dynasparse/model/sampling.hpp"
+#include "dynasparse/nn/any_linear.hpp"
+#include "dynasparse/nn/embedding.hpp"
+#include "dynasparse/nn/feed_forward.hpp"
+#include "dynasparse/nn/gated_attention.hpp"
+#include "dynasparse/nn/kv_cache.hpp"
+#include "dynasparse/nn/norm.hpp"
+#include "dynasparse/sparse/block_mask.hpp"
+
+DYNASPARSE_NAMESPACE_BEGIN
+
+/// Options of Model::load.
+struct LoadOptions {
+  /// Tensors the model does not use are an error unless this is set (files that carry
+  /// extra data, such as golden inputs and outputs).
+  bool allow_extra_tensors = false;
+  /// Block shape assumed for layers whose format is group-sparse: their blocks are those
+  /// with any non-zero weight.
+  sparse::BlockShape sparse_block{16, 4};
+};
+
+/// Per-sequence state of decoding: one KV cache per layer, scratch memory, the position
+/// reached and the attention statistics. A Session belongs to one thread at a time; many
+/// Sessions may share one Model.
+class Session {
+ public:
+  std::size_t position() const noexcept { return pos_; }
+  const nn::AttentionStats& stats() const noexcept { return stats_; }
+  /// KV-cache bytes held by all layers.
+  std::size_t kv_bytes() const noexcept {
+    std::size_t b = 0;
+    for (const auto& c : caches_) b += c.bytes();
+    return b;
+  }
+  /// Forgets the sequence (keeps the memory).
+  void reset() noexcept {
+    for (auto& c : caches_) c.clear();
+    pos_ = 0;
+    stats_ = {};
+  }
+
+ private:
+  friend class Model;
+  std::vector<nn::KVCache> caches_;
+  Workspace ws_;
+  std::size_t pos_ = 0;
+  nn::AttentionStats stats_;
+};
+
+/// Options of Model::generate.
+struct GenerateOptions {
+  std::size_t max_new_tokens = 64;
+  SamplingOptions sampling;
+  std::vector<std::int32_t> stop_tokens;
+  /// Called with each new token as it is produced; return false to stop.
+  std::function<bool(std::int32_t)> on_token;
+};
+
+/// What generate() produced, with its timing.
+struct GenerateResult {
+  std::vector<std::int32_t> tokens;  ///< new tokens only
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double decode_tokens_per_second() const noexcept {
+    return tokens.size() > 1 && decode_seconds > 0 ? static_cast<double>(tokens.size() - 1) / decode_seconds : 0.0;
+  }
+};
+
+/// A transformer: Embedding (+ learned positions) -> blocks (pre-norm: norm -> GatedAttention
+/// -> residual -> norm -> FeedForward -> residual) -> final norm -> LM head (tied to the
+/// embedding or not). Each linear layer's weight format comes from the config (`formats`),
+/// converted at load. Immutable after load: forward() and generate() may run from many
+/// threads at once, each with its own Session (and, for forward(), Workspace).
+class Model {
+ public:
+  using Norm = std::variant<nn::LayerNorm, nn::RMSNorm>;
+
+  /// Loads `path` (safetensors; config JSON in the metadata key "dynasparse.config"; tensor
+  /// names of examples/python/model.py). @throws FormatError naming the file and tensor for
+  /// a missing, mistyped or unused tensor or a missing config; ShapeError for a tensor of
+  /// the wrong shape; ConfigError for an invalid config; UnsupportedError for rotary
+  /// positions or a classifier head (not in this version).
+  static Model load(const std::string& path, const LoadOptions& options = {}) {
+    const io::SafetensorsFile file(path);
+    return from_file(file, options);
+  }
+
+  /// As load(), from an opened file (e.g. SafetensorsFile::from_bytes).
+  static Model from_file(const io::SafetensorsFile& file, const LoadOptions& options = {}) {
+    const auto meta = file.metadata().find("dynasparse.config");
+    if (meta == file.metadata().end()) {
+      detail::fail<FormatError>("model", "missing model config", "metadata key dynasparse.config", "none", file.name());
+    }
+    Model m(config_from_json(meta->second, file.name() + " metadata"));
+    m.build(file, options);
+    return m;
+  }
+
+  const ModelConfig& config() const noexcept { return cfg_; }
+  std::size_t vocab() const noexcept { return cfg_.vocab; }
+  /// Weight bytes of all layers in their formats (embedding and head included).
+  std::size_t bytes() const noexcept {
+    std::size_t b = embed_->bytes() + pos_->bytes();
+    for (const auto& blk : blocks_) b += blk.ffn.bytes() + blk.attn_bytes;
+    if (lm_head_) b += lm_head_->bytes();
+    return b;
+  }
+  /// The format of each linear layer, by name (as in the config's `formats`).
+  const std::vector<std::pair<std::string, std::string>>& layer_formats() const noexcept { return formats_; }
+
+  /// A fresh session able to hold `max_len` tokens (default: the config's maximum) with
+  /// float or INT8 KV caches.
+  Session new_session(std::size_t max_len = 0, nn::KVDType kv = nn::KVDType::F32) const {
+    Session s;
+    max_len = max_len ? std::min(max_len, cfg_.max_seq_len) : cfg_.max_seq_len;
+    for (std::size_t l = 0; l < cfg_.layers; ++l) {
+      s.caches_.emplace_back(1, cfg_.num_heads(), cfg_.head_dim(), max_len, kv, "layers." + std::to_string(l) + ".kv");
+    }
+    return s;
+  }
+
+  /// Sets the head-skip threshold tau of every layer (head gates only).
+  void set_skip_threshold(float tau) {
+    cfg_.skip_threshold = tau;
+    for (auto& blk : blocks_) blk.attn->set_tau(tau);
+  }
+
+  /// logits [L, vocab] of one whole sequence `tokens` [L] (causal or bidirectional as
+  /// configured), without a cache. Returns the attention statistics.
+  /// @throws ShapeError if L exceeds max_seq_len or logits has another shape; ConfigError for
+  /// a token id outside the vocabulary.
+  nn::AttentionStats forward(const std::int32_t* tokens, std::size_t n, MatrixView logits, Workspace& ws) const {
+    check_shape(logits, n, cfg_.vocab, "model", "logits");
+    if (n > cfg_.max_seq_len) {
+      detail::fail<ShapeError>("model", "sequence longer than the model's maximum", "<= " + std::to_string(cfg_.max_seq_len),
+                               n, "tokens");
+    }
+    Workspace::Scope scope(ws);
+    const std::size_t e = cfg_.hidden;
+    MatrixView x(ws.allocate<float>(n * e), n, e);
+    embed(tokens, n, 0, x);
+    MatrixView t1(ws.allocate<float>(n * e), n, e), t2(ws.allocate<float>(n * e), n, e);
+    nn::AttentionStats stats;
+    nn::AttentionMasks masks;
+    masks.causal = cfg_.causal;
+    for (const auto& blk : blocks_) {
+      apply_norm(blk.norm1, x, t1);
+      stats += blk.attn->forward(t1, t1, t1, 1, t2, ws, masks);
+      add_into(x, t2);
+      apply_norm(blk.norm2, x, t1);
+      blk.ffn.forward(t1, t2, ws);
+      add_into(x, t2);
+    }
+    head(x, logits, t1);
+    return stats;
+  }
+
+  /// Runs `n` new tokens through the cached decoder and writes their logits [n, vocab]
+  /// (prefill: n = prompt length; decoding: n = 1). @throws UnsupportedError for
+  /// bidirectional (encoder) models; ShapeError past the session's capacity.
+  void decode(const std::int32_t* tokens, std::size_t n, Session& s, MatrixView logits) const {
+    if (!cfg_.causal) {
+      detail::fail<UnsupportedError>("model", "cached decoding of a bidirectional model", "a causal model",
+                                     "causal = false", "decode");
+    }
+    check_shape(logits, n, cfg_.vocab, "model", "logits");
+    if (s.caches_.size() != blocks_.size()) {
+      detail::fail<ConfigError>("model", "session made for another model", blocks_.size(), s.caches_.size(), "session");
+    }
+    if (s.caches_.empty() ? s.pos_ + n > cfg_.max_seq_len : n > s.caches_[0].max_len() - s.caches_[0].size()) {
+      detail::fail<ShapeError>("model", "sequence beyond the session's capacity",
+                               "<= " + std::to_string(s.caches_.empty() ? cfg_.max_seq_len : s.caches_[0].max_len()) +
+                                   " tokens",
+                               std::to_string(s.pos_ + n) + " tokens", "session");
+    }
+    Workspace& ws = s.ws_;
+    Workspace::Scope scope(ws);
+    const std::size_t e = cfg_.hidden;
+    MatrixView x(ws.allocate<float>(n * e), n, e);
+    embed(tokens, n, s.pos_, x);
+    MatrixView t1(ws.allocate<float>(n * e), n, e), t2(ws.allocate<float>(n * e), n, e);
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      const Block& blk = blocks_[l];
+      apply_norm(blk.norm1, x, t1);
+      s.stats_ += blk.attn->forward_cached(t1, 1, s.caches_[l], t2, ws);
+      add_into(x, t2);
+      apply_norm(blk.norm2, x, t1);
+      blk.ffn.forward(t1, t2, ws);
+      add_into(x, t2);
+    }
+    head(x, logits, t1);
+    s.pos_ += n;
+  }
+
+  /// Continues `prompt` in session `s` (which must be fresh or hold an earlier part of the
+  /// same text): prefill, then one token at a time until max_new_tokens, a stop token, the
+  /// session's capacity or on_token returning false. Deterministic for a given seed.
+  GenerateResult generate(const std::vector<std::int32_t>& prompt, const GenerateOptions& opt, Session& s) const {
+    validate(opt.sampling);
+    GenerateResult r;
+    if (prompt.empty()) detail::fail<ShapeError>("model", "empty prompt", ">= 1 token", 0, "generate");
+    SplitMix64 rng(opt.sampling.seed);
+    std::vector<float> logits(prompt.size() * cfg_.vocab);
+    using clock = std::chrono::steady_clock;
+    auto t0 = clock::now();
+    decode(prompt.data(), prompt.size(), s, MatrixView(logits.data(), prompt.size(), cfg_.vocab));
+    r.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    const float* last = logits.data() + (prompt.size() - 1) * cfg_.vocab;
+    t0 = clock::now();
+    const std::size_t capacity = s.caches_.empty() ? cfg_.max_seq_len : s.caches_[0].max_len();
+    for (std::size_t i = 0; i < opt.max_new_tokens; ++i) {
+      const std::int32_t tok = sample_token(last, cfg_.vocab, opt.sampling, rng);
+      r.tokens.push_back(tok);
+      if (opt.on_token && !opt.on_token(tok)) break;
+      if (std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), tok) != opt.stop_tokens.end()) break;
+      if (i + 1 == opt.max_new_tokens || s.pos_ >= capacity) break;
+      decode(&tok, 1, s, MatrixView(logits.data(), 1, cfg_.vocab));
+      last = logits.data();
+    }
+    r.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    return r;
+  }
+
+ private:
+  struct Block {
+    Norm norm1, norm2;
+    std::unique_ptr<nn::GatedAttention<nn::AnyLinear>> attn;
+    nn::FeedForward ffn;
+    std::size_t attn_bytes = 0;
+  };
+
+  explicit Model(ModelConfig cfg) : cfg_(std::move(cfg)) {}
+
+  static void add_into(MatrixView x, ConstMatrixView d) noexcept {
+    for (std::size_t r = 0; r < x.rows(); ++r) {
+      float* xr = x.row(r);
+      const float* dr = d.row(r);
+      for (std::size_t c = 0; c < x.cols(); ++c) xr[c] += dr[c];
+    }
+  }
+  static void apply_norm(const Norm& n, ConstMatrixView x, MatrixView y) {
+    std::visit([&](const auto& norm) { norm.forward(x, y); }, n);
+  }
+
+  void embed(const std::int32_t* tokens, std::size_t n, std::size_t start, MatrixView x) const {
+    embed_->forward(tokens, n, x);
+    const ConstMatrixView pos = pos_->table();
+    for (std::size_t i = 0; i < n; ++i) {
+      for (std::size_t c = 0; c < cfg_.hidden; ++c) x(i, c) += pos(start + i, c);
+    }
+  }
+
+  // Final norm, then logits = x W_head^T (the embedding table when tied).
+  void head(ConstMatrixView x, MatrixView logits, MatrixView scratch) const {
+    apply_norm(*norm_f_, x, scratch);
+    const ConstMatrixView w = lm_head_ ? lm_head_->table() : embed_->table();
+    as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
+  }
+
+  void build(const io::SafetensorsFile& file, const LoadOptions& opt) {
+    if (cfg_.positions != PositionKind::Learned) {
+      detail::fail<UnsupportedError>("model", "position kind", "learned", "rotary", file.name());
+    }
+    if (cfg_.num_classes != 0) {
+      detail::fail<UnsupportedError>("model", "classifier head", "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
+    }
+    std::set<std::string> used;
+    const std::size_t e = cfg_.hidden;
+    auto where = [&](const std::string& t) { return file.name() + ": " + t; };
+    auto matrix = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+      if (!file.contains(name)) detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
+      const auto& info = file.info(name);
+      if (info.shape.size() != 2 || info.shape[0] != rows || info.shape[1] != cols) {
+        std::string got = "[";
+        for (std::size_t i = 0; i < info.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(info.shape[i]);
+        detail::fail<ShapeError>("model", "tensor shape", shape_string(rows, cols), got + "]", where(name));
+      }
+      used.insert(name);
+      return file.load<float>(name);
+    };
+    auto vec = [&](const std::string& name, std::size_t n, bool required) -> std::vector<float> {
+      if (!file.contains(name)) {
+        if (required) detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
+        return {};
+      }
+      const auto& info = file.info(name);
+      if (info.shape.size() != 1 || info.shape[0] != n) {
+        detail::fail<ShapeError>("model", "tensor shape", "[" + std::to_string(n) + "]",
+                                 std::to_string(info.shape.size()) + "-d tensor", where(name));
+      }
+      used.insert(name);
+      const auto t = file.load<float>(name);
+      return std::vector<float>(t.data(), t.data() + n);
+    };
+    auto norm = [&](const std::string& prefix) -> Norm {
+      if (cfg_.norm == NormKind::LayerNorm) {
+        return nn::LayerNorm(vec(prefix + ".weight", e, true), vec(prefix + ".bias", e, false), cfg_.norm_eps, prefix);
+      }
+      return nn::RMSNorm(vec(prefix + ".weight", e, true), cfg_.norm_eps, prefix);
+    };
+    // Each linear layer in the format the config names for it.
+    std::size_t made_bytes = 0;  // bytes of the linear layers made so far
+    auto make_format = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
+      const auto it = cfg_.formats.find(name);
+      const std::string format = it == cfg_.formats.end() ? "dense_f32" : it->second;
+      formats_.emplace_back(name, format);
+      if (format == "dense_i8") return nn::Linear<quant::DenseI8>(quant::DenseI8(w, std::move(b), name));
+      if (format == "gsparse_f32" || format == "gsparse_i8") {
+        const sparse::BlockMask mask = sparse::nonzero_blocks(w, opt.sparse_block, name);
+        if (format == "gsparse_i8") {
+          return nn::Linear<sparse::GroupSparseI8>(sparse::GroupSparseI8(w, mask, std::move(b), name));
+        }
+        return nn::Linear<sparse::GroupSparseF32>(sparse::GroupSparseF32(w, mask, std::move(b), name));
+      }
+      return nn::Linear<nn::DenseF32>(nn::DenseF32(w, std::move(b), name));
+    };
+    auto make = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
+      nn::AnyLinear l = make_format(w, std::move(b), name);
+      made_bytes += l.bytes();
+      return l;
+    };
+    {
+      const auto t = matrix("embed.weight", cfg_.vocab, e);
+      embed_ = std::make_unique<nn::Embedding>(t.view(), "embed");
+      const auto p = matrix("pos_embed.weight", cfg_.max_seq_len, e);
+      pos_ = std::make_unique<nn::Embedding>(p.view(), "pos_embed");
+    }
+    nn::GatedAttentionConfig acfg;
+    acfg.embed_dim = e;
+    acfg.num_heads = cfg_.num_heads();
+    acfg.gate = cfg_.gate;
+    acfg.head_gate = cfg_.gate_granularity;
+    acfg.tau = cfg_.skip_threshold;
+    for (std::size_t l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "layers." + std::to_string(l) + ".";
+      Norm n1 = norm(p + "norm1");
+      // The attention loader reads its own tensors; record them as used and check shapes
+      // through it (it names the tensor on mismatch).
+      for (const char* t : {"attn.attention.in_proj_weight", "attn.attention.in_proj_bias", "attn.attention.out_proj.weight",
+                            "attn.attention.out_proj.bias", "attn.gate.0.weight", "attn.gate.0.bias"}) {
+        if (file.contains(p + t)) used.insert(p + t);
+      }
+      const std::size_t bytes_before = made_bytes;
+      auto attn = std::make_unique<nn::GatedAttention<nn::AnyLinear>>(
+          nn::load_gated_attention<nn::AnyLinear>(file, acfg, p + "attn.", make));
+      const std::size_t attn_bytes = made_bytes - bytes_before;
+      Norm n2 = norm(p + "norm2");
+      const auto up_w = matrix(p + "ffn.up.weight", cfg_.ffn, e);
+      nn::AnyLinear up = make(up_w.view(), vec(p + "ffn.up.bias", cfg_.ffn, false), p + "ffn.up");
+      const auto down_w = matrix(p + "ffn.down.weight", e, cfg_.ffn);
+      nn::AnyLinear down = make(down_w.view(), vec(p + "ffn.down.bias", e, false), p + "ffn.down");
+      blocks_.push_back(Block{std::move(n1), std::move(n2), std::move(attn),
+                              nn::FeedForward(std::move(up), std::move(down), cfg_.activation, p + "ffn"), attn_bytes});
+    }
+    norm_f_ = std::make_unique<Norm>(norm("norm_f"));
+    if (!cfg_.tied_lm_head) {
+      const auto h = matrix("lm_head.weight", cfg_.vocab, e);
+      lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
+    }
+    if (!opt.allow_extra_tensors) {
+      for (const std::string& name : file.names()) {
+        if (!used.count(name)) {
+          detail::fail<FormatError>("model", "tensor not used by the model", "only the model's tensors", name,
+                                    file.name());
+        }
+      }
+    }
+  }
+
+  ModelConfig cfg_;
+  std::unique_ptr<nn::Embedding> embed_, pos_, lm_head_;
+  std::vector<Block> blocks_;
+  std::unique_ptr<Norm> norm_f_;
+  std::vector<std::pair<std::string, std::string>> formats_;
+};
+
+DYNASPARSE_NAMESPACE_END

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dynasparse/model/model.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "dynasparse/model/tokenizer.hpp"
+
+namespace {
+
+namespace ds = dynasparse;
+
+std::string data(const std::string& name) { return std::string(DYNASPARSE_TEST_DATA_DIR) + "/model/" + name; }
+
+// Golden logits of examples/python/model.py for this file's tokens, within 1e-4 relative to
+// the logits' scale (the contract; float sums over E = 32 and two blocks).
+void expect_matches_golden(const std::string& file) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::io::SafetensorsFile f(data(file));
+  const ds::Model model = ds::Model::from_file(f, opt);
+  const auto tokens = f.load<std::int32_t>("golden.tokens");
+  const auto golden = f.load<float>("golden.logits");
+  const std::size_t n = tokens.size(), v = model.vocab();
+  ASSERT_EQ(golden.rows(), n);
+  std::vector<float> logits(n * v);
+  ds::Workspace ws;
+  model.forward(tokens.data(), n, ds::MatrixView(logits.data(), n, v), ws);
+  float scale = 0.0f;
+  for (std::size_t i = 0; i < n * v; ++i) scale = std::max(scale, std::fabs(golden.data()[i]));
+  for (std::size_t i = 0; i < n * v; ++i) {
+    ASSERT_NEAR(logits[i], golden.data()[i], 1e-4f * scale) << file << " at " << i / v << "," << i % v;
+  }
+  if (model.config().causal) {
+    // Cached decoding, one token at a time after a prefill of 4, gives the same logits.
+    ds::Session s = model.new_session();
+    std::vector<float> step(4 * v);
+    model.decode(tokens.data(), 4, s, ds::MatrixView(step.data(), 4, v));
+    for (std::size_t i = 0; i < 4 * v; ++i) ASSERT_NEAR(step[i], golden.data()[i], 1e-4f * scale);
+    for (std::size_t t = 4; t < n; ++t) {
+      model.decode(tokens.data() + t, 1, s, ds::MatrixView(step.data(), 1, v));
+      for (std::size_t j = 0; j < v; ++j) ASSERT_NEAR(step[j], golden.data()[t * v + j], 1e-4f * scale) << "step " << t;
+    }
+    EXPECT_EQ(s.position(), n);
+  }
+}
+
+TEST(Model, HeadGatedDecoderMatchesPyTorchGoldens) { expect_matches_golden("tiny_head_gate.safetensors"); }
+
+TEST(Model, OutputGatedEncoderMatchesPyTorchGoldens) { expect_matches_golden("tiny_output_gate.safetensors"); }
+
+TEST(Model, GenerationIsDeterministicForASeed) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model model = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  ds::GenerateOptions g;
+  g.max_new_tokens = 6;
+  g.sampling.temperature = 0.8f;
+  g.sampling.top_k = 20;
+  g.sampling.seed = 5;
+  ds::Session a = model.new_session(), b = model.new_session();
+  const auto prompt = ds::ByteTokenizer::encode("hello");
+  const auto ra = model.generate(prompt, g, a);
+  const auto rb = model.generate(prompt, g, b);
+  EXPECT_EQ(ra.tokens, rb.tokens);
+  EXPECT_EQ(ra.tokens.size(), 6u);
+  // Greedy generation equals the argmax of the full forward pass, token by token.
+  g.sampling.temperature = 0.0f;
+  ds::Session c = model.new_session();
+  const auto greedy = model.generate(prompt, g, c);
+  std::vector<std::int32_t> seq = prompt;
+  ds::Workspace ws;
+  for (std::int32_t tok : greedy.tokens) {
+    std::vector<float> logits(seq.size() * model.vocab());
+    model.forward(seq.data(), seq.size(), ds::MatrixView(logits.data(), seq.size(), model.vocab()), ws);
+    const float* last = logits.data() + (seq.size() - 1) * model.vocab();
+    EXPECT_EQ(tok, std::max_element(last, last + model.vocab()) - last);
+    seq.push_back(tok);
+  }
+  // Stop tokens and the callback end generation early.
+  g.stop_tokens = {greedy.tokens[3]};
+  const auto first = static_cast<std::size_t>(
+      std::find(greedy.tokens.begin(), greedy.tokens.end(), greedy.tokens[3]) - greedy.tokens.begin());
+  ds::Session d = model.new_session();
+  EXPECT_EQ(model.generate(prompt, g, d).tokens.size(), first + 1);
+  g.stop_tokens.clear();
+  g.on_token = [n = 0](std::int32_t) mutable { return ++n < 2; };
+  ds::Session e = model.new_session();
+  EXPECT_EQ(model.generate(prompt, g, e).tokens.size(), 2u);
+}
+
+TEST(Model, QuantizedAndSparseFormatsStayCloseToFloat) {
+  // Convert every FFN linear to INT8 through the config, loading the same weights.
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model fp = ds::Model::from_file(f, opt);
+  auto cfg = fp.config();
+  for (std::size_t l = 0; l < cfg.layers; ++l) {
+    cfg.formats["layers." + std::to_string(l) + ".ffn.up"] = "dense_i8";
+    cfg.formats["layers." + std::to_string(l) + ".ffn.down"] = "gsparse_f32";
+    cfg.formats["layers." + std::to_string(l) + ".attn.attention.q_proj"] = "dense_i8";
+  }
+  // Rewrite the file with the new config (same tensors).
+  ds::io::SafetensorsWriter w;
+  for (const auto& name : f.names()) {
+    const auto& info = f.info(name);
+    const auto bytes = f.bytes(name);
+    w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+  }
+  w.set_metadata("dynasparse.config", ds::to_json(cfg).dump());
+  const auto blob = w.to_bytes();
+  const ds::io::SafetensorsFile g = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "converted");
+  const ds::Model q = ds::Model::from_file(g, opt);
+  std::size_t i8 = 0;
+  for (const auto& [name, fmt] : q.layer_formats()) i8 += fmt == "dense_i8";
+  EXPECT_EQ(i8, 2 * cfg.layers);
+  const auto tokens = f.load<std::int32_t>("golden.tokens");
+  const std::size_t n = tokens.size(), v = fp.vocab();
+  std::vector<float> a(n * v), b(n * v);
+  ds::Workspace ws;
+  fp.forward(tokens.data(), n, ds::MatrixView(a.data(), n, v), ws);
+  q.forward(tokens.data(), n, ds::MatrixView(b.data(), n, v), ws);
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n * v; ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += a[i] * a[i];
+  }
+  // INT8 weights and activations: a few percent of relative error at most on random weights.
+  EXPECT_LT(std::sqrt(num / den), 0.05);
+  EXPECT_GT(std::sqrt(num / den), 0.0);
+}
+
+TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  auto rewrite = [&](auto edit) {
+    ds::io::SafetensorsWriter w;
+    std::string config = f.metadata().at("dynasparse.config");
+    for (const auto& name : f.names()) {
+      const auto& info = f.info(name);
+      const auto bytes = f.bytes(name);
+      if (edit(name, info, bytes, w, config)) continue;
+      w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+    }
+    w.set_metadata("dynasparse.config", config);
+    return w.to_bytes();
+  };
+  auto load_error = [&](const std::vector<std::uint8_t>& blob, bool allow_extra = true) -> std::string {
+    try {
+      const auto file = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "bad.safetensors");
+      ds::LoadOptions opt;
+      opt.allow_extra_tensors = allow_extra;
+      ds::Model::from_file(file, opt);
+    } catch (const ds::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // A missing tensor.
+  auto missing = rewrite([](const std::string& n, auto&, auto&, auto&, auto&) { return n == "layers.1.ffn.up.weight"; });
+  EXPECT_NE(load_error(missing).find("layers.1.ffn.up.weight"), std::string::npos) << load_error(missing);
+  // A tensor of the wrong shape.
+  auto wrong = rewrite([](const std::string& n, const auto& info, const auto& bytes, auto& w, auto&) {
+    if (n != "norm_f.weight") return false;
+    w.add(n, info.dtype, {info.shape[0] / 2, 2}, bytes.data, bytes.size);
+    return true;
+  });
+  EXPECT_NE(load_error(wrong).find("norm_f.weight"), std::string::npos) << load_error(wrong);
+  // An extra tensor when extras are not allowed.
+  EXPECT_NE(load_error(rewrite([](auto&, auto&, auto&, auto&, auto&) { return false; }), false)
+                .find("tensor not used by the model"),
+            std::string::npos);
+  // A config inconsistent with the tensors.
+  auto inconsistent = rewrite([](auto&, auto&, auto&, auto&, std::string& c) {
+    auto j = nlohmann::json::parse(c);
+    j["hidden"] = 40;
+    c = j.dump();
+    return false;
+  });
+  const std::string err = load_error(inconsistent);
+  EXPECT_NE(err.find("bad.safetensors"), std::string::npos) << err;
+  EXPECT_NE(err.find("embed.weight"), std::string::npos) << err;
+  // Token ids outside the vocabulary.
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model m = ds::Model::from_file(f, opt);
+  std::vector<float> logits(2 * m.vocab());
+  ds::Workspace ws;
+  const std::int32_t bad[] = {1, 300};
+  EXPECT_THROW(m.forward(bad, 2, ds::MatrixView(logits.data(), 2, m.vocab()), ws), ds::ConfigError);
+  // A sequence beyond the session.
+  ds::Session s = m.new_session(3);
+  const std::int32_t four[] = {1, 2, 3, 4};
+  std::vector<float> l4(4 * m.vocab());
+  EXPECT_THROW(m.decode(four, 4, s, ds::MatrixView(l4.data(), 4, m.vocab())), ds::ShapeError);
+}
+
+}  // namespace

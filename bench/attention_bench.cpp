@@ -55,8 +55,9 @@ void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, 
   ds::set_num_threads(threads);
   const std::size_t e = kEmbed, d = e / h;
   const auto q = normal(l * e, 1.0f, 1);
-  const auto kt = normal(h * d * l, 1.0f, 2);
-  const auto vt = normal(h * d * l, 1.0f, 3);
+  const std::size_t kvs = simd::attention_kv_stride(l);
+  const auto kt = normal(h * d * kvs, 1.0f, 2);
+  const auto vt = normal(h * d * kvs, 1.0f, 3);
   std::vector<float> out(l * e);
   const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(ds::num_threads()), h);
   // Naive: one score matrix [L, L] per thread, the one head it works on at a time.
@@ -73,9 +74,9 @@ void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, 
           a.q_stride = e;
           a.lq = l;
           a.d = d;
-          a.kt = kt.data() + hd * d * l;
-          a.vt = vt.data() + hd * d * l;
-          a.kv_stride = l;
+          a.kt = kt.data() + hd * d * kvs;
+          a.vt = vt.data() + hd * d * kvs;
+          a.kv_stride = kvs;
           a.lkv = l;
           a.scale = scale;
           a.out = out.data() + hd * d;

@@ -205,26 +205,29 @@ class GatedAttention {
     v_.forward(value, MatrixView(vp, key.rows(), e), ws);
 
     // K and V transposed per (sequence, head): [d, lkv] each, the kernel's layout.
-    float* kt = ws.allocate<float>(key.rows() * e);
-    float* vt = ws.allocate<float>(key.rows() * e);
+    const std::size_t kvs = simd::attention_kv_stride(lkv);
+    float* kt = ws.allocate<float>(batch * e * kvs);
+    float* vt = ws.allocate<float>(batch * e * kvs);
     parallel_for(0, batch * h, 1, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t nh = lo; nh < hi; ++nh) {
         const std::size_t n = nh / h, hd = nh % h;
-        float* kd = kt + nh * d * lkv;
-        float* vd = vt + nh * d * lkv;
-        for (std::size_t j = 0; j < lkv; ++j) {
-          const std::size_t row = layout_row(layout(), n, j, lkv, batch);
-          const float* ks = kp + row * e + hd * d;
-          const float* vs = vp + row * e + hd * d;
+        float* kd = kt + nh * d * kvs;
+        float* vd = vt + nh * d * kvs;
+        // 16 tokens at a time: their head slices stay in L1 while d rows get 16 writes each.
+        for (std::size_t j0 = 0; j0 < lkv; j0 += 16) {
+          const std::size_t j1 = std::min(lkv, j0 + 16);
           for (std::size_t c = 0; c < d; ++c) {
-            kd[c * lkv + j] = ks[c];
-            vd[c * lkv + j] = vs[c];
+            for (std::size_t j = j0; j < j1; ++j) {
+              const std::size_t at = layout_row(layout(), n, j, lkv, batch) * e + hd * d + c;
+              kd[c * kvs + j] = kp[at];
+              vd[c * kvs + j] = vp[at];
+            }
           }
         }
       }
     });
 
-    const KeySource src{kt, vt, lkv, nullptr};
+    const KeySource src{kt, vt, lkv, kvs, nullptr};
     return attend(query, qp, batch, lq, src, masks, out, ws);
   }
 
@@ -267,16 +270,17 @@ class GatedAttention {
     cache.append(ConstMatrixView(kp, x.rows(), e), ConstMatrixView(vp, x.rows(), e), layout());
     AttentionMasks causal;
     causal.causal = true;
-    const KeySource src{nullptr, nullptr, cache.size(), &cache};
+    const KeySource src{nullptr, nullptr, cache.size(), 0, &cache};
     return attend(x, qp, batch, t, src, causal, out, ws);
   }
 
  private:
-  // Keys and values of a call: transposed buffers [N * H][d][lkv], or a cache.
+  // Keys and values of a call: transposed buffers [N * H][d][stride], or a cache.
   struct KeySource {
     const float* kt;
     const float* vt;
     std::size_t lkv;
+    std::size_t stride;
     const KVCache* cache;
   };
 
@@ -395,9 +399,9 @@ class GatedAttention {
           if (src.cache != nullptr) {
             src.cache->bind(n, hd, a);
           } else {
-            a.kt = src.kt + nh * d * src.lkv;
-            a.vt = src.vt + nh * d * src.lkv;
-            a.kv_stride = src.lkv;
+            a.kt = src.kt + nh * d * src.stride;
+            a.vt = src.vt + nh * d * src.stride;
+            a.kv_stride = src.stride;
             a.lkv = src.lkv;
           }
           if (int8) {

@@ -10,7 +10,7 @@
 
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/core/tensor.hpp"
-#include "dynasparse/simd/attention_args.hpp"
+#include "dynasparse/simd/attention.hpp"
 #include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
 
@@ -47,7 +47,8 @@ enum class KVDType {
 /// allocated by the constructor (bytes()); append() never allocates.
 ///
 /// Layout: per (sequence, head), K and V transposed, `[head_dim, max_len]` (row stride
-/// max_len), the layout simd::attention_f32 reads; INT8 adds a scale per token.
+/// simd::attention_kv_stride(max_len)), the layout simd::attention_f32 reads; INT8 adds a
+/// scale per token.
 /// Not thread-safe for append(); const members may be used concurrently.
 class KVCache {
  public:
@@ -55,14 +56,14 @@ class KVCache {
   KVCache(std::size_t batch, std::size_t num_heads, std::size_t head_dim, std::size_t max_len,
           KVDType dtype = KVDType::F32, std::string name = "kv_cache")
       : name_(std::move(name)), batch_(batch), heads_(num_heads), d_(head_dim), max_len_(max_len),
-        dtype_(dtype) {
+        dtype_(dtype), stride_(simd::attention_kv_stride(max_len)) {
     if (batch == 0 || num_heads == 0 || head_dim == 0 || max_len == 0) {
       detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",
                                 std::to_string(batch) + ", " + std::to_string(num_heads) + ", " +
                                     std::to_string(head_dim) + ", " + std::to_string(max_len),
                                 name_);
     }
-    const std::size_t n = batch_ * heads_ * d_ * max_len_;
+    const std::size_t n = batch_ * heads_ * d_ * stride_;
     if (dtype_ == KVDType::F32) {
       k_.resize_discard(n);
       v_.resize_discard(n);
@@ -91,8 +92,9 @@ class KVCache {
     return dtype_ == KVDType::F32 ? 2 * heads_ * d_ * sizeof(float)
                                   : 2 * heads_ * (d_ + sizeof(float));
   }
-  /// Bytes allocated (max_len tokens of every sequence).
-  std::size_t bytes() const noexcept { return bytes_per_token() * batch_ * max_len_; }
+  /// Bytes allocated: max_len tokens of every sequence, plus the row padding of
+  /// simd::attention_kv_stride (under 2% from a few hundred tokens on).
+  std::size_t bytes() const noexcept { return bytes_per_token() * batch_ * stride_; }
 
   /// Forgets every token (keeps the memory).
   void clear() noexcept { len_ = 0; }
@@ -137,8 +139,8 @@ class KVCache {
   /// Points `a` at the K and V of sequence n, head h: kt/vt (F32) or kt_s8/vt_s8 and the
   /// scales (I8), kv_stride and lkv = size(). For attention layers.
   void bind(std::size_t n, std::size_t h, simd::AttentionArgs& a) const noexcept {
-    const std::size_t base = (n * heads_ + h) * d_ * max_len_;
-    a.kv_stride = max_len_;
+    const std::size_t base = (n * heads_ + h) * d_ * stride_;
+    a.kv_stride = stride_;
     a.lkv = len_;
     if (dtype_ == KVDType::F32) {
       a.kt = k_.data() + base;
@@ -154,11 +156,11 @@ class KVCache {
  private:
   void store(std::size_t n, std::size_t pos, const float* k, const float* v) noexcept {
     for (std::size_t h = 0; h < heads_; ++h) {
-      const std::size_t base = (n * heads_ + h) * d_ * max_len_ + pos;
+      const std::size_t base = (n * heads_ + h) * d_ * stride_ + pos;
       if (dtype_ == KVDType::F32) {
         for (std::size_t c = 0; c < d_; ++c) {
-          k_[base + c * max_len_] = k[h * d_ + c];
-          v_[base + c * max_len_] = v[h * d_ + c];
+          k_[base + c * stride_] = k[h * d_ + c];
+          v_[base + c * stride_] = v[h * d_ + c];
         }
       } else {
         const std::size_t si = (n * heads_ + h) * max_len_ + pos;
@@ -175,13 +177,14 @@ class KVCache {
     // infinite scale, so its dequantized values are NaN and propagate as float would.
     const float inv = alpha > 0.0f ? 127.0f / alpha : 0.0f;
     simd::quantize_f32s8(x, tmp_.data(), d_, inv);
-    for (std::size_t c = 0; c < d_; ++c) column[c * max_len_] = tmp_[c];
+    for (std::size_t c = 0; c < d_; ++c) column[c * stride_] = tmp_[c];
     return alpha == 0.0f ? 0.0f : alpha / 127.0f;
   }
 
   std::string name_;
   std::size_t batch_, heads_, d_, max_len_;
   KVDType dtype_;
+  std::size_t stride_;
   std::size_t len_ = 0;
   AlignedBuffer<float> k_, v_;
   AlignedBuffer<std::int8_t> k8_, v8_;

@@ -9,13 +9,14 @@
 //
 // - Several rows (MR >= 2): vpmaddwd on s16. Each row's activations are widened to s16
 //   (vpmovsxbw) in chunks of gemm_kc bytes into a stack buffer, once per call for all its
-//   panels; a k quad of a row is then one vpbroadcastq from memory. The panel's 32 bytes of
-//   a k quad are widened by two vpmovsxbw (shared by the MR rows), and vpmaddwd multiplies
-//   s16 x s16 into s32 pair sums: |a0 w0 + a1 w1| <= 2 * 128 * 128, exact for every int8
-//   input (vpmaddwd wraps only for two s16 operands of -32768). vpaddd accumulates. Each
-//   accumulator lane holds one column's sum over half of each k quad (k 0-1 or 2-3); the two
-//   halves are added (vphaddd + vpermq) at the end of each chunk. Tile 4 x 8: 8
-//   accumulators of the 16 ymm registers; per row and 8 columns, 4 instructions per 32
+//   panels; a k quad of a row is then one vpbroadcastq from memory. A panel is swept twice,
+//   columns 0-3 then 4-7: the 16 bytes of a k quad for 4 columns are widened by one
+//   vpmovsxbw (shared by the MR rows), and vpmaddwd multiplies s16 x s16 into s32 pair sums:
+//   |a0 w0 + a1 w1| <= 2 * 128 * 128, exact for every int8 input (vpmaddwd wraps only for
+//   two s16 operands of -32768). vpaddd accumulates. Each accumulator lane holds one
+//   column's sum over half of each k quad (k 0-1 or 2-3); the halves are added (vphaddd +
+//   vpermq) at the end of each chunk. Tile 8 x 8: 8 accumulators, one weight vector and a
+//   broadcast of the 16 ymm registers; per row and 4 columns, 2 instructions per 16
 //   products.
 // - One row (MR = 1, the GEMV): no widening. The k quad is broadcast as bytes, vpabsb gives
 //   |a| (u8; |-128| = 128) once per quad, vpsignb moves a's sign onto the weights, vpmaddubsw
@@ -52,8 +53,9 @@ namespace simd::detail::avx2 {
 /// Columns per packed panel, k per group, rows per microkernel call.
 inline constexpr std::size_t gemm_nr = 8;
 inline constexpr std::size_t gemm_kgroup = 4;
-inline constexpr std::size_t gemm_mr = 4;
-/// Activation bytes per row widened at a time by the several-row kernel (a multiple of 16).
+inline constexpr std::size_t gemm_mr = 8;
+/// Activation bytes per row widened at a time by the several-row kernel (a multiple of 16;
+/// its stack buffer is gemm_mr * gemm_kc * 2 bytes = 8 KiB).
 inline constexpr std::size_t gemm_kc = 512;
 
 template <std::size_t MR>
@@ -67,16 +69,19 @@ template <std::size_t NV>
 inline void gemm_row_maddubs(const std::int8_t* a, const std::int8_t* panels, std::size_t panel_stride,
                              std::size_t kq_count, std::int32_t* c) noexcept {
   const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i* w[NV];
   __m256i acc[NV];
-  for (std::size_t j = 0; j < NV; ++j) acc[j] = _mm256_setzero_si256();
+  for (std::size_t j = 0; j < NV; ++j) {
+    w[j] = reinterpret_cast<const __m256i*>(panels + j * panel_stride);
+    acc[j] = _mm256_setzero_si256();
+  }
   for (std::size_t kq = 0; kq < kq_count; ++kq) {
     std::int32_t quad;
     std::memcpy(&quad, a + kq * gemm_kgroup, sizeof(quad));
     const __m256i av = _mm256_set1_epi32(quad);
     const __m256i ua = _mm256_abs_epi8(av);
     for (std::size_t j = 0; j < NV; ++j) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panels + j * panel_stride + kq * 32));
-      const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w, av));
+      const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(_mm256_loadu_si256(w[j] + kq), av));
       acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
     }
   }
@@ -115,24 +120,27 @@ inline void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std:
       }
       for (std::size_t s = 0; s < subs; ++s) {
         const std::int8_t* b = panels + s * panel_stride + q0 * (gemm_nr * gemm_kgroup);
-        __m256i acc[MR][2];
-        for (std::size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-        for (std::size_t q = 0; q < qn; ++q) {
-          // Columns 0-3 and 4-7 of the quad, as s16: lanes (col, k 0-1) and (col, k 2-3).
-          const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + q * 32)));
-          const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + q * 32 + 16)));
-          for (std::size_t r = 0; r < MR; ++r) {
-            long long quad;
-            std::memcpy(&quad, &wide[r][q * gemm_kgroup], sizeof(quad));
-            const __m256i av = _mm256_set1_epi64x(quad);
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, w0));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, w1));
+        // Columns 0-3 (h = 0), then 4-7 (h = 1) of the panel, so that one weight vector and
+        // MR accumulators stay in registers: lanes (col, k 0-1) and (col, k 2-3).
+        __m256i half[2][MR];
+        for (std::size_t h = 0; h < 2; ++h) {
+          __m256i acc[MR];
+          for (std::size_t r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
+          for (std::size_t q = 0; q < qn; ++q) {
+            const __m256i w =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + q * 32 + 16 * h)));
+            for (std::size_t r = 0; r < MR; ++r) {
+              long long quad;
+              std::memcpy(&quad, &wide[r][q * gemm_kgroup], sizeof(quad));
+              acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_set1_epi64x(quad), w));
+            }
           }
+          for (std::size_t r = 0; r < MR; ++r) half[h][r] = acc[r];
         }
         std::int32_t* cs = c + s * gemm_nr;
         for (std::size_t r = 0; r < MR; ++r) {
           // hadd gives columns (0 1 4 5 | 2 3 6 7); vpermq restores their order.
-          __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
+          __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(half[0][r], half[1][r]), 0xD8);
           auto* dst = reinterpret_cast<__m256i*>(cs + r * ldc);
           if (q0 != 0) sum = _mm256_add_epi32(sum, _mm256_loadu_si256(dst));
           _mm256_storeu_si256(dst, sum);

@@ -21,7 +21,8 @@
 //      (panel_stride bytes apart) writes MR x 16 subs values; init advances by 16 per panel.
 //
 // Tile 6 x 16: 12 accumulators, 2 weight vectors and a broadcast of the 16 ymm registers
-// AVX-VNNI has.
+// AVX-VNNI has. With one or two rows, four or two panels run at once so that enough
+// independent accumulators cover vpdpbusd's latency (the GEMV case).
 #pragma once
 
 #include <cstddef>
@@ -49,37 +50,50 @@ void gemm_u8s8_s32_tile_256(const std::uint8_t* a, std::size_t lda, const std::i
                             const std::int32_t* init, std::int32_t* c, std::size_t ldc) noexcept;
 
 #if DYNASPARSE_HAS_AVX512VNNI || DYNASPARSE_HAS_AVXVNNI
+// MR rows against NP consecutive panels at once.
+template <std::size_t MR, std::size_t NP>
+inline void gemm_u8s8_s32_panels_256(const std::uint8_t* a, std::size_t lda, const std::int8_t* panels,
+                                     std::size_t panel_stride, std::size_t kq_count, const std::int32_t* init,
+                                     std::int32_t* c, std::size_t ldc) noexcept {
+  constexpr std::size_t nv = 2 * NP;  // 8 columns per vector
+  __m256i acc[MR][nv];
+  for (std::size_t j = 0; j < nv; ++j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(init + 8 * j));
+    for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
+  }
+  for (std::size_t kq = 0; kq < kq_count; ++kq) {
+    __m256i b[nv];
+    for (std::size_t j = 0; j < nv; ++j) {
+      b[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panels + (j / 2) * panel_stride +
+                                                                   kq * (gemm256_nr * gemm256_kgroup) + 32 * (j % 2)));
+    }
+    for (std::size_t r = 0; r < MR; ++r) {
+      std::int32_t quad;
+      std::memcpy(&quad, a + r * lda + kq * gemm256_kgroup, sizeof(quad));
+      const __m256i av = _mm256_set1_epi32(quad);
+      for (std::size_t j = 0; j < nv; ++j) acc[r][j] = dpbusd256(acc[r][j], av, b[j]);
+    }
+  }
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t j = 0; j < nv; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + 8 * j), acc[r][j]);
+  }
+}
+
 template <std::size_t MR>
 inline void gemm_u8s8_s32_tile_256(const std::uint8_t* a, std::size_t lda, const std::int8_t* panels,
                                    std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
                                    const std::int32_t* init, std::int32_t* c, std::size_t ldc) noexcept {
   static_assert(MR >= 1 && MR <= gemm256_mr, "tile rows out of range");
-  for (std::size_t s = 0; s < subs; ++s) {
-    const std::int8_t* panel = panels + s * panel_stride;
-    const std::int32_t* is = init + s * gemm256_nr;
-    __m256i acc[MR][2];
-    const __m256i i0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is));
-    const __m256i i1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is + 8));
-    for (std::size_t r = 0; r < MR; ++r) {
-      acc[r][0] = i0;
-      acc[r][1] = i1;
-    }
-    for (std::size_t kq = 0; kq < kq_count; ++kq) {
-      const std::int8_t* b = panel + kq * (gemm256_nr * gemm256_kgroup);
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-      for (std::size_t r = 0; r < MR; ++r) {
-        std::int32_t quad;
-        std::memcpy(&quad, a + r * lda + kq * gemm256_kgroup, sizeof(quad));
-        const __m256i av = _mm256_set1_epi32(quad);
-        acc[r][0] = dpbusd256(acc[r][0], av, b0);
-        acc[r][1] = dpbusd256(acc[r][1], av, b1);
-      }
-    }
-    for (std::size_t r = 0; r < MR; ++r) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + s * gemm256_nr), acc[r][0]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + s * gemm256_nr + 8), acc[r][1]);
-    }
+  // Few rows leave vpdpbusd's latency exposed: cover it with more panels at once.
+  constexpr std::size_t np = MR == 1 ? 4 : MR == 2 ? 2 : 1;
+  std::size_t s = 0;
+  for (; s + np <= subs; s += np) {
+    gemm_u8s8_s32_panels_256<MR, np>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+                                     init + s * gemm256_nr, c + s * gemm256_nr, ldc);
+  }
+  for (; s < subs; ++s) {
+    gemm_u8s8_s32_panels_256<MR, 1>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+                                    init + s * gemm256_nr, c + s * gemm256_nr, ldc);
   }
 }
 #endif

@@ -3,7 +3,9 @@
 # Usage: scripts/install-deps.sh [build] [cross] [python]   (default: build)
 #   build   compiler, CMake, Eigen, xsimd, nlohmann/json, GoogleTest, Google Benchmark, CLI11
 #   cross   the AArch64 cross compiler and qemu-aarch64, for the ARM test builds
-#   python  PyTorch, NumPy and Matplotlib, for golden files, training and plots
+#   python  PyTorch, NumPy, Matplotlib and OpenBLAS (Debian's PyTorch multiplies through the
+#           system BLAS; the reference BLAS would make it ~100x slower), for golden files,
+#           training, plots and the PyTorch comparison
 #   fuzz    Clang and its runtime libraries (libFuzzer, sanitizers)
 set -euo pipefail
 
@@ -16,7 +18,7 @@ for g in "${groups[@]}"; do
     build) packages+=(g++ cmake make python3 libeigen3-dev libxsimd-dev nlohmann-json3-dev
                       libgtest-dev googletest libbenchmark-dev libcli11-dev) ;;
     cross) packages+=(g++-aarch64-linux-gnu qemu-user) ;;
-    python) packages+=(python3-torch python3-numpy python3-matplotlib) ;;
+    python) packages+=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps.sh: unknown group '$g'; expected build, cross, python or fuzz" >&2; exit 2 ;;
   esac

@@ -539,4 +539,23 @@ TEST(GatedAttentionFormats, RunsOverInt8Weights) {
   EXPECT_LE(err, 0.1 * scale);
 }
 
+TEST(GatedAttentionFormats, AnyLinearMatchesLinearDenseF32) {
+  const std::size_t e = 64, l = 11;
+  const RandomLayer w(e, e, 91u);
+  nn::GatedAttentionConfig cfg;
+  cfg.embed_dim = e;
+  auto mk = [&](const std::vector<float>& m, const std::vector<float>& b) -> nn::AnyLinear {
+    return Dense(nn::DenseF32(ds::ConstMatrixView(m.data(), e, e), b));
+  };
+  const nn::GatedAttention<nn::AnyLinear> any(cfg, mk(w.wq, w.bq), mk(w.wk, w.bk), mk(w.wv, w.bv), mk(w.wo, w.bo),
+                                              mk(w.wg, w.bg));
+  const auto x = uniform_floats(l * e, -1.0f, 1.0f, 92u);
+  const auto want = run(w.make(cfg), x, 1);
+  std::vector<float> out(l * e);
+  ds::Workspace ws;
+  const ds::ConstMatrixView xv(x.data(), l, e);
+  any.forward(xv, xv, xv, 1, ds::MatrixView(out.data(), l, e), ws);
+  for (std::size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i], want[i]) << i;
+}
+
 }  // namespace

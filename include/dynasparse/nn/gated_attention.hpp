@@ -17,6 +17,7 @@
 #include "dynasparse/core/threading.hpp"
 #include "dynasparse/core/workspace.hpp"
 #include "dynasparse/io/safetensors.hpp"
+#include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/dense_f32.hpp"
 #include "dynasparse/nn/kv_cache.hpp"
 #include "dynasparse/nn/linear.hpp"
@@ -97,21 +98,21 @@ struct AttentionStats {
 /// embed_dim is not divisible by num_heads, or tau is negative or NaN.
 inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::string& name = "attention") {
   if (cfg.embed_dim == 0) {
-    detail::fail<ConfigError>("nn", "embed_dim must be positive", "> 0", cfg.embed_dim, name);
+    ::dynasparse::detail::fail<ConfigError>("nn", "embed_dim must be positive", "> 0", cfg.embed_dim, name);
   }
   if (cfg.num_heads == 0) {
     if (cfg.embed_dim < 8) {
-      detail::fail<ConfigError>("nn", "no default head count (embed_dim / 8) for this width", "embed_dim >= 8",
+      ::dynasparse::detail::fail<ConfigError>("nn", "no default head count (embed_dim / 8) for this width", "embed_dim >= 8",
                                 cfg.embed_dim, name);
     }
     cfg.num_heads = cfg.embed_dim / 8;
   }
   if (cfg.embed_dim % cfg.num_heads != 0) {
-    detail::fail<ConfigError>("nn", "embed_dim must be divisible by num_heads",
+    ::dynasparse::detail::fail<ConfigError>("nn", "embed_dim must be divisible by num_heads",
                               "a multiple of " + std::to_string(cfg.num_heads), cfg.embed_dim, name);
   }
   if (!(cfg.tau >= 0.0f)) {
-    detail::fail<ConfigError>("nn", "gate threshold tau must be non-negative", ">= 0", cfg.tau, name);
+    ::dynasparse::detail::fail<ConfigError>("nn", "gate threshold tau must be non-negative", ">= 0", cfg.tau, name);
   }
   return cfg;
 }
@@ -122,7 +123,8 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 /// and the seed's sigmoid gate (GatePosition). Inputs and outputs are `[L * N, E]` row-major
 /// matrices in the configured layout (SeqLayout), with N passed to forward().
 ///
-/// Projections go through LinearT (any weight format). K and V are computed for every head
+/// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
+/// (formats chosen per projection at run time). K and V are computed for every head
 /// even when a head gate skips it (a later query may open it). Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
 /// Workspace, so a warm workspace makes forward() allocation-free.
@@ -149,7 +151,7 @@ class GatedAttention {
       gate_.reset();
     } else {
       if (!gate_) {
-        detail::fail<ConfigError>("nn", "gate position needs a gate projection", "a gate Linear", "none",
+        ::dynasparse::detail::fail<ConfigError>("nn", "gate position needs a gate projection", "a gate Linear", "none",
                                   name_ + ".gate");
       }
       check_linear(*gate_, e, gate_width(), "gate");
@@ -200,9 +202,9 @@ class GatedAttention {
     float* qp = ws.allocate<float>(query.rows() * e);
     float* kp = ws.allocate<float>(key.rows() * e);
     float* vp = ws.allocate<float>(key.rows() * e);
-    q_.forward(query, MatrixView(qp, query.rows(), e), ws);
-    k_.forward(key, MatrixView(kp, key.rows(), e), ws);
-    v_.forward(value, MatrixView(vp, key.rows(), e), ws);
+    linear_forward(q_, query, MatrixView(qp, query.rows(), e), ws);
+    linear_forward(k_, key, MatrixView(kp, key.rows(), e), ws);
+    linear_forward(v_, value, MatrixView(vp, key.rows(), e), ws);
 
     // K and V transposed per (sequence, head): [d, lkv] each, the kernel's layout.
     const std::size_t kvs = simd::attention_kv_stride(lkv);
@@ -247,7 +249,7 @@ class GatedAttention {
     check_rows_multiple(x, batch, "query");
     check_shape(out, x.rows(), e, "nn", name_ + " output");
     if (cache.num_heads() != cfg_.num_heads || cache.head_dim() != head_dim() || cache.batch() != batch) {
-      detail::fail<ConfigError>(
+      ::dynasparse::detail::fail<ConfigError>(
           "nn", "kv cache does not fit the layer (batch, heads, head_dim)",
           std::to_string(batch) + ", " + std::to_string(cfg_.num_heads) + ", " + std::to_string(head_dim()),
           std::to_string(cache.batch()) + ", " + std::to_string(cache.num_heads()) + ", " +
@@ -256,7 +258,7 @@ class GatedAttention {
     }
     const std::size_t t = x.rows() / batch;
     if (t > cache.max_len() - cache.size()) {
-      detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
+      ::dynasparse::detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
                                "<= " + std::to_string(cache.max_len()) + " tokens",
                                std::to_string(cache.size() + t) + " tokens", cache.name());
     }
@@ -264,9 +266,9 @@ class GatedAttention {
     float* qp = ws.allocate<float>(x.rows() * e);
     float* kp = ws.allocate<float>(x.rows() * e);
     float* vp = ws.allocate<float>(x.rows() * e);
-    q_.forward(x, MatrixView(qp, x.rows(), e), ws);
-    k_.forward(x, MatrixView(kp, x.rows(), e), ws);
-    v_.forward(x, MatrixView(vp, x.rows(), e), ws);
+    linear_forward(q_, x, MatrixView(qp, x.rows(), e), ws);
+    linear_forward(k_, x, MatrixView(kp, x.rows(), e), ws);
+    linear_forward(v_, x, MatrixView(vp, x.rows(), e), ws);
     cache.append(ConstMatrixView(kp, x.rows(), e), ConstMatrixView(vp, x.rows(), e), layout());
     AttentionMasks causal;
     causal.causal = true;
@@ -275,6 +277,25 @@ class GatedAttention {
   }
 
  private:
+  // One spelling for Linear<Format> and the run-time chosen AnyLinear.
+  template <class L>
+  static void linear_forward(const L& l, ConstMatrixView x, MatrixView y, Workspace& ws) {
+    l.forward(x, y, ws);
+  }
+  static void linear_forward(const AnyLinear& l, ConstMatrixView x, MatrixView y, Workspace& ws) {
+    nn::forward(l, x, y, ws);
+  }
+  template <class L>
+  static std::size_t linear_in(const L& l) noexcept {
+    return l.in_features();
+  }
+  static std::size_t linear_in(const AnyLinear& l) noexcept { return nn::in_features(l); }
+  template <class L>
+  static std::size_t linear_out(const L& l) noexcept {
+    return l.out_features();
+  }
+  static std::size_t linear_out(const AnyLinear& l) noexcept { return nn::out_features(l); }
+
   // Keys and values of a call: transposed buffers [N * H][d][stride], or a cache.
   struct KeySource {
     const float* kt;
@@ -286,17 +307,17 @@ class GatedAttention {
 
   template <class L>
   void check_linear(const L& l, std::size_t in, std::size_t out, const char* what) const {
-    if (l.in_features() != in || l.out_features() != out) {
-      detail::fail<ShapeError>("nn", "projection shape mismatch", shape_string(out, in),
-                               shape_string(l.out_features(), l.in_features()), name_ + "." + what);
+    if (linear_in(l) != in || linear_out(l) != out) {
+      ::dynasparse::detail::fail<ShapeError>("nn", "projection shape mismatch", shape_string(out, in),
+                               shape_string(linear_out(l), linear_in(l)), name_ + "." + what);
     }
   }
   void check_batch(std::size_t batch) const {
-    if (batch == 0) detail::fail<ConfigError>("nn", "batch size must be positive", "> 0", batch, name_);
+    if (batch == 0) ::dynasparse::detail::fail<ConfigError>("nn", "batch size must be positive", "> 0", batch, name_);
   }
   void check_rows_multiple(ConstMatrixView x, std::size_t batch, const char* what) const {
     if (x.rows() % batch != 0) {
-      detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
+      ::dynasparse::detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
                                "a multiple of " + std::to_string(batch), x.rows(), name_ + " " + what);
     }
   }
@@ -318,7 +339,7 @@ class GatedAttention {
     float* g = nullptr;
     if (gate_) {
       g = ws.allocate<float>(rows * gw);
-      gate_->forward(query, MatrixView(g, rows, gw), ws);
+      linear_forward(*gate_, query, MatrixView(g, rows, gw), ws);
       simd::sigmoid_f32(g, g, rows * gw);
     }
     const bool head_gate = cfg_.gate == GatePosition::Head;
@@ -425,7 +446,7 @@ class GatedAttention {
       }
     });
 
-    out_.forward(ConstMatrixView(o, rows, e), out, ws);
+    linear_forward(out_, ConstMatrixView(o, rows, e), out, ws);
     if (cfg_.gate == GatePosition::Output) {
       for (std::size_t r = 0; r < rows; ++r) {
         float* yr = out.row(r);
@@ -471,7 +492,7 @@ GatedAttention<LinearT> load_gated_attention(const io::SafetensorsFile& file, Ga
     auto t = file.load<float>(prefix + tname);
     const auto& shape = file.info(prefix + tname).shape;
     if (shape.size() != 2 || t.rows() != rows || t.cols() != cols) {
-      detail::fail<ShapeError>("nn", "weight shape mismatch", shape_string(rows, cols),
+      ::dynasparse::detail::fail<ShapeError>("nn", "weight shape mismatch", shape_string(rows, cols),
                                shape.size() == 2 ? shape_string(t.rows(), t.cols())
                                                  : std::to_string(shape.size()) + "-d tensor",
                                prefix + tname);
@@ -482,7 +503,7 @@ GatedAttention<LinearT> load_gated_attention(const io::SafetensorsFile& file, Ga
     if (!file.contains(prefix + tname)) return {};
     auto t = file.load<float>(prefix + tname);
     if (t.size() != n || file.info(prefix + tname).shape.size() != 1) {
-      detail::fail<ShapeError>("nn", "bias shape mismatch", "[" + std::to_string(n) + "]",
+      ::dynasparse::detail::fail<ShapeError>("nn", "bias shape mismatch", "[" + std::to_string(n) + "]",
                                "[" + std::to_string(t.size()) + "]", prefix + tname);
     }
     return std::vector<float>(t.data(), t.data() + n);

@@ -58,7 +58,7 @@ class KVCache {
       : name_(std::move(name)), batch_(batch), heads_(num_heads), d_(head_dim), max_len_(max_len),
         dtype_(dtype), stride_(simd::attention_kv_stride(max_len)) {
     if (batch == 0 || num_heads == 0 || head_dim == 0 || max_len == 0) {
-      detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",
+      ::dynasparse::detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",
                                 std::to_string(batch) + ", " + std::to_string(num_heads) + ", " +
                                     std::to_string(head_dim) + ", " + std::to_string(max_len),
                                 name_);
@@ -103,7 +103,7 @@ class KVCache {
   /// @throws ShapeError if len > size().
   void truncate(std::size_t len) {
     if (len > len_) {
-      detail::fail<ShapeError>("nn", "cannot truncate to more tokens than stored",
+      ::dynasparse::detail::fail<ShapeError>("nn", "cannot truncate to more tokens than stored",
                                "<= " + std::to_string(len_) + " tokens", std::to_string(len) + " tokens", name_);
     }
     len_ = len;
@@ -118,12 +118,12 @@ class KVCache {
     check_cols(v, embed_dim(), "nn", name_ + " values");
     check_shape(v, k.rows(), embed_dim(), "nn", name_ + " values");
     if (k.rows() % batch_ != 0) {
-      detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
+      ::dynasparse::detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
                                "a multiple of " + std::to_string(batch_), k.rows(), name_ + " keys");
     }
     const std::size_t t = k.rows() / batch_;
     if (t > max_len_ - len_) {
-      detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
+      ::dynasparse::detail::fail<ShapeError>("nn", "sequence beyond the cache's maximum length",
                                "<= " + std::to_string(max_len_) + " tokens",
                                std::to_string(len_ + t) + " tokens", name_);
     }

@@ -4,7 +4,7 @@
 //
 // Contract (all kernels): see simd::AttentionArgs for operands, layout and masking. Memory:
 // the streaming kernels use attention_scratch_floats<Arch>(d) floats of caller scratch,
-// independent of the sequence lengths; the naive kernel uses row_count() * lkv. Accuracy:
+// independent of the sequence lengths; the naive kernel uses row_count() * lkv + d. Accuracy:
 // the streaming kernel matches its scalar twin and the naive kernel within a few ulp times
 // the magnitude of the terms (tests/simd/attention_test.cpp states the budget): vector
 // dot products sum in another order, xsimd::exp is within 4 ulp of std::exp, and the

@@ -52,7 +52,8 @@ constexpr std::size_t lanes_f32() noexcept {
 struct I8Scalar {
   static constexpr const char* name() noexcept { return "scalar"; }
 };
-/// AVX2 `vpmaddubsw` + `vpmaddwd` (16-bit pair sums, exact on [-127, 127]).
+/// AVX2: the dot kernel uses `vpmaddubsw` + `vpmaddwd` (16-bit pair sums, exact on
+/// [-127, 127]); the GEMM widens to 16 bits and uses `vpmaddwd` (exact for any int8).
 struct I8Avx2 {
   static constexpr const char* name() noexcept { return "avx2"; }
 };

@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dynasparse/model/tokenizer.hpp"
@@ -185,6 +187,19 @@ TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
   const std::string err = load_error(inconsistent);
   EXPECT_NE(err.find("bad.safetensors"), std::string::npos) << err;
   EXPECT_NE(err.find("embed.weight"), std::string::npos) << err;
+  // A NaN weight is refused at load, naming the tensor.
+  auto nan_weight = rewrite([](const std::string& n, const auto& info, const auto& bytes, auto& w, auto&) {
+    if (n != "layers.0.ffn.up.weight") return false;
+    std::vector<float> v(bytes.size / 4);
+    std::memcpy(v.data(), bytes.data, bytes.size);
+    v[5] = std::nanf("");
+    static std::vector<float> keep;
+    keep = v;
+    w.add(n, info.dtype, info.shape, keep.data(), keep.size() * 4);
+    return true;
+  });
+  EXPECT_NE(load_error(nan_weight).find("non-finite weight"), std::string::npos) << load_error(nan_weight);
+  EXPECT_NE(load_error(nan_weight).find("layers.0.ffn.up.weight element 5"), std::string::npos);
   // Token ids outside the vocabulary.
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
@@ -198,6 +213,76 @@ TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
   const std::int32_t four[] = {1, 2, 3, 4};
   std::vector<float> l4(4 * m.vocab());
   EXPECT_THROW(m.decode(four, 4, s, ds::MatrixView(l4.data(), 4, m.vocab())), ds::ShapeError);
+}
+
+TEST(Model, CheckedModeFlagsNonFiniteActivations) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  const std::int32_t tokens[] = {1, 2, 3};
+  std::vector<float> logits(3 * m.vocab());
+  ds::Workspace ws;
+  m.set_checked(true);
+  EXPECT_NO_THROW(m.forward(tokens, 3, ds::MatrixView(logits.data(), 3, m.vocab()), ws));
+  EXPECT_TRUE(m.checked());
+  // Finite but absurd weights (3e38 norm gains) overflow inside layer 0.
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  ds::io::SafetensorsWriter w;
+  std::vector<float> huge(m.config().hidden, 3e38f);
+  for (const auto& name : f.names()) {
+    const auto& info = f.info(name);
+    const auto bytes = f.bytes(name);
+    if (name == "layers.0.norm2.weight") {
+      w.add(name, info.dtype, info.shape, huge.data(), huge.size() * 4);
+    } else {
+      w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+    }
+  }
+  w.set_metadata("dynasparse.config", f.metadata().at("dynasparse.config"));
+  const auto blob = w.to_bytes();
+  ds::Model bad = ds::Model::from_file(ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "huge"), opt);
+  bad.forward(tokens, 3, ds::MatrixView(logits.data(), 3, m.vocab()), ws);  // unchecked: runs through
+  bad.set_checked(true);
+  try {
+    bad.forward(tokens, 3, ds::MatrixView(logits.data(), 3, m.vocab()), ws);
+    FAIL() << "checked mode let a non-finite activation through";
+  } catch (const ds::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite activation"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layers.0 output"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, ManyThreadsShareOneModelWithTheirOwnSessions) {
+  ds::set_num_threads(1);
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  ds::GenerateOptions g;
+  g.max_new_tokens = 6;
+  g.sampling.temperature = 0.7f;
+  std::vector<std::vector<std::int32_t>> serial;
+  for (int t = 0; t < 8; ++t) {
+    g.sampling.seed = static_cast<std::uint64_t>(t);
+    ds::Session s = m.new_session();
+    serial.push_back(m.generate(ds::ByteTokenizer::encode("abc"), g, s).tokens);
+  }
+  std::vector<int> bad(8, 0);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 8; ++t) {
+    pool.emplace_back([&, t] {
+      ds::GenerateOptions local = g;
+      local.sampling.seed = static_cast<std::uint64_t>(t);
+      for (int rep = 0; rep < 5; ++rep) {
+        ds::Session s = m.new_session();
+        if (m.generate(ds::ByteTokenizer::encode("abc"), local, s).tokens != serial[static_cast<std::size_t>(t)]) {
+          ++bad[static_cast<std::size_t>(t)];
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  ds::set_num_threads(0);
+  for (int b : bad) EXPECT_EQ(b, 0);
 }
 
 }  // namespace

@@ -141,6 +141,12 @@ class Model {
     return s;
   }
 
+  /// Checked mode: forward() and decode() verify that every block's output is finite and
+  /// throw dynasparse::Error naming the layer and token otherwise (off by default: it costs
+  /// one pass over the activations per block).
+  void set_checked(bool on) noexcept { checked_ = on; }
+  bool checked() const noexcept { return checked_; }
+
   /// Sets the head-skip threshold tau of every layer (head gates only).
   void set_skip_threshold(float tau) {
     cfg_.skip_threshold = tau;
@@ -165,13 +171,15 @@ class Model {
     nn::AttentionStats stats;
     nn::AttentionMasks masks;
     masks.causal = cfg_.causal;
-    for (const auto& blk : blocks_) {
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      const Block& blk = blocks_[l];
       apply_norm(blk.norm1, x, t1);
       stats += blk.attn->forward(t1, t1, t1, 1, t2, ws, masks);
       add_into(x, t2);
       apply_norm(blk.norm2, x, t1);
       blk.ffn.forward(t1, t2, ws);
       add_into(x, t2);
+      check_finite(x, l);
     }
     head(x, logits, t1);
     return stats;
@@ -209,6 +217,7 @@ class Model {
       apply_norm(blk.norm2, x, t1);
       blk.ffn.forward(t1, t2, ws);
       add_into(x, t2);
+      check_finite(x, l);
     }
     head(x, logits, t1);
     s.pos_ += n;
@@ -252,6 +261,18 @@ class Model {
   };
 
   explicit Model(ModelConfig cfg) : cfg_(std::move(cfg)) {}
+
+  void check_finite(ConstMatrixView x, std::size_t layer) const {
+    if (!checked_) return;
+    for (std::size_t r = 0; r < x.rows(); ++r) {
+      for (std::size_t c = 0; c < x.cols(); ++c) {
+        if (!std::isfinite(x(r, c))) {
+          detail::fail<Error>("model", "non-finite activation", "finite values", x(r, c),
+                              "layers." + std::to_string(layer) + " output, token " + std::to_string(r));
+        }
+      }
+    }
+  }
 
   static void add_into(MatrixView x, ConstMatrixView d) noexcept {
     for (std::size_t r = 0; r < x.rows(); ++r) {
@@ -379,6 +400,18 @@ class Model {
       const auto h = matrix("lm_head.weight", cfg_.vocab, e);
       lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
     }
+    // NaN or Inf in any weight would poison every output: refuse the file instead.
+    for (const std::string& name : used) {
+      const auto& info = file.info(name);
+      if (info.dtype != DType::F32) continue;
+      const auto values = file.load<float>(name);
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        if (!std::isfinite(values.data()[i])) {
+          detail::fail<FormatError>("model", "non-finite weight", "finite values", values.data()[i],
+                                    where(name) + " element " + std::to_string(i));
+        }
+      }
+    }
     if (!opt.allow_extra_tensors) {
       for (const std::string& name : file.names()) {
         if (!used.count(name)) {
@@ -394,6 +427,7 @@ class Model {
   std::vector<Block> blocks_;
   std::unique_ptr<Norm> norm_f_;
   std::vector<std::pair<std::string, std::string>> formats_;
+  bool checked_ = false;
 };
 
 DYNASPARSE_NAMESPACE_END

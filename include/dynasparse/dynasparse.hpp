@@ -17,6 +17,7 @@
 
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/attention.hpp"
+#include "dynasparse/simd/attention_args.hpp"
 #include "dynasparse/simd/dot_int8.hpp"
 #include "dynasparse/simd/gemm_int8.hpp"
 #include "dynasparse/simd/math.hpp"

@@ -34,7 +34,14 @@ namespace sparse {
 class GroupSparseF32;
 class GroupSparseI8;
 }  // namespace sparse
+class Model;
+class Session;
+struct ModelConfig;
 namespace nn {
+class AnyLinear;
+class KVCache;
+template <class LinearT>
+class GatedAttention;
 class DenseF32;
 template <class Format>
 class Linear;

@@ -111,7 +111,7 @@ class Model {
   static Model from_file(const io::SafetensorsFile& file, const LoadOptions& options = {}) {
     const auto meta = file.metadata().find("dynasparse.config");
     if (meta == file.metadata().end()) {
-      detail::fail<FormatError>("model", "missing model config", "metadata key dynasparse.config", "none", file.name());
+      ::dynasparse::detail::fail<FormatError>("model", "missing model config", "metadata key dynasparse.config", "none", file.name());
     }
     Model m(config_from_json(meta->second, file.name() + " metadata"));
     m.build(file, options);
@@ -160,7 +160,7 @@ class Model {
   nn::AttentionStats forward(const std::int32_t* tokens, std::size_t n, MatrixView logits, Workspace& ws) const {
     check_shape(logits, n, cfg_.vocab, "model", "logits");
     if (n > cfg_.max_seq_len) {
-      detail::fail<ShapeError>("model", "sequence longer than the model's maximum", "<= " + std::to_string(cfg_.max_seq_len),
+      ::dynasparse::detail::fail<ShapeError>("model", "sequence longer than the model's maximum", "<= " + std::to_string(cfg_.max_seq_len),
                                n, "tokens");
     }
     Workspace::Scope scope(ws);
@@ -190,15 +190,15 @@ class Model {
   /// bidirectional (encoder) models; ShapeError past the session's capacity.
   void decode(const std::int32_t* tokens, std::size_t n, Session& s, MatrixView logits) const {
     if (!cfg_.causal) {
-      detail::fail<UnsupportedError>("model", "cached decoding of a bidirectional model", "a causal model",
+      ::dynasparse::detail::fail<UnsupportedError>("model", "cached decoding of a bidirectional model", "a causal model",
                                      "causal = false", "decode");
     }
     check_shape(logits, n, cfg_.vocab, "model", "logits");
     if (s.caches_.size() != blocks_.size()) {
-      detail::fail<ConfigError>("model", "session made for another model", blocks_.size(), s.caches_.size(), "session");
+      ::dynasparse::detail::fail<ConfigError>("model", "session made for another model", blocks_.size(), s.caches_.size(), "session");
     }
     if (s.caches_.empty() ? s.pos_ + n > cfg_.max_seq_len : n > s.caches_[0].max_len() - s.caches_[0].size()) {
-      detail::fail<ShapeError>("model", "sequence beyond the session's capacity",
+      ::dynasparse::detail::fail<ShapeError>("model", "sequence beyond the session's capacity",
                                "<= " + std::to_string(s.caches_.empty() ? cfg_.max_seq_len : s.caches_[0].max_len()) +
                                    " tokens",
                                std::to_string(s.pos_ + n) + " tokens", "session");
@@ -229,7 +229,7 @@ class Model {
   GenerateResult generate(const std::vector<std::int32_t>& prompt, const GenerateOptions& opt, Session& s) const {
     validate(opt.sampling);
     GenerateResult r;
-    if (prompt.empty()) detail::fail<ShapeError>("model", "empty prompt", ">= 1 token", 0, "generate");
+    if (prompt.empty()) ::dynasparse::detail::fail<ShapeError>("model", "empty prompt", ">= 1 token", 0, "generate");
     SplitMix64 rng(opt.sampling.seed);
     std::vector<float> logits(prompt.size() * cfg_.vocab);
     using clock = std::chrono::steady_clock;
@@ -267,7 +267,7 @@ class Model {
     for (std::size_t r = 0; r < x.rows(); ++r) {
       for (std::size_t c = 0; c < x.cols(); ++c) {
         if (!std::isfinite(x(r, c))) {
-          detail::fail<Error>("model", "non-finite activation", "finite values", x(r, c),
+          ::dynasparse::detail::fail<Error>("model", "non-finite activation", "finite values", x(r, c),
                               "layers." + std::to_string(layer) + " output, token " + std::to_string(r));
         }
       }
@@ -302,33 +302,33 @@ class Model {
 
   void build(const io::SafetensorsFile& file, const LoadOptions& opt) {
     if (cfg_.positions != PositionKind::Learned) {
-      detail::fail<UnsupportedError>("model", "position kind", "learned", "rotary", file.name());
+      ::dynasparse::detail::fail<UnsupportedError>("model", "position kind", "learned", "rotary", file.name());
     }
     if (cfg_.num_classes != 0) {
-      detail::fail<UnsupportedError>("model", "classifier head", "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
+      ::dynasparse::detail::fail<UnsupportedError>("model", "classifier head", "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
     }
     std::set<std::string> used;
     const std::size_t e = cfg_.hidden;
     auto where = [&](const std::string& t) { return file.name() + ": " + t; };
     auto matrix = [&](const std::string& name, std::size_t rows, std::size_t cols) {
-      if (!file.contains(name)) detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
+      if (!file.contains(name)) ::dynasparse::detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
       const auto& info = file.info(name);
       if (info.shape.size() != 2 || info.shape[0] != rows || info.shape[1] != cols) {
         std::string got = "[";
         for (std::size_t i = 0; i < info.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(info.shape[i]);
-        detail::fail<ShapeError>("model", "tensor shape", shape_string(rows, cols), got + "]", where(name));
+        ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", shape_string(rows, cols), got + "]", where(name));
       }
       used.insert(name);
       return file.load<float>(name);
     };
     auto vec = [&](const std::string& name, std::size_t n, bool required) -> std::vector<float> {
       if (!file.contains(name)) {
-        if (required) detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
+        if (required) ::dynasparse::detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
         return {};
       }
       const auto& info = file.info(name);
       if (info.shape.size() != 1 || info.shape[0] != n) {
-        detail::fail<ShapeError>("model", "tensor shape", "[" + std::to_string(n) + "]",
+        ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", "[" + std::to_string(n) + "]",
                                  std::to_string(info.shape.size()) + "-d tensor", where(name));
       }
       used.insert(name);
@@ -407,7 +407,7 @@ class Model {
       const auto values = file.load<float>(name);
       for (std::size_t i = 0; i < values.size(); ++i) {
         if (!std::isfinite(values.data()[i])) {
-          detail::fail<FormatError>("model", "non-finite weight", "finite values", values.data()[i],
+          ::dynasparse::detail::fail<FormatError>("model", "non-finite weight", "finite values", values.data()[i],
                                     where(name) + " element " + std::to_string(i));
         }
       }
@@ -415,7 +415,7 @@ class Model {
     if (!opt.allow_extra_tensors) {
       for (const std::string& name : file.names()) {
         if (!used.count(name)) {
-          detail::fail<FormatError>("model", "tensor not used by the model", "only the model's tensors", name,
+          ::dynasparse::detail::fail<FormatError>("model", "tensor not used by the model", "only the model's tensors", name,
                                     file.name());
         }
       }

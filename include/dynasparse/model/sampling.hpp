@@ -46,10 +46,10 @@ class SplitMix64 {
 /// outside (0, 1].
 inline void validate(const SamplingOptions& o) {
   if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature)) {
-    detail::fail<ConfigError>("model", "temperature must be finite and >= 0", ">= 0", o.temperature, "sampling");
+    ::dynasparse::detail::fail<ConfigError>("model", "temperature must be finite and >= 0", ">= 0", o.temperature, "sampling");
   }
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) {
-    detail::fail<ConfigError>("model", "top_p out of range", "(0, 1]", o.top_p, "sampling");
+    ::dynasparse::detail::fail<ConfigError>("model", "top_p out of range", "(0, 1]", o.top_p, "sampling");
   }
 }
 
@@ -58,7 +58,7 @@ inline void validate(const SamplingOptions& o) {
 /// whose probability reaches top_p, sampled with `rng`. NaN logits are never chosen (an
 /// all-NaN row gives id 0). Allocates a scratch vector of n indices when sampling.
 inline std::int32_t sample_token(const float* logits, std::size_t n, const SamplingOptions& o, SplitMix64& rng) {
-  if (n == 0) detail::fail<ShapeError>("model", "empty logits", ">= 1 value", 0, "sampling");
+  if (n == 0) ::dynasparse::detail::fail<ShapeError>("model", "empty logits", ">= 1 value", 0, "sampling");
   std::size_t best = 0;
   float best_v = -std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < n; ++i) {

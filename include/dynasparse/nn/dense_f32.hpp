@@ -28,7 +28,7 @@ class DenseF32 {
       : name_(std::move(name)), in_(weight.cols()), out_(weight.rows()), weight_(out_ * in_),
         bias_(std::move(bias)) {
     if (!bias_.empty() && bias_.size() != out_) {
-      detail::fail<ShapeError>("nn", "bias length", out_, bias_.size(), name_ + ".bias");
+      ::dynasparse::detail::fail<ShapeError>("nn", "bias length", out_, bias_.size(), name_ + ".bias");
     }
     for (std::size_t r = 0; r < out_; ++r) {
       for (std::size_t c = 0; c < in_; ++c) weight_[r * in_ + c] = weight(r, c);

@@ -35,7 +35,7 @@ class Embedding {
     check_shape(y, n, dim_, "nn", name_ + " output");
     for (std::size_t i = 0; i < n; ++i) {
       if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab_) {
-        detail::fail<ConfigError>("nn", "token id outside the vocabulary", "0 <= id < " + std::to_string(vocab_),
+        ::dynasparse::detail::fail<ConfigError>("nn", "token id outside the vocabulary", "0 <= id < " + std::to_string(vocab_),
                                   tokens[i], name_ + " position " + std::to_string(i));
       }
       std::memcpy(y.row(i), table_.data() + static_cast<std::size_t>(tokens[i]) * dim_, dim_ * sizeof(float));

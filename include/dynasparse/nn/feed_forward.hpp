@@ -53,7 +53,7 @@ class FeedForward {
   FeedForward(AnyLinear up, AnyLinear down, Activation act, std::string name = "ffn")
       : name_(std::move(name)), up_(std::move(up)), down_(std::move(down)), act_(act) {
     if (nn::out_features(up_) != nn::in_features(down_)) {
-      detail::fail<ShapeError>("nn", "feed-forward hidden sizes differ", nn::out_features(up_), nn::in_features(down_),
+      ::dynasparse::detail::fail<ShapeError>("nn", "feed-forward hidden sizes differ", nn::out_features(up_), nn::in_features(down_),
                                name_ + ".down");
     }
   }

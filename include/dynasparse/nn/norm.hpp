@@ -24,10 +24,10 @@ class LayerNorm {
   LayerNorm(std::vector<float> weight, std::vector<float> bias, float eps = 1e-5f, std::string name = "norm")
       : name_(std::move(name)), weight_(std::move(weight)), bias_(std::move(bias)), eps_(eps) {
     if (!bias_.empty() && bias_.size() != weight_.size()) {
-      detail::fail<ShapeError>("nn", "layer norm bias length", weight_.size(), bias_.size(), name_ + ".bias");
+      ::dynasparse::detail::fail<ShapeError>("nn", "layer norm bias length", weight_.size(), bias_.size(), name_ + ".bias");
     }
     if (!(eps_ > 0.0f) || !std::isfinite(eps_)) {
-      detail::fail<ConfigError>("nn", "norm epsilon must be positive", "> 0", eps_, name_);
+      ::dynasparse::detail::fail<ConfigError>("nn", "norm epsilon must be positive", "> 0", eps_, name_);
     }
   }
   std::size_t features() const noexcept { return weight_.size(); }
@@ -70,7 +70,7 @@ class RMSNorm {
   explicit RMSNorm(std::vector<float> weight, float eps = 1e-6f, std::string name = "norm")
       : name_(std::move(name)), weight_(std::move(weight)), eps_(eps) {
     if (!(eps_ > 0.0f) || !std::isfinite(eps_)) {
-      detail::fail<ConfigError>("nn", "norm epsilon must be positive", "> 0", eps_, name_);
+      ::dynasparse::detail::fail<ConfigError>("nn", "norm epsilon must be positive", "> 0", eps_, name_);
     }
   }
   std::size_t features() const noexcept { return weight_.size(); }

@@ -52,31 +52,31 @@ struct BlockCsr {
   /// blocks * R * C. @throws FormatError naming `name` and the first violation.
   void validate(const std::string& name) const {
     if (shape.rows == 0 || shape.cols == 0 || out == 0 || in == 0) {
-      detail::fail<FormatError>("sparse", "empty block shape or matrix", "positive sizes",
+      ::dynasparse::detail::fail<FormatError>("sparse", "empty block shape or matrix", "positive sizes",
                                 std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + " blocks of " +
                                     shape_string(out, in),
                                 name);
     }
     if (row_ptr.size() != block_rows() + 1) {
-      detail::fail<FormatError>("sparse", "row pointer length", block_rows() + 1, row_ptr.size(), name);
+      ::dynasparse::detail::fail<FormatError>("sparse", "row pointer length", block_rows() + 1, row_ptr.size(), name);
     }
     if (row_ptr.front() != 0 || row_ptr.back() != col_idx.size()) {
-      detail::fail<FormatError>("sparse", "row pointer does not span the blocks",
+      ::dynasparse::detail::fail<FormatError>("sparse", "row pointer does not span the blocks",
                                 "0 .. " + std::to_string(col_idx.size()),
                                 std::to_string(row_ptr.front()) + " .. " + std::to_string(row_ptr.back()), name);
     }
     for (std::size_t br = 0; br < block_rows(); ++br) {
       if (row_ptr[br + 1] < row_ptr[br]) {
-        detail::fail<FormatError>("sparse", "row pointer not monotone", ">= " + std::to_string(row_ptr[br]),
+        ::dynasparse::detail::fail<FormatError>("sparse", "row pointer not monotone", ">= " + std::to_string(row_ptr[br]),
                                   row_ptr[br + 1], name + " block-row " + std::to_string(br));
       }
       for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {
         if (col_idx[b] >= block_cols()) {
-          detail::fail<FormatError>("sparse", "block column index out of range", "< " + std::to_string(block_cols()),
+          ::dynasparse::detail::fail<FormatError>("sparse", "block column index out of range", "< " + std::to_string(block_cols()),
                                     col_idx[b], name + " block " + std::to_string(b));
         }
         if (b > row_ptr[br] && col_idx[b] <= col_idx[b - 1]) {
-          detail::fail<FormatError>("sparse", "block column indices not increasing",
+          ::dynasparse::detail::fail<FormatError>("sparse", "block column indices not increasing",
                                     "> " + std::to_string(col_idx[b - 1]), col_idx[b], name + " block " + std::to_string(b));
         }
       }
@@ -84,14 +84,14 @@ struct BlockCsr {
     const std::size_t per_block = shape.rows * shape.cols;
     if (col_idx.size() > std::numeric_limits<std::size_t>::max() / per_block ||
         values.size() != col_idx.size() * per_block) {
-      detail::fail<FormatError>("sparse", "value count", col_idx.size() * per_block, values.size(), name);
+      ::dynasparse::detail::fail<FormatError>("sparse", "value count", col_idx.size() * per_block, values.size(), name);
     }
   }
 
   /// The blocks of `mask` taken from `w` [out, in]. @throws ShapeError if shapes differ.
   static BlockCsr from_dense(TensorView<const float> w, const BlockMask& mask, const std::string& name) {
     if (w.rows() != mask.out || w.cols() != mask.in) {
-      detail::fail<ShapeError>("sparse", "mask shape differs from the weight", shape_string(w.rows(), w.cols()),
+      ::dynasparse::detail::fail<ShapeError>("sparse", "mask shape differs from the weight", shape_string(w.rows(), w.cols()),
                                shape_string(mask.out, mask.in), name);
     }
     check_block_shape(mask.shape, w.rows(), w.cols(), name);

@@ -43,11 +43,11 @@ struct BlockMask {
 /// Checks that `shape` can tile an [out, in] matrix. @throws ConfigError naming `name`.
 inline void check_block_shape(BlockShape shape, std::size_t out, std::size_t in, const std::string& name) {
   if (shape.rows == 0 || shape.cols == 0) {
-    detail::fail<ConfigError>("sparse", "block shape must be positive", "R, C >= 1",
+    ::dynasparse::detail::fail<ConfigError>("sparse", "block shape must be positive", "R, C >= 1",
                               std::to_string(shape.rows) + "x" + std::to_string(shape.cols), name);
   }
   if (out == 0 || in == 0) {
-    detail::fail<ConfigError>("sparse", "empty weight matrix", "out, in >= 1", shape_string(out, in), name);
+    ::dynasparse::detail::fail<ConfigError>("sparse", "empty weight matrix", "out, in >= 1", shape_string(out, in), name);
   }
 }
 
@@ -67,7 +67,7 @@ struct PruneOptions {
 inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const std::string& name = "weight") {
   check_block_shape(opt.shape, w.rows(), w.cols(), name);
   if (!(opt.target >= 0.0 && opt.target <= 1.0)) {
-    detail::fail<ConfigError>("sparse", "sparsity target out of range", "[0, 1]", opt.target, name);
+    ::dynasparse::detail::fail<ConfigError>("sparse", "sparsity target out of range", "[0, 1]", opt.target, name);
   }
   BlockMask mask;
   mask.out = w.rows();
@@ -79,7 +79,7 @@ inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const
     for (std::size_t c = 0; c < w.cols(); ++c) {
       const double v = w(r, c);
       if (!std::isfinite(v)) {
-        detail::fail<FormatError>("sparse", "non-finite value in weights", "a finite value", v,
+        ::dynasparse::detail::fail<FormatError>("sparse", "non-finite value in weights", "a finite value", v,
                                   name + " row " + std::to_string(r) + " col " + std::to_string(c));
       }
       norm[(r / opt.shape.rows) * bc_n + c / opt.shape.cols] += v * v;
@@ -150,7 +150,7 @@ inline BlockMask from_element_mask(ConstMatrixView e, BlockShape shape, const st
       if (k == 2) {
         k = v;
       } else if (k != v) {
-        detail::fail<FormatError>("sparse", "mask is not block-structured",
+        ::dynasparse::detail::fail<FormatError>("sparse", "mask is not block-structured",
                                   "uniform " + std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + " blocks",
                                   "a mixed block at row " + std::to_string(r) + " col " + std::to_string(c), name);
       }
@@ -166,7 +166,7 @@ inline BlockMask from_element_mask(ConstMatrixView e, BlockShape shape, const st
 /// @throws ConfigError unless 0 <= start, 0 < step and target <= 1.
 inline std::vector<double> progressive_schedule(double target, double start = 0.3, double step = 0.1) {
   if (!(start >= 0.0 && step > 0.0 && target <= 1.0 && target >= 0.0)) {
-    detail::fail<ConfigError>("sparse", "invalid schedule", "0 <= start, 0 < step, 0 <= target <= 1",
+    ::dynasparse::detail::fail<ConfigError>("sparse", "invalid schedule", "0 <= start, 0 < step, 0 <= target <= 1",
                               "start " + std::to_string(start) + " step " + std::to_string(step) +
                                   " target " + std::to_string(target));
   }

@@ -78,13 +78,13 @@ class GroupSparseF32 {
  private:
   void check_height() const {
     if (!simd::spmm_supports_block_rows(csr_.shape.rows)) {
-      detail::fail<UnsupportedError>("sparse", "block height of the float kernel", "16, 32 or 64",
+      ::dynasparse::detail::fail<UnsupportedError>("sparse", "block height of the float kernel", "16, 32 or 64",
                                      csr_.shape.rows, name_);
     }
   }
   void check_bias() const {
     if (!bias_.empty() && bias_.size() != csr_.out) {
-      detail::fail<ShapeError>("sparse", "bias length", csr_.out, bias_.size(), name_ + ".bias");
+      ::dynasparse::detail::fail<ShapeError>("sparse", "bias length", csr_.out, bias_.size(), name_ + ".bias");
     }
   }
 

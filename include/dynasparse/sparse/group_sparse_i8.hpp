@@ -58,7 +58,7 @@ class GroupSparseI8 {
           for (std::size_t c = 0; c < block_cols; ++c) {
             const float v = f.values[b * per_block + BlockCsr<float>::offset(f.shape, i, c)];
             if (!std::isfinite(v)) {
-              detail::fail<FormatError>("sparse", "non-finite value in weights", "a finite value", v,
+              ::dynasparse::detail::fail<FormatError>("sparse", "non-finite value in weights", "a finite value", v,
                                         name_ + " row " + std::to_string(br * rb + i));
             }
             alpha_[br * rb + i] = std::max(alpha_[br * rb + i], std::fabs(v));
@@ -89,15 +89,15 @@ class GroupSparseI8 {
     csr_.validate(name_);
     check_shape_supported(csr_.shape);
     if (alpha_.size() != csr_.out) {
-      detail::fail<FormatError>("sparse", "alpha count", csr_.out, alpha_.size(), name_ + ".alpha");
+      ::dynasparse::detail::fail<FormatError>("sparse", "alpha count", csr_.out, alpha_.size(), name_ + ".alpha");
     }
     for (float a : alpha_) {
       if (!(a >= 0.0f) || !std::isfinite(a)) {
-        detail::fail<FormatError>("sparse", "alpha must be finite and >= 0", ">= 0", a, name_ + ".alpha");
+        ::dynasparse::detail::fail<FormatError>("sparse", "alpha must be finite and >= 0", ">= 0", a, name_ + ".alpha");
       }
     }
     for (std::int8_t v : csr_.values) {
-      if (v == -128) detail::fail<FormatError>("sparse", "int8 weight outside the symmetric range", "[-127, 127]", -128, name_);
+      if (v == -128) ::dynasparse::detail::fail<FormatError>("sparse", "int8 weight outside the symmetric range", "[-127, 127]", -128, name_);
     }
     finish();
   }
@@ -149,17 +149,17 @@ class GroupSparseI8 {
  private:
   void check_shape_supported(BlockShape s) const {
     if (!(s.rows == 16 || s.rows == 32 || s.rows == 64) || s.cols != block_cols) {
-      detail::fail<UnsupportedError>("sparse", "block shape of the int8 kernel", "16x4, 32x4 or 64x4",
+      ::dynasparse::detail::fail<UnsupportedError>("sparse", "block shape of the int8 kernel", "16x4, 32x4 or 64x4",
                                      std::to_string(s.rows) + "x" + std::to_string(s.cols), name_);
     }
   }
 
   void finish() {
     if (!bias_.empty() && bias_.size() != csr_.out) {
-      detail::fail<ShapeError>("sparse", "bias length", csr_.out, bias_.size(), name_ + ".bias");
+      ::dynasparse::detail::fail<ShapeError>("sparse", "bias length", csr_.out, bias_.size(), name_ + ".bias");
     }
     if (csr_.in > max_in_features) {
-      detail::fail<ConfigError>("sparse", "too many input features for int32 accumulation",
+      ::dynasparse::detail::fail<ConfigError>("sparse", "too many input features for int32 accumulation",
                                 "<= " + std::to_string(max_in_features), csr_.in, name_);
     }
     const std::size_t rb = csr_.shape.rows, per_block = rb * block_cols;

@@ -9,7 +9,7 @@ min_time=0.3
 scripts/install-deps.sh build
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc 2>/dev/null || echo 2)" --target dynasparse_bench
-filter='BM_Simd.*/4096$|BM_QuantCalibrate|BM_Linear/|BM_SparseBlockShape/|BM_Attention/.*(L512|L2048)/threads:1$|BM_AttentionDecode'
+filter='BM_Simd.*/4096$|BM_QuantCalibrate|BM_Linear/|BM_SparseBlockShape/|BM_Attention/.*(L512|L2048)/threads:1(/|$)|BM_AttentionDecode'
 build/default/bench/dynasparse_bench --benchmark_filter="$filter" --benchmark_min_time="$min_time" \
   --benchmark_format=json --benchmark_out=build/bench.json --benchmark_out_format=json >/dev/null
 report=$(python3 bench/report.py build/bench.json)

@@ -8,16 +8,18 @@ seconds=${1:-60}
 scripts/install-deps.sh build fuzz
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$(nproc 2>/dev/null || echo 2)" \
-  --target dynasparse_fuzz_safetensors dynasparse_fuzz_npy dynasparse_make_corpus
+  --target dynasparse_fuzz_safetensors dynasparse_fuzz_npy dynasparse_fuzz_config dynasparse_fuzz_model \
+  dynasparse_make_corpus
 work=build/fuzz/corpus
 rm -rf "$work"
-mkdir -p "$work/safetensors" "$work/npy" build/fuzz/findings
-build/fuzz/tests/fuzz/dynasparse_make_corpus "$work"
+mkdir -p "$work/safetensors" "$work/npy" "$work/model" "$work/config" build/fuzz/findings
+build/fuzz/tests/fuzz/dynasparse_make_corpus "$work" tests/data
 total=0
-for reader in safetensors npy; do
+for reader in safetensors npy config model; do
   log=build/fuzz/${reader}.log
   if ! build/fuzz/tests/fuzz/dynasparse_fuzz_${reader} -max_total_time="$seconds" -print_final_stats=1 \
-       -artifact_prefix=build/fuzz/findings/${reader}- -max_len=4096 "$work/$reader" >"$log" 2>&1; then
+       -artifact_prefix=build/fuzz/findings/${reader}- -max_len=$([ "$reader" = model ] && echo 200000 || echo 4096) \
+       -rss_limit_mb=4096 "$work/$reader" >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz.sh: ${reader} fuzzer found a failure; reproducer in build/fuzz/findings/" >&2
     exit 1

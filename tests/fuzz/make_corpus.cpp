@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,8 @@ void write(const std::string& path, const std::vector<std::uint8_t>& bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: make_corpus OUTDIR (writes OUTDIR/safetensors and OUTDIR/npy)\n");
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: make_corpus OUTDIR [TEST_DATA_DIR] (writes OUTDIR/{safetensors,npy,model,config})\n");
     return 2;
   }
   namespace io = dynasparse::io;
@@ -53,5 +54,16 @@ int main(int argc, char** argv) {
   write(out + "/npy/i64_3.npy", io::npy_bytes(dynasparse::DType::I64, {3}, l.data(), l.size() * 8));
   write(out + "/npy/i8_2x2.npy", io::npy_bytes(dynasparse::DType::I8, {2, 2}, q.data(), q.size()));
   write(out + "/npy/f16_4.npy", io::npy_bytes(dynasparse::DType::F16, {4}, h.data(), h.size() * 2));
+  // Model seeds: the tiny golden models, and their configs alone.
+  for (const char* name : {"tiny_head_gate", "tiny_output_gate"}) {
+    const std::string src = std::string(argc > 2 ? argv[2] : "tests/data") + "/model/" + name + ".safetensors";
+    std::ifstream in(src, std::ios::binary);
+    if (!in) continue;
+    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    write(out + "/model/" + name + ".safetensors", bytes);
+    const auto f = io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), src);
+    const std::string cfg = f.metadata().at("dynasparse.config");
+    write(out + "/config/" + name + ".json", std::vector<std::uint8_t>(cfg.begin(), cfg.end()));
+  }
   return 0;
 }

@@ -47,15 +47,31 @@ class DenseF32 {
     check_cols(x, in_, "nn", name_ + " input");
     check_shape(y, x.rows(), out_, "nn", name_ + " output");
     if (x.rows() == 0) return;
-    auto ym = as_eigen(y);
-    ym.noalias() = as_eigen(x) * as_eigen(weight()).transpose();
-    if (!bias_.empty()) {
-      const Eigen::Map<const Eigen::RowVectorXf> b(bias_.data(), static_cast<Eigen::Index>(out_));
-      ym.rowwise() += b;
+    const auto m = static_cast<Eigen::Index>(x.rows());
+    // AlignedBuffer storage is 64-byte aligned: telling Eigen lets it use aligned loads.
+    const Eigen::Map<const RowMajorMatrix<float>, Eigen::Aligned64> w(weight_.data(), static_cast<Eigen::Index>(out_),
+                                                              static_cast<Eigen::Index>(in_));
+    if (x.contiguous() && y.contiguous()) {
+      // Plain maps let Eigen pick the same kernels as for its own matrices (strided maps
+      // cost up to 8% on small products: BM_Linear/dense_f32/1x512x2048).
+      Eigen::Map<RowMajorMatrix<float>> ym(y.data(), m, static_cast<Eigen::Index>(out_));
+      ym.noalias() = Eigen::Map<const RowMajorMatrix<float>>(x.data(), m, static_cast<Eigen::Index>(in_)) * w.transpose();
+      add_bias(ym);
+    } else {
+      auto ym = as_eigen(y);
+      ym.noalias() = as_eigen(x) * w.transpose();
+      add_bias(ym);
     }
   }
 
  private:
+  template <class M>
+  void add_bias(M& ym) const {
+    if (bias_.empty()) return;
+    const Eigen::Map<const Eigen::RowVectorXf> b(bias_.data(), static_cast<Eigen::Index>(out_));
+    ym.rowwise() += b;
+  }
+
   std::string name_;
   std::size_t in_ = 0, out_ = 0;
   AlignedBuffer<float> weight_;

@@ -65,14 +65,13 @@ inline std::size_t bytes(const AnyLinear& layer) noexcept { return layer.bytes()
 inline const char* format_name(const AnyLinear& layer) noexcept { return layer.format_name(); }
 
 /// Sparsity below which a group-sparse layer is not faster than the dense one, per block
-/// shape (fraction of blocks removed), measured with BM_SparseBlockShape (bench/linear_bench.cpp)
-/// on AVX-512 at 1x4096x4096 and 128x512x2048, one thread: the larger of the two shapes'
-/// crossovers, rounded up to 5%. Shapes not listed: 0.25.
+/// shape (fraction of blocks removed): the larger of the crossovers measured by
+/// BM_SparseBlockShape (bench/linear_bench.cpp; README's block-shape table) at 1x4096x4096
+/// and 128x512x2048 on AVX-512, one thread. Shapes not measured: 0.25.
 inline double crossover_sparsity(sparse::BlockShape shape, bool int8) noexcept {
-  if (int8) return shape.rows == 16 ? 0.15 : 0.10;
-  if (shape.rows == 16 && shape.cols == 1) return 0.20;
-  if (shape.rows == 16 && shape.cols == 4) return 0.05;
-  if (shape.rows == 32 || shape.rows == 64) return 0.10;
+  if (int8) return shape.rows == 16 ? 0.20 : 0.05;
+  if (shape.rows == 16) return shape.cols == 1 ? 0.20 : (shape.cols == 4 ? 0.10 : 0.25);
+  if (shape.rows == 32 || shape.rows == 64) return shape.cols <= 4 ? 0.10 : 0.25;
   return 0.25;
 }
 

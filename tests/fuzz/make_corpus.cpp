@@ -61,8 +61,8 @@ int main(int argc, char** argv) {
     if (!in) continue;
     std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     write(out + "/model/" + name + ".safetensors", bytes);
-    const auto f = io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), src);
-    const std::string cfg = f.metadata().at("dynasparse.config");
+    const auto model = io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), src);
+    const std::string cfg = model.metadata().at("dynasparse.config");
     write(out + "/config/" + name + ".json", std::vector<std::uint8_t>(cfg.begin(), cfg.end()));
   }
   return 0;

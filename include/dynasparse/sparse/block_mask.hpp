@@ -51,6 +51,20 @@ inline void check_block_shape(BlockShape shape, std::size_t out, std::size_t in,
   }
 }
 
+namespace detail {
+// A mask of out x in in blocks of `shape`, every entry `fill`. @throws as check_block_shape.
+inline BlockMask empty_mask(std::size_t out, std::size_t in, BlockShape shape, const std::string& name,
+                            std::uint8_t fill) {
+  check_block_shape(shape, out, in, name);
+  BlockMask m;
+  m.out = out;
+  m.in = in;
+  m.shape = shape;
+  m.keep.assign(m.block_rows() * m.block_cols(), fill);
+  return m;
+}
+}  // namespace detail
+
 /// Pruning options. `target` is the fraction of blocks to remove, in [0, 1]. With
 /// `balanced`, every block-row loses the same number of blocks (so threads splitting
 /// block-rows get equal work); otherwise the globally smallest blocks go.
@@ -65,14 +79,10 @@ struct PruneOptions {
 /// lower index, so the result is deterministic. @throws ConfigError on a bad block shape
 /// or a target outside [0, 1]; FormatError on NaN/Inf weights.
 inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const std::string& name = "weight") {
-  check_block_shape(opt.shape, w.rows(), w.cols(), name);
+  BlockMask mask = detail::empty_mask(w.rows(), w.cols(), opt.shape, name, 1);
   if (!(opt.target >= 0.0 && opt.target <= 1.0)) {
     ::dynasparse::detail::fail<ConfigError>("sparse", "sparsity target out of range", "[0, 1]", opt.target, name);
   }
-  BlockMask mask;
-  mask.out = w.rows();
-  mask.in = w.cols();
-  mask.shape = opt.shape;
   const std::size_t br_n = mask.block_rows(), bc_n = mask.block_cols();
   std::vector<double> norm(br_n * bc_n, 0.0);
   for (std::size_t r = 0; r < w.rows(); ++r) {
@@ -85,7 +95,6 @@ inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const
       norm[(r / opt.shape.rows) * bc_n + c / opt.shape.cols] += v * v;
     }
   }
-  mask.keep.assign(br_n * bc_n, 1);
   auto drop_smallest = [&](std::size_t first, std::size_t count, std::size_t drop) {
     std::vector<std::size_t> order(count);
     std::iota(order.begin(), order.end(), first);
@@ -106,13 +115,8 @@ inline BlockMask prune_by_norm(ConstMatrixView w, const PruneOptions& opt, const
 /// (e.g. trained group-sparse in PyTorch and saved with exact zeros).
 /// @throws ConfigError on a bad block shape.
 inline BlockMask nonzero_blocks(ConstMatrixView w, BlockShape shape, const std::string& name = "weight") {
-  check_block_shape(shape, w.rows(), w.cols(), name);
-  BlockMask m;
-  m.out = w.rows();
-  m.in = w.cols();
-  m.shape = shape;
+  BlockMask m = detail::empty_mask(w.rows(), w.cols(), shape, name, 0);
   const std::size_t bc_n = m.block_cols();
-  m.keep.assign(m.block_rows() * bc_n, 0);
   for (std::size_t r = 0; r < w.rows(); ++r) {
     for (std::size_t c = 0; c < w.cols(); ++c) {
       if (w(r, c) != 0.0f) m.keep[(r / shape.rows) * bc_n + c / shape.cols] = 1;
@@ -136,13 +140,8 @@ inline std::vector<float> to_element_mask(const BlockMask& m) {
 /// in PyTorch. Every block must be all kept or all removed. @throws FormatError naming the
 /// first mixed block; ConfigError on a bad block shape.
 inline BlockMask from_element_mask(ConstMatrixView e, BlockShape shape, const std::string& name = "mask") {
-  check_block_shape(shape, e.rows(), e.cols(), name);
-  BlockMask m;
-  m.out = e.rows();
-  m.in = e.cols();
-  m.shape = shape;
+  BlockMask m = detail::empty_mask(e.rows(), e.cols(), shape, name, 2);  // 2: not seen yet
   const std::size_t bc_n = m.block_cols();
-  m.keep.assign(m.block_rows() * bc_n, 2);  // 2: not seen yet
   for (std::size_t r = 0; r < e.rows(); ++r) {
     for (std::size_t c = 0; c < e.cols(); ++c) {
       const std::uint8_t v = e(r, c) != 0.0f ? 1 : 0;

@@ -286,3 +286,149 @@ TEST(Model, ManyThreadsShareOneModelWithTheirOwnSessions) {
 }
 
 }  // namespace
+
+// Logits of `m` for the golden tokens of tiny_head_gate.
+std::vector<float> golden_logits(const ds::Model& m, const ds::io::SafetensorsFile& f) {
+  const auto tokens = f.load<std::int32_t>("golden.tokens");
+  std::vector<float> out(tokens.size() * m.vocab());
+  ds::Workspace ws;
+  m.forward(tokens.data(), tokens.size(), ds::MatrixView(out.data(), tokens.size(), m.vocab()), ws);
+  return out;
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += a[i] * a[i];
+  }
+  return std::sqrt(num / den);
+}
+
+TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model fp = ds::Model::from_file(f, opt);
+  const auto ref = golden_logits(fp, f);
+
+  ds::LoadOptions i8 = opt;
+  i8.int8 = true;
+  const ds::Model q = ds::Model::from_file(f, i8);
+  for (const auto& [name, fmt] : q.layer_formats()) EXPECT_EQ(fmt, "dense_i8") << name;
+  EXPECT_EQ(q.config().formats.size(), q.layer_formats().size());
+  EXPECT_LT(q.bytes(), fp.bytes());
+  // W8A8 on random weights: within a few percent of float (relative L2 over all logits).
+  const double err = relative_error(ref, golden_logits(q, f));
+  EXPECT_LT(err, 0.05);
+  EXPECT_GT(err, 0.0);
+
+  // One-shot pruning of one layer at load equals pruning the file's weights beforehand.
+  ds::LoadOptions sp = opt;
+  sp.formats["layers.1.ffn.up"] = "gsparse_f32";
+  sp.prune = 0.5;
+  const ds::Model pruned = ds::Model::from_file(f, sp);
+  ds::io::SafetensorsWriter w;
+  auto cfg = fp.config();
+  cfg.formats["layers.1.ffn.up"] = "gsparse_f32";
+  for (const auto& name : f.names()) {
+    const auto& info = f.info(name);
+    if (name == "layers.1.ffn.up.weight") {
+      const auto t = f.load<float>(name);
+      const auto mask = ds::sparse::prune_by_norm(t.view(), {{16, 4}, 0.5, false}, name);
+      const auto keep = ds::sparse::to_element_mask(mask);
+      std::vector<float> v(t.data(), t.data() + t.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] *= keep[i];
+      w.add(name, ds::DType::F32, info.shape, v.data(), v.size() * sizeof(float));
+      continue;
+    }
+    const auto bytes = f.bytes(name);
+    w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+  }
+  w.set_metadata("dynasparse.config", ds::to_json(cfg).dump());
+  const auto blob = w.to_bytes();
+  const auto g = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "pruned");
+  const auto want = golden_logits(ds::Model::from_file(g, opt), g);
+  const auto got = golden_logits(pruned, f);
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << i;  // same kernel, same blocks
+  EXPECT_GT(relative_error(ref, got), 0.0);
+
+  ds::LoadOptions typo = opt;
+  typo.formats["layers.9.ffn.up"] = "dense_i8";
+  EXPECT_THROW(ds::Model::from_file(f, typo), ds::ConfigError);
+  typo.formats = {{"layers.0.ffn.up", "int4"}};
+  EXPECT_THROW(ds::Model::from_file(f, typo), ds::ConfigError);
+  ds::LoadOptions bad_prune = opt;
+  bad_prune.prune = 1.5;
+  EXPECT_THROW(ds::Model::from_file(f, bad_prune), ds::ConfigError);
+}
+
+TEST(Model, CalibratedStaticInt8UsesTheObservedActivationRange) {
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  ds::Model fp = ds::Model::from_file(f, opt);
+  const auto ref = golden_logits(fp, f);
+  std::vector<std::vector<std::int32_t>> samples;
+  for (int s = 0; s < 6; ++s) {
+    std::vector<std::int32_t> t(5 + 2 * s);
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<std::int32_t>((s * 53 + i * 31 + 7) % 256);
+    samples.push_back(t);
+  }
+  ds::quant::CalibratorOptions copt;
+  copt.min_samples = 1;
+  std::size_t progress = 0;
+  copt.progress = [&](std::size_t done, std::size_t total) {
+    EXPECT_EQ(total, samples.size());
+    progress = done;
+  };
+  const auto alphas = fp.calibrate(samples, copt);
+  EXPECT_EQ(progress, samples.size());
+  EXPECT_EQ(alphas.size(), fp.layer_formats().size());
+  // Independent reference for layer 0's q/k/v: max |LayerNorm(embed + pos)| over all tokens,
+  // in double from the file's tensors (max-abs is exact, so within float rounding).
+  const auto emb = f.load<float>("embed.weight"), pos = f.load<float>("pos_embed.weight");
+  const auto gw = f.load<float>("layers.0.norm1.weight"), gb = f.load<float>("layers.0.norm1.bias");
+  const std::size_t e = fp.config().hidden;
+  double max_abs = 0;
+  for (const auto& t : samples) {
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      std::vector<double> x(e);
+      double mean = 0, var = 0;
+      for (std::size_t j = 0; j < e; ++j) mean += x[j] = emb.data()[t[i] * e + j] + pos.data()[i * e + j];
+      mean /= e;
+      for (double v : x) var += (v - mean) * (v - mean);
+      var /= e;
+      for (std::size_t j = 0; j < e; ++j) {
+        const double y = (x[j] - mean) / std::sqrt(var + fp.config().norm_eps) * gw.data()[j] + gb.data()[j];
+        max_abs = std::max(max_abs, std::fabs(y));
+      }
+    }
+  }
+  for (const char* p : {"q_proj", "k_proj", "v_proj"}) {
+    EXPECT_NEAR(alphas.at(std::string("layers.0.attn.attention.") + p), max_abs, 1e-5 * max_abs) << p;
+  }
+  // Calibration leaves the model as it was: no taps, same logits, same alphas again.
+  EXPECT_EQ(golden_logits(fp, f), ref);
+  EXPECT_EQ(fp.calibrate(samples, copt), alphas);
+
+  ds::LoadOptions i8 = opt;
+  i8.int8 = true;
+  ds::Model q = ds::Model::from_file(f, i8);
+  const auto dynamic = golden_logits(q, f);
+  q.set_activation_alphas(alphas);
+  std::size_t set = 0;
+  q.for_each_linear([&](ds::nn::AnyLinear& l) {
+    EXPECT_EQ(l.activation_alpha(), alphas.at(l.name())) << l.name();
+    set += l.activation_alpha() > 0;
+  });
+  EXPECT_EQ(set, alphas.size());
+  const auto fixed = golden_logits(q, f);
+  EXPECT_NE(fixed, dynamic);
+  EXPECT_LT(relative_error(ref, fixed), 0.05);
+  // A float layer has nothing to calibrate (skipped); an unknown name is an error.
+  EXPECT_NO_THROW(fp.set_activation_alphas(alphas));
+  EXPECT_THROW(q.set_activation_alphas({{"layers.7.ffn.up", 1.0f}}), ds::ConfigError);
+  EXPECT_THROW(q.set_activation_alphas({{"layers.0.ffn.up", -1.0f}}), ds::ConfigError);
+}

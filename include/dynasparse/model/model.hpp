@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -27,6 +28,7 @@
 #include "dynasparse/nn/gated_attention.hpp"
 #include "dynasparse/nn/kv_cache.hpp"
 #include "dynasparse/nn/norm.hpp"
+#include "dynasparse/quant/calibrator.hpp"
 #include "dynasparse/sparse/block_mask.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
@@ -39,6 +41,18 @@ struct LoadOptions {
   /// Block shape assumed for layers whose format is group-sparse: their blocks are those
   /// with any non-zero weight.
   sparse::BlockShape sparse_block{16, 4};
+  /// Formats by linear-layer name (e.g. "layers.0.ffn.up" -> "gsparse_f32"), overriding the
+  /// file's config, so one file loads as FP32, INT8 or group-sparse without rewriting it.
+  /// A name that is not a linear layer of the model is a ConfigError.
+  std::map<std::string, std::string> formats;
+  /// Every linear layer in INT8 (after `formats`): dense_f32 becomes dense_i8 and
+  /// gsparse_f32 becomes gsparse_i8 (per-channel max-abs weights, dynamic activations until
+  /// Model::set_activation_alphas).
+  bool int8 = false;
+  /// One-shot magnitude pruning: group-sparse layers whose stored weights have fewer than
+  /// this fraction of sparse_block blocks all zero are pruned to it, dropping the blocks of
+  /// smallest L2 norm (no retraining). 0 keeps the file's zeros as they are.
+  double prune = 0.0;
 };
 
 /// Per-sequence state of decoding: one KV cache per layer, scratch memory, the position
@@ -146,6 +160,66 @@ class Model {
   /// one pass over the activations per block).
   void set_checked(bool on) noexcept { checked_ = on; }
   bool checked() const noexcept { return checked_; }
+
+  /// Calls fn(nn::AnyLinear&) for every linear layer (attention projections, gates, FFN), in
+  /// layer order; the layer's name() is its config name.
+  template <class Fn>
+  void for_each_linear(Fn&& fn) {
+    for (auto& blk : blocks_) {
+      blk.attn->for_each_linear(fn);
+      blk.ffn.for_each_linear(fn);
+    }
+  }
+
+  /// Static INT8 calibration: runs every sample (a token sequence of at most max_seq_len)
+  /// through this model as loaded and returns, per linear layer, the activation alpha the
+  /// observer chooses from that layer's inputs. Calibrate an FP32 load of the model, then
+  /// hand the result to set_activation_alphas() of an INT8 load. Not to be called while
+  /// another thread uses this model. @throws the errors of forward() and quant::Calibrator.
+  std::map<std::string, float> calibrate(const std::vector<std::vector<std::int32_t>>& samples,
+                                         const quant::CalibratorOptions& options = {}) {
+    quant::Calibrator cal(options);
+    // The same input feeds q, k and v: observe it once, under each name only at the end.
+    for_each_linear([&](nn::AnyLinear& l) {
+      const std::string key = tap_key(l.name());
+      l.set_tap([&cal, key](ConstMatrixView x) { cal.observe(key, x); });
+    });
+    struct Untap {
+      Model* m;
+      ~Untap() {
+        m->for_each_linear([](nn::AnyLinear& l) { l.set_tap({}); });
+      }
+    } untap{this};
+    Workspace ws;
+    std::vector<float> logits;
+    cal.run(samples.size(), [&](std::size_t i, quant::Calibrator&) {
+      const auto& t = samples[i];
+      logits.resize(t.size() * cfg_.vocab);
+      forward(t.data(), t.size(), MatrixView(logits.data(), t.size(), cfg_.vocab), ws);
+    });
+    std::map<std::string, float> out;
+    for_each_linear([&](nn::AnyLinear& l) { out[l.name()] = cal.alpha(tap_key(l.name())); });
+    return out;
+  }
+
+  /// Static activation alphas (from calibrate()) for this model's INT8 layers, by name;
+  /// names of float layers are skipped, layers not named keep theirs.
+  /// @throws ConfigError for a name that is not a linear layer of the model, or a bad alpha.
+  void set_activation_alphas(const std::map<std::string, float>& alphas) {
+    std::set<std::string> seen;
+    for_each_linear([&](nn::AnyLinear& l) {
+      const auto it = alphas.find(l.name());
+      if (it == alphas.end()) return;
+      seen.insert(it->first);
+      if (l.quantizes_input()) l.set_activation_alpha(it->second);
+    });
+    for (const auto& [name, alpha] : alphas) {
+      if (!seen.count(name)) {
+        ::dynasparse::detail::fail<ConfigError>("model", "activation alpha for an unknown layer", "a linear layer name",
+                                                name, "set_activation_alphas");
+      }
+    }
+  }
 
   /// Sets the head-skip threshold tau of every layer (head gates only).
   void set_skip_threshold(float tau) {
@@ -300,7 +374,21 @@ class Model {
     as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
   }
 
+  // Calibration key of a layer: q, k and v read the same input, so they share one observer.
+  static std::string tap_key(const std::string& name) {
+    for (const char* p : {".q_proj", ".k_proj", ".v_proj"}) {
+      const std::size_t n = std::char_traits<char>::length(p);
+      if (name.size() > n && name.compare(name.size() - n, n, p) == 0) return name.substr(0, name.size() - n) + ".qkv";
+    }
+    return name;
+  }
+
   void build(const io::SafetensorsFile& file, const LoadOptions& opt) {
+    if (!(opt.prune >= 0.0 && opt.prune < 1.0)) {
+      ::dynasparse::detail::fail<ConfigError>("model", "prune fraction", "0 <= prune < 1", opt.prune, "LoadOptions::prune");
+    }
+    for (const auto& [layer, format] : opt.formats) cfg_.formats[layer] = format;
+    validate(cfg_);
     if (cfg_.positions != PositionKind::Learned) {
       ::dynasparse::detail::fail<UnsupportedError>("model", "position kind", "learned", "rotary", file.name());
     }
@@ -345,11 +433,16 @@ class Model {
     std::size_t made_bytes = 0;  // bytes of the linear layers made so far
     auto make_format = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
       const auto it = cfg_.formats.find(name);
-      const std::string format = it == cfg_.formats.end() ? "dense_f32" : it->second;
+      std::string format = it == cfg_.formats.end() ? "dense_f32" : it->second;
+      if (opt.int8) format = format.rfind("gsparse", 0) == 0 ? "gsparse_i8" : "dense_i8";
       formats_.emplace_back(name, format);
+      if (format != "dense_f32") cfg_.formats[name] = format;
       if (format == "dense_i8") return nn::Linear<quant::DenseI8>(quant::DenseI8(w, std::move(b), name));
       if (format == "gsparse_f32" || format == "gsparse_i8") {
-        const sparse::BlockMask mask = sparse::nonzero_blocks(w, opt.sparse_block, name);
+        sparse::BlockMask mask = sparse::nonzero_blocks(w, opt.sparse_block, name);
+        if (opt.prune > 0.0 && mask.sparsity() < opt.prune) {
+          mask = sparse::prune_by_norm(w, {opt.sparse_block, opt.prune, false}, name);
+        }
         if (format == "gsparse_i8") {
           return nn::Linear<sparse::GroupSparseI8>(sparse::GroupSparseI8(w, mask, std::move(b), name));
         }
@@ -410,6 +503,13 @@ class Model {
           ::dynasparse::detail::fail<FormatError>("model", "non-finite weight", "finite values", values.data()[i],
                                     where(name) + " element " + std::to_string(i));
         }
+      }
+    }
+    for (const auto& [layer, format] : opt.formats) {
+      const bool known = std::any_of(formats_.begin(), formats_.end(), [&](const auto& f) { return f.first == layer; });
+      if (!known) {
+        ::dynasparse::detail::fail<ConfigError>("model", "format for a layer the model does not have", "a linear layer name",
+                                                layer, file.name() + ": LoadOptions::formats");
       }
     }
     if (!opt.allow_extra_tensors) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <sstream>
 #include <type_traits>
 #include <string>
@@ -33,7 +34,34 @@ class AnyLinear {
 
   /// y = x W^T + b through whichever format is held. @throws ShapeError on shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
+    if (tap_) tap_(x);
     std::visit([&](const auto& l) { l.forward(x, y, ws); }, v_);
+  }
+  /// The layer's name (its state_dict prefix, e.g. "layers.0.ffn.up").
+  const std::string& name() const noexcept {
+    return std::visit([](const auto& l) -> const std::string& { return l.format().name(); }, v_);
+  }
+  /// Calls `tap(x)` with every input before the product (calibration observes activations
+  /// this way); an empty function removes it. While a tap is set, forward() is only as
+  /// thread-safe as the tap.
+  void set_tap(std::function<void(ConstMatrixView)> tap) { tap_ = std::move(tap); }
+  /// Whether the format quantizes its input (W8A8), and so takes an activation alpha.
+  bool quantizes_input() const noexcept {
+    return std::holds_alternative<Linear<quant::DenseI8>>(v_) || std::holds_alternative<Linear<sparse::GroupSparseI8>>(v_);
+  }
+  /// Static activation alpha of an INT8 format (0: dynamic per-row). @throws ConfigError for
+  /// a float format (nothing to calibrate) or a negative or non-finite alpha.
+  void set_activation_alpha(float alpha) {
+    if (auto* d = std::get_if<Linear<quant::DenseI8>>(&v_)) return d->format().set_activation_alpha(alpha);
+    if (auto* s = std::get_if<Linear<sparse::GroupSparseI8>>(&v_)) return s->format().set_activation_alpha(alpha);
+    ::dynasparse::detail::fail<ConfigError>("nn", "activation alpha for a float layer", "dense_i8|gsparse_i8",
+                                            format_name(), name());
+  }
+  /// The static activation alpha; 0 for dynamic quantization and for float formats.
+  float activation_alpha() const noexcept {
+    if (auto* d = std::get_if<Linear<quant::DenseI8>>(&v_)) return d->format().activation_alpha();
+    if (auto* s = std::get_if<Linear<sparse::GroupSparseI8>>(&v_)) return s->format().activation_alpha();
+    return 0.0f;
   }
   std::size_t in_features() const noexcept {
     return std::visit([](const auto& l) { return l.in_features(); }, v_);
@@ -53,6 +81,7 @@ class AnyLinear {
 
  private:
   Variant v_;
+  std::function<void(ConstMatrixView)> tap_;
 };
 
 /// Free-function forms, for code written against either Linear<Format> or AnyLinear.

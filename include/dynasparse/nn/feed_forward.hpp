@@ -63,6 +63,12 @@ class FeedForward {
   Activation activation() const noexcept { return act_; }
   const AnyLinear& up() const noexcept { return up_; }
   const AnyLinear& down() const noexcept { return down_; }
+  /// Calls fn(up) then fn(down), for per-layer changes (calibration taps, activation alphas).
+  template <class Fn>
+  void for_each_linear(Fn&& fn) {
+    fn(up_);
+    fn(down_);
+  }
   std::size_t bytes() const noexcept { return nn::bytes(up_) + nn::bytes(down_); }
 
   /// y [M, E_out] = down(act(up(x [M, E_in]))). Scratch: M * F floats from `ws`.

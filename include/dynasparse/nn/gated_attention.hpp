@@ -159,6 +159,13 @@ class GatedAttention {
   }
 
   const GatedAttentionConfig& config() const noexcept { return cfg_; }
+  /// Calls fn(projection) for q, k, v, out and (if present) the gate, in that order; for
+  /// per-layer changes such as calibration taps and activation alphas.
+  template <class Fn>
+  void for_each_linear(Fn&& fn) {
+    for (LinearT* l : {&q_, &k_, &v_, &out_}) fn(*l);
+    if (gate_) fn(*gate_);
+  }
   std::size_t embed_dim() const noexcept { return cfg_.embed_dim; }
   std::size_t num_heads() const noexcept { return cfg_.num_heads; }
   std::size_t head_dim() const noexcept { return cfg_.embed_dim / cfg_.num_heads; }

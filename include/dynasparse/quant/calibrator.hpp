@@ -65,7 +65,7 @@ class Calibrator {
   float alpha(const std::string& name) const {
     const auto it = observers_.find(name);
     if (it == observers_.end()) {
-      detail::fail<ConfigError>("quant", "tensor was not observed during calibration",
+      ::dynasparse::detail::fail<ConfigError>("quant", "tensor was not observed during calibration",
                                 "an observed tensor name", name, "Calibrator");
     }
     return it->second.alpha();

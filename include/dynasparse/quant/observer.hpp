@@ -65,7 +65,7 @@ class Observer {
   explicit Observer(ObserverOptions options = {}) : options_(options) {
     if (options.kind == ObserverKind::Percentile &&
         !(options.percentile > 0.0 && options.percentile <= 100.0)) {
-      detail::fail<ConfigError>("quant", "percentile out of range", "(0, 100]", options.percentile,
+      ::dynasparse::detail::fail<ConfigError>("quant", "percentile out of range", "(0, 100]", options.percentile,
                                 "Observer");
     }
   }
@@ -77,7 +77,7 @@ class Observer {
     for (std::size_t i = 0; i < n; ++i) {
       const float a = std::fabs(x[i]);
       if (!(a <= std::numeric_limits<float>::max())) {
-        detail::fail<FormatError>("quant", "non-finite value in calibration data", "a finite value",
+        ::dynasparse::detail::fail<FormatError>("quant", "non-finite value in calibration data", "a finite value",
                                   x[i], name + " element " + std::to_string(i));
       }
       m = std::max(m, a);

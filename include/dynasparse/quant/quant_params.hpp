@@ -66,7 +66,7 @@ inline float scale_of(float alpha) noexcept { return alpha / 127.0f; }
 inline void validate(const QuantParams& p, const std::string& name) {
   if (p.granularity == Granularity::PerGroup &&
       (p.group_size < min_group_size || p.group_size > max_group_size)) {
-    detail::fail<ConfigError>("quant", "group size out of range",
+    ::dynasparse::detail::fail<ConfigError>("quant", "group size out of range",
                               std::to_string(min_group_size) + ".." + std::to_string(max_group_size),
                               p.group_size, name);
   }
@@ -74,11 +74,11 @@ inline void validate(const QuantParams& p, const std::string& name) {
   if (p.granularity == Granularity::PerChannel) want = p.rows;
   if (p.granularity == Granularity::PerGroup) want = p.rows * p.groups_per_row();
   if (p.alpha.size() != want) {
-    detail::fail<ConfigError>("quant", "wrong number of alphas", want, p.alpha.size(), name);
+    ::dynasparse::detail::fail<ConfigError>("quant", "wrong number of alphas", want, p.alpha.size(), name);
   }
   for (float a : p.alpha) {
     if (!(a >= 0.0f) || !std::isfinite(a)) {
-      detail::fail<ConfigError>("quant", "alpha must be finite and >= 0", ">= 0", a, name);
+      ::dynasparse::detail::fail<ConfigError>("quant", "alpha must be finite and >= 0", ">= 0", a, name);
     }
   }
 }

@@ -117,6 +117,17 @@ class GroupSparseI8 {
            (alpha_.size() + w_scale_.size() + bias_.size()) * sizeof(float);
   }
 
+  /// Uses a calibrated activation alpha (static quantization) instead of each row's max |x|;
+  /// 0 switches back to dynamic. @throws ConfigError on a negative or non-finite alpha.
+  void set_activation_alpha(float alpha) {
+    if (!(alpha >= 0.0f) || !std::isfinite(alpha)) {
+      ::dynasparse::detail::fail<ConfigError>("sparse", "activation alpha must be finite and >= 0", ">= 0", alpha,
+                                              name_);
+    }
+    activation_alpha_ = alpha;
+  }
+  float activation_alpha() const noexcept { return activation_alpha_; }
+
   /// y [M, out] = x [M, in] W^T + bias, W8A8 over stored blocks only. Rows of x with NaN or
   /// +-inf give NaN rows. Scratch: M * (in rounded up to 4) + 4 M bytes. @throws ShapeError.
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
@@ -130,7 +141,7 @@ class GroupSparseI8 {
     const std::size_t lda4 = std::max(lda, (csr_.in + 3) / 4 * 4);
     std::int8_t* a = ws.allocate<std::int8_t>(m * lda4);
     float* row_scale = ws.allocate<float>(m);
-    simd::gemm_quantize_activations(x.data(), x.stride(), m, csr_.in, 0.0f, a, lda4, row_scale);
+    simd::gemm_quantize_activations(x.data(), x.stride(), m, csr_.in, activation_alpha_, a, lda4, row_scale);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t out = csr_.out;
     // Keep at least ~64k multiply-adds per thread: below that, starting a thread costs more
@@ -188,6 +199,7 @@ class GroupSparseI8 {
   std::vector<float> bias_;
   std::vector<std::int32_t> shift_init_;  // -128 * stored-weight sum per output, padded
   std::vector<float> w_scale_;            // alpha / 127 per output channel
+  float activation_alpha_ = 0.0f;         // 0: dynamic per-row quantization
 };
 
 }  // namespace sparse

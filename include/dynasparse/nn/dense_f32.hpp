@@ -1,81 +1,113 @@
 // SPDX-License-Identifier: Apache-2.0
-// DenseF32: the float32 weight format, multiplied with Eigen's GEMM.
+// DenseF32: the float32 weight format, packed in output panels for a register-tiled kernel.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "dynasparse/core/aligned_buffer.hpp"
-#include "dynasparse/core/eigen_interop.hpp"
 #include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/core/workspace.hpp"
+#include "dynasparse/error.hpp"
+#include "dynasparse/simd/spmm_f32.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace nn {
 
-/// Weight format of an `nn.Linear(in, out)` in float32: weight [out, in] row-major (as
-/// PyTorch stores it) and an optional bias. Products go through Eigen's GEMM, which uses
-/// Eigen's thread count (dynasparse::set_num_threads sets it). Immutable after construction.
+/// Weight format of an `nn.Linear(in, out)` in float32, with an optional bias. The weight
+/// [out, in] is packed once into panels of panel_rows() outputs x all inputs, each input's
+/// outputs consecutive ([panel][in][panel_rows], zero-padded past `out`), so the product is
+/// the group-sparse float kernel (simd::spmm_f32) with every block present and one block per
+/// panel: a register tile of up to 12 input rows x one panel, weights streamed once per tile
+/// and no index overhead. Threads split the panels (parallel_for, dynasparse::num_threads()).
+/// Immutable after construction; forward() may run concurrently from many threads.
 class DenseF32 {
  public:
   static constexpr const char* format_name = "dense_f32";
 
-  /// Copies `weight` [out, in]; `bias` is empty or has `out` values.
-  /// @throws ShapeError on a bias of the wrong length.
+  /// Outputs per panel for a layer of `out` outputs: four vectors of the build's float SIMD
+  /// width (64 on AVX-512, 32 on AVX2, 16 on SSE/NEON/scalar), halved while a panel would be
+  /// mostly padding; always 16, 32 or 64 (the heights spmm_f32 supports).
+  static std::size_t panel_rows(std::size_t out) noexcept {
+    std::size_t r = 4 * simd::lanes_f32<simd::arch>();
+    r = r < 16 ? 16 : (r > 64 ? 64 : r);
+    while (r > 16 && out <= r / 2) r /= 2;
+    return r;
+  }
+
+  /// Copies and packs `weight` [out, in]; `bias` is empty or has `out` values.
+  /// @throws ShapeError on a bias of the wrong length; ConfigError if `in` or the panel
+  /// count does not fit the kernel's 32-bit indices.
   DenseF32(ConstMatrixView weight, std::vector<float> bias = {}, std::string name = "linear")
-      : name_(std::move(name)), in_(weight.cols()), out_(weight.rows()), weight_(out_ * in_),
-        bias_(std::move(bias)) {
+      : name_(std::move(name)), in_(weight.cols()), out_(weight.rows()), rows_(panel_rows(out_)),
+        panels_((out_ + rows_ - 1) / rows_), weight_(panels_ * rows_ * in_), bias_(std::move(bias)) {
     if (!bias_.empty() && bias_.size() != out_) {
       ::dynasparse::detail::fail<ShapeError>("nn", "bias length", out_, bias_.size(), name_ + ".bias");
     }
-    for (std::size_t r = 0; r < out_; ++r) {
-      for (std::size_t c = 0; c < in_; ++c) weight_[r * in_ + c] = weight(r, c);
+    if (panels_ >= 0xffffffffu) {
+      ::dynasparse::detail::fail<ConfigError>("nn", "too many output panels for 32-bit indices", "< 2^32", panels_,
+                                              name_);
     }
+    for (std::size_t p = 0; p < panels_; ++p) {
+      float* dst = weight_.data() + p * rows_ * in_;
+      for (std::size_t c = 0; c < in_; ++c) {
+        for (std::size_t i = 0; i < rows_; ++i) {
+          const std::size_t r = p * rows_ + i;
+          dst[c * rows_ + i] = r < out_ ? weight(r, c) : 0.0f;
+        }
+      }
+    }
+    row_ptr_.resize(panels_ + 1);
+    for (std::size_t p = 0; p <= panels_; ++p) row_ptr_[p] = static_cast<std::uint32_t>(p);
+    col_idx_.assign(panels_, 0u);
   }
 
   std::size_t in_features() const noexcept { return in_; }
   std::size_t out_features() const noexcept { return out_; }
   const std::string& name() const noexcept { return name_; }
-  std::size_t bytes() const noexcept { return weight_.bytes() + bias_.size() * sizeof(float); }
-  ConstMatrixView weight() const noexcept { return ConstMatrixView(weight_.data(), out_, in_); }
+  /// Bytes held: the packed weights (padding included), indices and bias.
+  std::size_t bytes() const noexcept {
+    return weight_.bytes() + bias_.size() * sizeof(float) + (row_ptr_.size() + col_idx_.size()) * sizeof(std::uint32_t);
+  }
+  /// Outputs per packed panel of this layer (panel_rows(out_features())).
+  std::size_t panel_height() const noexcept { return rows_; }
+  /// The weight [out, in], row-major, unpacked (for saving and inspection).
+  std::vector<float> unpack() const {
+    std::vector<float> w(out_ * in_);
+    for (std::size_t r = 0; r < out_; ++r) {
+      for (std::size_t c = 0; c < in_; ++c) w[r * in_ + c] = weight_[(r / rows_) * rows_ * in_ + c * rows_ + r % rows_];
+    }
+    return w;
+  }
   const std::vector<float>& bias() const noexcept { return bias_; }
 
-  /// y [M, out] = x [M, in] * W^T + bias. @throws ShapeError on mismatched shapes.
+  /// y [M, out] = x [M, in] * W^T + bias. x and y may be strided views. Matches a
+  /// double-precision sum within float rounding (fused multiply-adds, one fixed order per
+  /// output). @throws ShapeError on mismatched shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& /*ws*/) const {
     check_cols(x, in_, "nn", name_ + " input");
     check_shape(y, x.rows(), out_, "nn", name_ + " output");
     if (x.rows() == 0) return;
-    const auto m = static_cast<Eigen::Index>(x.rows());
-    // AlignedBuffer storage is 64-byte aligned: telling Eigen lets it use aligned loads.
-    const Eigen::Map<const RowMajorMatrix<float>, Eigen::Aligned64> w(weight_.data(), static_cast<Eigen::Index>(out_),
-                                                              static_cast<Eigen::Index>(in_));
-    if (x.contiguous() && y.contiguous()) {
-      // Plain maps let Eigen pick the same kernels as for its own matrices (strided maps
-      // cost up to 8% on small products: BM_Linear/dense_f32/1x512x2048).
-      Eigen::Map<RowMajorMatrix<float>> ym(y.data(), m, static_cast<Eigen::Index>(out_));
-      ym.noalias() = Eigen::Map<const RowMajorMatrix<float>>(x.data(), m, static_cast<Eigen::Index>(in_)) * w.transpose();
-      add_bias(ym);
-    } else {
-      auto ym = as_eigen(y);
-      ym.noalias() = as_eigen(x) * w.transpose();
-      add_bias(ym);
-    }
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    // Grain: at least ~32k multiply-adds per thread, so small layers stay serial.
+    const std::size_t grain = std::max<std::size_t>(1, 32768 / (rows_ * in_ * x.rows() + 1));
+    parallel_for(0, panels_, grain, [&](std::size_t p0, std::size_t p1) {
+      simd::spmm_f32(x.data(), x.stride(), x.rows(), in_, row_ptr_.data(), col_idx_.data(), weight_.data(), rows_,
+                     in_ == 0 ? 1 : in_, p0, p1, bias, y.data(), y.stride(), out_);
+    });
   }
 
  private:
-  template <class M>
-  void add_bias(M& ym) const {
-    if (bias_.empty()) return;
-    const Eigen::Map<const Eigen::RowVectorXf> b(bias_.data(), static_cast<Eigen::Index>(out_));
-    ym.rowwise() += b;
-  }
-
   std::string name_;
-  std::size_t in_ = 0, out_ = 0;
+  std::size_t in_ = 0, out_ = 0, rows_ = 16, panels_ = 0;
   AlignedBuffer<float> weight_;
   std::vector<float> bias_;
+  std::vector<std::uint32_t> row_ptr_, col_idx_;
 };
 
 }  // namespace nn

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -64,14 +65,18 @@ ds::Model load_model(const std::string& path, bool allow_extra) {
   return ds::Model::load(path, opt);
 }
 
-// Copies every tensor of `in` to a writer, letting `edit` replace any of them.
+// Copies every tensor of `in` to a writer, letting `edit` replace any float matrix (an
+// edited F16/BF16 matrix is written as F32), and adds the one-element tensors of `extra`.
 template <class Edit>
-void rewrite(const ds::io::SafetensorsFile& in, const ds::ModelConfig& cfg, const std::string& out, Edit edit) {
+void rewrite(const ds::io::SafetensorsFile& in, const ds::ModelConfig& cfg, const std::string& out, Edit edit,
+             const std::map<std::string, float>& extra = {}) {
   ds::io::SafetensorsWriter w;
   std::vector<std::vector<float>> keep;  // replaced tensors must outlive write()
   for (const std::string& name : in.names()) {
     const auto& info = in.info(name);
-    if (info.dtype == ds::DType::F32 && info.shape.size() == 2) {
+    if (extra.count(name)) continue;  // replaced below
+    const bool floating = info.dtype == ds::DType::F32 || info.dtype == ds::DType::F16 || info.dtype == ds::DType::BF16;
+    if (floating && info.shape.size() == 2) {
       std::vector<float> values;
       if (edit(name, in, values)) {
         keep.push_back(std::move(values));
@@ -82,6 +87,7 @@ void rewrite(const ds::io::SafetensorsFile& in, const ds::ModelConfig& cfg, cons
     const auto bytes = in.bytes(name);
     w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
   }
+  for (const auto& [name, value] : extra) w.add(name, ds::DType::F32, {1}, &value, sizeof(float));
   for (const auto& [k, v] : in.metadata()) w.set_metadata(k, v);
   w.set_metadata("dynasparse.config", ds::to_json(cfg).dump());
   w.write(out);
@@ -97,12 +103,21 @@ bool is_linear(const std::string& name, const std::string& which) {
 std::string linear_name(const std::string& tensor) { return tensor.substr(0, tensor.size() - std::string(".weight").size()); }
 
 void cmd_info(const std::string& path, bool allow_extra) {
-  const ds::Model m = load_model(path, allow_extra);
+  ds::Model m = load_model(path, allow_extra);
   std::printf("%s\n", ds::build_info().c_str());
   std::printf("model: %s\n", path.c_str());
   std::printf("config: %s\n", ds::to_json(m.config()).dump().c_str());
   std::printf("weights: %.3f MB\n", static_cast<double>(m.bytes()) / 1e6);
-  for (const auto& [name, format] : m.layer_formats()) std::printf("  %-40s %s\n", name.c_str(), format.c_str());
+  std::map<std::string, float> alphas;
+  m.for_each_linear([&](ds::nn::AnyLinear& l) { alphas[l.name()] = l.activation_alpha(); });
+  for (const auto& [name, format] : m.layer_formats()) {
+    const float a = alphas[name];
+    if (a > 0.0f) {
+      std::printf("  %-40s %s  input_alpha %.6g (static)\n", name.c_str(), format.c_str(), static_cast<double>(a));
+    } else {
+      std::printf("  %-40s %s\n", name.c_str(), format.c_str());
+    }
+  }
 }
 
 void cmd_run(const std::string& path, const std::string& tokens_path, const std::string& out, bool allow_extra) {
@@ -185,9 +200,46 @@ void cmd_sparsify(const std::string& path, const std::string& out, double target
               block.c_str(), int8 ? ", int8" : "");
 }
 
-void cmd_quantize(const std::string& path, const std::string& out, const std::string& which, bool allow_extra) {
+// Options of `quantize --calibrate`.
+struct CalibrateOptions {
+  std::string text;  // empty: no calibration (dynamic activations)
+  std::string observer = "mse";
+  std::size_t samples = 1000, sample_len = 32;
+};
+
+void cmd_quantize(const std::string& path, const std::string& out, const std::string& which, bool allow_extra,
+                  const CalibrateOptions& cal, bool quiet) {
   const ds::io::SafetensorsFile in(path);
   ds::ModelConfig cfg = load_model(path, allow_extra).config();
+  std::map<std::string, float> extra;
+  if (!cal.text.empty()) {
+    // Samples spread evenly over the text, each run through the float model.
+    const auto ids = ds::ByteTokenizer::encode(read_text(cal.text));
+    if (ids.size() < cal.sample_len + 1) {
+      ds::detail::fail<ds::ConfigError>("cli", "calibration text too short", ">= " + std::to_string(cal.sample_len + 1) + " bytes",
+                                        ids.size(), cal.text);
+    }
+    std::vector<std::vector<std::int32_t>> samples;
+    for (std::size_t i = 0; i < cal.samples; ++i) {
+      const auto at = ids.begin() + static_cast<std::ptrdiff_t>(i * (ids.size() - cal.sample_len) / cal.samples);
+      samples.emplace_back(at, at + static_cast<std::ptrdiff_t>(cal.sample_len));
+    }
+    ds::quant::CalibratorOptions copt;
+    copt.observer.kind = cal.observer == "maxabs"       ? ds::quant::ObserverKind::MaxAbs
+                         : cal.observer == "percentile" ? ds::quant::ObserverKind::Percentile
+                         : cal.observer == "entropy"    ? ds::quant::ObserverKind::Entropy
+                                                        : ds::quant::ObserverKind::Mse;
+    Progress bar("calibrate", samples.size(), quiet);
+    copt.progress = [&](std::size_t done, std::size_t) { bar.update(done); };
+    copt.warn = [&](const std::string& w) {
+      if (!quiet) std::fprintf(stderr, "%s\n", w.c_str());
+    };
+    ds::Model fp = load_model(path, allow_extra);
+    for (const auto& [layer, alpha] : fp.calibrate(samples, copt)) {
+      const bool ffn = layer.find(".ffn.") != std::string::npos;
+      if (which == "all" || ffn) extra[layer + ".input_alpha"] = alpha;
+    }
+  }
   for (const std::string& name : in.names()) {
     if (!is_linear(name, which)) continue;
     const std::string lin = linear_name(name);
@@ -199,9 +251,15 @@ void cmd_quantize(const std::string& path, const std::string& out, const std::st
     const auto it = cfg.formats.find(lin);
     cfg.formats[lin] = (it != cfg.formats.end() && it->second.rfind("gsparse", 0) == 0) ? "gsparse_i8" : "dense_i8";
   }
-  rewrite(in, cfg, out, [](auto&, auto&, auto&) { return false; });
-  std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, dynamic activations)\n", out.c_str(),
-              which.c_str());
+  rewrite(in, cfg, out, [](auto&, auto&, auto&) { return false; }, extra);
+  if (cal.text.empty()) {
+    std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, dynamic activations)\n", out.c_str(),
+                which.c_str());
+  } else {
+    std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, static activations: %s observer, "
+                "%zu samples of %zu bytes from %s)\n",
+                out.c_str(), which.c_str(), cal.observer.c_str(), cal.samples, cal.sample_len, cal.text.c_str());
+  }
 }
 
 void cmd_eval(const std::string& path, const std::string& text_path, std::size_t max_bytes, bool allow_extra, bool quiet) {
@@ -312,6 +370,12 @@ int main(int argc, char** argv) {
   qz->add_option("model", model)->required();
   qz->add_option("-o,--out", out)->required();
   qz->add_option("--layers", which, "ffn or all")->check(CLI::IsMember({"ffn", "all"}));
+  CalibrateOptions cal;
+  qz->add_option("--calibrate", cal.text, "text whose activations set static INT8 scales (default: dynamic)");
+  qz->add_option("--observer", cal.observer, "how a scale is chosen from what calibration saw")
+      ->check(CLI::IsMember({"maxabs", "percentile", "entropy", "mse"}));
+  qz->add_option("--samples", cal.samples, "calibration samples (the seed uses 1000)")->check(CLI::Range(1, 1000000));
+  qz->add_option("--sample-bytes", cal.sample_len, "bytes per calibration sample")->check(CLI::Range(2, 65536));
 
   std::string text_path;
   std::size_t max_bytes = 0;
@@ -343,7 +407,7 @@ int main(int argc, char** argv) {
     if (*run) cmd_run(model, tokens_path, out, allow_extra);
     if (*gen) cmd_generate(model, prompt, n_new, sampling, allow_extra, quiet);
     if (*sp) cmd_sparsify(model, out, target, block, which, int8, allow_extra);
-    if (*qz) cmd_quantize(model, out, which, allow_extra);
+    if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quiet);
     if (*ev) cmd_eval(model, text_path, max_bytes, allow_extra, quiet);
     if (*bench) cmd_bench(model, prefill, decode, threads, json, allow_extra);
   } catch (const ds::Error& e) {

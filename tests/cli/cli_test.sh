@@ -41,6 +41,15 @@ check quant-info 0 'gsparse_i8' -- "$bin" $x info "$work/q.safetensors"
 check quant-runs 0 'logits' -- "$bin" $x run "$work/q.safetensors" --tokens "$data/model/tokens.npy" -o "$work/q.npy"
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 20) >"$work/text.txt"
 check eval 0 'bits per byte' -- "$bin" $x eval "$model" --text "$work/text.txt"
+check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \
+  -o "$work/cq.safetensors" --layers all --calibrate "$work/text.txt" --observer mse --samples 20 --sample-bytes 12
+check calibrated-info 0 'input_alpha .* (static)' -- "$bin" $x info "$work/cq.safetensors"
+check calibrated-runs 0 'logits' -- "$bin" $x run "$work/cq.safetensors" --tokens "$data/model/tokens.npy" -o "$work/cq.npy"
+"$bin" $x -q quantize "$model" -o "$work/dq.safetensors" --layers all >/dev/null 2>&1
+"$bin" $x run "$work/dq.safetensors" --tokens "$data/model/tokens.npy" -o "$work/dq.npy" >/dev/null 2>&1
+if [ ! -s "$work/dq.npy" ] || cmp -s "$work/cq.npy" "$work/dq.npy"; then echo "FAIL calibrated logits equal dynamic ones"; fails=$((fails + 1)); else echo "ok   calibrated logits differ from dynamic"; fi
+check calibrate-too-long 2 'sequence longer' -- "$bin" $x -q quantize "$model" -o "$work/cq2.safetensors" \
+  --calibrate "$work/text.txt" --sample-bytes 100
 check bench 0 '"decode_ms_per_token"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --json
 # Bad input: one clear line, exit 2.
 check missing-file 2 'cannot open file' -- "$bin" info "$work/nope.safetensors"

@@ -353,6 +353,10 @@ TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << i;  // same kernel, same blocks
   EXPECT_GT(relative_error(ref, got), 0.0);
+  ds::Model pruned_mut = ds::Model::from_file(f, sp);
+  pruned_mut.for_each_linear([](ds::nn::AnyLinear& l) {
+    EXPECT_DOUBLE_EQ(l.density(), l.name() == "layers.1.ffn.up" ? 0.5 : 1.0) << l.name();
+  });
 
   ds::LoadOptions typo = opt;
   typo.formats["layers.9.ffn.up"] = "dense_i8";
@@ -431,4 +435,43 @@ TEST(Model, CalibratedStaticInt8UsesTheObservedActivationRange) {
   EXPECT_NO_THROW(fp.set_activation_alphas(alphas));
   EXPECT_THROW(q.set_activation_alphas({{"layers.7.ffn.up", 1.0f}}), ds::ConfigError);
   EXPECT_THROW(q.set_activation_alphas({{"layers.0.ffn.up", -1.0f}}), ds::ConfigError);
+}
+
+TEST(Model, FilesCarryCalibratedAlphasForInt8Loads) {
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  auto with_alpha = [&](std::vector<std::size_t> shape, std::vector<float> alpha) {
+    ds::io::SafetensorsWriter w;
+    for (const auto& name : f.names()) {
+      const auto& info = f.info(name);
+      const auto bytes = f.bytes(name);
+      w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+    }
+    w.add("layers.0.ffn.up.input_alpha", ds::DType::F32, shape, alpha.data(), alpha.size() * sizeof(float));
+    w.set_metadata("dynasparse.config", f.metadata().at("dynasparse.config"));
+    return w.to_bytes();
+  };
+  const auto blob = with_alpha({1}, {2.5f});
+  const auto g = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "calibrated");
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = false;  // the alpha counts as used even by a float load
+  EXPECT_THROW(ds::Model::from_file(g, opt), ds::FormatError);  // golden.* tensors are extra
+  opt.allow_extra_tensors = true;
+  ds::Model fp = ds::Model::from_file(g, opt);
+  opt.int8 = true;
+  ds::Model q = ds::Model::from_file(g, opt);
+  q.for_each_linear([](ds::nn::AnyLinear& l) {
+    EXPECT_EQ(l.activation_alpha(), l.name() == "layers.0.ffn.up" ? 2.5f : 0.0f) << l.name();
+  });
+  fp.for_each_linear([](ds::nn::AnyLinear& l) { EXPECT_EQ(l.activation_alpha(), 0.0f) << l.name(); });
+  const auto neg = with_alpha({1}, {-1.0f});
+  const auto gn = ds::io::SafetensorsFile::from_bytes(neg.data(), neg.size(), "negative");
+  try {
+    ds::Model::from_file(gn, opt);
+    FAIL() << "no throw";
+  } catch (const ds::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.0.ffn.up.input_alpha"), std::string::npos) << e.what();
+  }
+  const auto two = with_alpha({2}, {1.0f, 2.0f});
+  const auto gt = ds::io::SafetensorsFile::from_bytes(two.data(), two.size(), "two");
+  EXPECT_THROW(ds::Model::from_file(gt, opt), ds::ShapeError);
 }

@@ -202,7 +202,9 @@ class Model {
     return out;
   }
 
-  /// Static activation alphas (from calibrate()) for this model's INT8 layers, by name;
+  /// Static activation alphas (from calibrate()) for this model's INT8 layers, by name (a
+  /// file may also carry them as `<layer>.input_alpha` tensors of shape [1], which load()
+  /// applies to INT8 layers);
   /// names of float layers are skipped, layers not named keep theirs.
   /// @throws ConfigError for a name that is not a linear layer of the model, or a bad alpha.
   void set_activation_alphas(const std::map<std::string, float>& alphas) {
@@ -453,6 +455,23 @@ class Model {
     auto make = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
       nn::AnyLinear l = make_format(w, std::move(b), name);
       made_bytes += l.bytes();
+      // A calibrated activation alpha (`dynasparse quantize --calibrate`) travels as a
+      // one-element tensor; float loads of the same file ignore it.
+      const std::string alpha_name = name + ".input_alpha";
+      if (file.contains(alpha_name)) {
+        const auto& info = file.info(alpha_name);
+        if (info.shape.size() != 1 || info.shape[0] != 1) {
+          ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", "[1]", std::to_string(info.shape.size()) + "-d tensor",
+                                                 where(alpha_name));
+        }
+        used.insert(alpha_name);
+        const float alpha = file.load<float>(alpha_name).data()[0];
+        if (!(alpha >= 0.0f) || !std::isfinite(alpha)) {
+          ::dynasparse::detail::fail<FormatError>("model", "activation alpha must be finite and >= 0", ">= 0", alpha,
+                                                  where(alpha_name));
+        }
+        if (l.quantizes_input()) l.set_activation_alpha(alpha);
+      }
       return l;
     };
     {

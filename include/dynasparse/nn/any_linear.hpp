@@ -72,6 +72,13 @@ class AnyLinear {
   std::size_t bytes() const noexcept {
     return std::visit([](const auto& l) { return l.bytes(); }, v_);
   }
+  /// Fraction of the [out, in] weights stored and multiplied: 1 for the dense formats, the
+  /// block density for the group-sparse ones (so 2 * in * out * density() FLOPs per row).
+  double density() const noexcept {
+    if (auto* f = std::get_if<Linear<sparse::GroupSparseF32>>(&v_)) return f->format().density();
+    if (auto* i = std::get_if<Linear<sparse::GroupSparseI8>>(&v_)) return i->format().density();
+    return 1.0;
+  }
   /// "dense_f32", "dense_i8", "gsparse_f32" or "gsparse_i8".
   const char* format_name() const noexcept {
     return std::visit([](const auto& l) -> const char* { return std::decay_t<decltype(l.format())>::format_name; },

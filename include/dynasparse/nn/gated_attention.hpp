@@ -62,6 +62,14 @@ struct GatedAttentionConfig {
   float tau = 0.0f;
   /// True for `(N, L, E)` inputs and outputs, false for PyTorch's default `(L, N, E)`.
   bool batch_first = false;
+  /// Heads this layer holds, for tensor parallelism (0: all num_heads). A layer holding
+  /// h_local < num_heads heads of head_dim = embed_dim / num_heads has q, k, v
+  /// `[h_local * head_dim, E]`, out_proj `[E, h_local * head_dim]` and a head gate
+  /// `[h_local, E]` (head-wise) or `[h_local * head_dim, E]` (element-wise); forward()
+  /// then returns this subset's share of out_proj, which the caller sums over the subsets
+  /// (an all-reduce) with the out_proj bias given to one of them only. The output gate acts
+  /// on that sum, so a head subset cannot hold it (GatePosition::Output needs all heads).
+  std::size_t local_heads = 0;
 };
 
 /// Optional masks of one forward() call, with nn.MultiheadAttention's meaning. Views left
@@ -93,9 +101,11 @@ struct AttentionStats {
   }
 };
 
-/// Checks and completes a configuration: num_heads 0 becomes embed_dim / 8.
+/// Checks and completes a configuration: num_heads 0 becomes embed_dim / 8, local_heads 0
+/// becomes num_heads.
 /// @throws ConfigError if embed_dim is 0, no default head count exists (embed_dim < 8),
-/// embed_dim is not divisible by num_heads, or tau is negative or NaN.
+/// embed_dim is not divisible by num_heads, tau is negative or NaN, or local_heads exceeds
+/// num_heads or is below it with an output gate.
 inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::string& name = "attention") {
   if (cfg.embed_dim == 0) {
     ::dynasparse::detail::fail<ConfigError>("nn", "embed_dim must be positive", "> 0", cfg.embed_dim, name);
@@ -113,6 +123,16 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
   }
   if (!(cfg.tau >= 0.0f)) {
     ::dynasparse::detail::fail<ConfigError>("nn", "gate threshold tau must be non-negative", ">= 0", cfg.tau, name);
+  }
+  if (cfg.local_heads == 0) cfg.local_heads = cfg.num_heads;
+  if (cfg.local_heads > cfg.num_heads) {
+    ::dynasparse::detail::fail<ConfigError>("nn", "more local heads than heads", "<= " + std::to_string(cfg.num_heads),
+                                            cfg.local_heads, name);
+  }
+  if (cfg.local_heads != cfg.num_heads && cfg.gate == GatePosition::Output) {
+    ::dynasparse::detail::fail<ConfigError>("nn", "an output gate acts on the sum over all heads",
+                                            "local_heads = " + std::to_string(cfg.num_heads) + " or another gate position",
+                                            cfg.local_heads, name);
   }
   return cfg;
 }
@@ -136,17 +156,18 @@ class GatedAttention {
  public:
   /// Takes the projections: q, k, v `[E, E]` (the row blocks of in_proj_weight), out `[E, E]`,
   /// and the gate (`[E, E]`, or `[H, E]` for HeadGate::Headwise; required unless
-  /// GatePosition::None). @throws ConfigError as resolve_config() or for a missing gate;
+  /// GatePosition::None). With config.local_heads below num_heads, E is replaced by
+  /// inner_dim() on the head side (see GatedAttentionConfig::local_heads). @throws ConfigError as resolve_config() or for a missing gate;
   /// ShapeError naming the projection if its sizes do not match E (or H).
   GatedAttention(GatedAttentionConfig cfg, LinearT q_proj, LinearT k_proj, LinearT v_proj, LinearT out_proj,
                  std::optional<LinearT> gate, std::string name = "attention")
       : cfg_(resolve_config(cfg, name)), name_(std::move(name)), q_(std::move(q_proj)), k_(std::move(k_proj)),
         v_(std::move(v_proj)), out_(std::move(out_proj)), gate_(std::move(gate)) {
-    const std::size_t e = cfg_.embed_dim;
-    check_linear(q_, e, e, "q_proj");
-    check_linear(k_, e, e, "k_proj");
-    check_linear(v_, e, e, "v_proj");
-    check_linear(out_, e, e, "out_proj");
+    const std::size_t e = cfg_.embed_dim, inner = inner_dim();
+    check_linear(q_, e, inner, "q_proj");
+    check_linear(k_, e, inner, "k_proj");
+    check_linear(v_, e, inner, "v_proj");
+    check_linear(out_, inner, e, "out_proj");
     if (cfg_.gate == GatePosition::None) {
       gate_.reset();
     } else {
@@ -169,12 +190,17 @@ class GatedAttention {
   std::size_t embed_dim() const noexcept { return cfg_.embed_dim; }
   std::size_t num_heads() const noexcept { return cfg_.num_heads; }
   std::size_t head_dim() const noexcept { return cfg_.embed_dim / cfg_.num_heads; }
+  /// Heads held (num_heads unless a tensor-parallel subset, GatedAttentionConfig::local_heads).
+  std::size_t local_heads() const noexcept { return cfg_.local_heads; }
+  /// Width of the held heads' projections: local_heads() * head_dim() (E for all heads).
+  std::size_t inner_dim() const noexcept { return cfg_.local_heads * head_dim(); }
   const std::string& name() const noexcept { return name_; }
   SeqLayout layout() const noexcept { return cfg_.batch_first ? SeqLayout::BatchSeq : SeqLayout::SeqBatch; }
-  /// Output features of the gate projection: E, or H for a head-wise head gate.
+  /// Output features of the gate projection: E, or H for a head-wise head gate (the held
+  /// heads' count and width for a head subset).
   std::size_t gate_width() const noexcept {
-    return cfg_.gate == GatePosition::Head && cfg_.head_gate == HeadGate::Headwise ? cfg_.num_heads
-                                                                                  : cfg_.embed_dim;
+    return cfg_.gate == GatePosition::Head && cfg_.head_gate == HeadGate::Headwise ? cfg_.local_heads
+                                                                                  : inner_dim();
   }
   /// Sets the head-gate threshold (see GatedAttentionConfig::tau). @throws ConfigError if negative.
   void set_tau(float tau) {
@@ -205,18 +231,18 @@ class GatedAttention {
     check_masks(masks, batch, lq, lkv);
 
     Workspace::Scope scope(ws);
-    const std::size_t h = cfg_.num_heads, d = head_dim();
-    float* qp = ws.allocate<float>(query.rows() * e);
-    float* kp = ws.allocate<float>(key.rows() * e);
-    float* vp = ws.allocate<float>(key.rows() * e);
-    linear_forward(q_, query, MatrixView(qp, query.rows(), e), ws);
-    linear_forward(k_, key, MatrixView(kp, key.rows(), e), ws);
-    linear_forward(v_, value, MatrixView(vp, key.rows(), e), ws);
+    const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
+    float* qp = ws.allocate<float>(query.rows() * inner);
+    float* kp = ws.allocate<float>(key.rows() * inner);
+    float* vp = ws.allocate<float>(key.rows() * inner);
+    linear_forward(q_, query, MatrixView(qp, query.rows(), inner), ws);
+    linear_forward(k_, key, MatrixView(kp, key.rows(), inner), ws);
+    linear_forward(v_, value, MatrixView(vp, key.rows(), inner), ws);
 
     // K and V transposed per (sequence, head): [d, lkv] each, the kernel's layout.
     const std::size_t kvs = simd::attention_kv_stride(lkv);
-    float* kt = ws.allocate<float>(batch * e * kvs);
-    float* vt = ws.allocate<float>(batch * e * kvs);
+    float* kt = ws.allocate<float>(batch * inner * kvs);
+    float* vt = ws.allocate<float>(batch * inner * kvs);
     parallel_for(0, batch * h, 1, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t nh = lo; nh < hi; ++nh) {
         const std::size_t n = nh / h, hd = nh % h;
@@ -227,7 +253,7 @@ class GatedAttention {
           const std::size_t j1 = std::min(lkv, j0 + 16);
           for (std::size_t c = 0; c < d; ++c) {
             for (std::size_t j = j0; j < j1; ++j) {
-              const std::size_t at = layout_row(layout(), n, j, lkv, batch) * e + hd * d + c;
+              const std::size_t at = layout_row(layout(), n, j, lkv, batch) * inner + hd * d + c;
               kd[c * kvs + j] = kp[at];
               vd[c * kvs + j] = vp[at];
             }
@@ -255,10 +281,10 @@ class GatedAttention {
     check_cols(x, e, "nn", name_ + " query");
     check_rows_multiple(x, batch, "query");
     check_shape(out, x.rows(), e, "nn", name_ + " output");
-    if (cache.num_heads() != cfg_.num_heads || cache.head_dim() != head_dim() || cache.batch() != batch) {
+    if (cache.num_heads() != cfg_.local_heads || cache.head_dim() != head_dim() || cache.batch() != batch) {
       ::dynasparse::detail::fail<ConfigError>(
           "nn", "kv cache does not fit the layer (batch, heads, head_dim)",
-          std::to_string(batch) + ", " + std::to_string(cfg_.num_heads) + ", " + std::to_string(head_dim()),
+          std::to_string(batch) + ", " + std::to_string(cfg_.local_heads) + ", " + std::to_string(head_dim()),
           std::to_string(cache.batch()) + ", " + std::to_string(cache.num_heads()) + ", " +
               std::to_string(cache.head_dim()),
           cache.name());
@@ -270,13 +296,14 @@ class GatedAttention {
                                std::to_string(cache.size() + t) + " tokens", cache.name());
     }
     Workspace::Scope scope(ws);
-    float* qp = ws.allocate<float>(x.rows() * e);
-    float* kp = ws.allocate<float>(x.rows() * e);
-    float* vp = ws.allocate<float>(x.rows() * e);
-    linear_forward(q_, x, MatrixView(qp, x.rows(), e), ws);
-    linear_forward(k_, x, MatrixView(kp, x.rows(), e), ws);
-    linear_forward(v_, x, MatrixView(vp, x.rows(), e), ws);
-    cache.append(ConstMatrixView(kp, x.rows(), e), ConstMatrixView(vp, x.rows(), e), layout());
+    const std::size_t inner = inner_dim();
+    float* qp = ws.allocate<float>(x.rows() * inner);
+    float* kp = ws.allocate<float>(x.rows() * inner);
+    float* vp = ws.allocate<float>(x.rows() * inner);
+    linear_forward(q_, x, MatrixView(qp, x.rows(), inner), ws);
+    linear_forward(k_, x, MatrixView(kp, x.rows(), inner), ws);
+    linear_forward(v_, x, MatrixView(vp, x.rows(), inner), ws);
+    cache.append(ConstMatrixView(kp, x.rows(), inner), ConstMatrixView(vp, x.rows(), inner), layout());
     AttentionMasks causal;
     causal.causal = true;
     const KeySource src{nullptr, nullptr, cache.size(), 0, &cache};
@@ -340,7 +367,7 @@ class GatedAttention {
   // output gate. qp is the projected query [lq * N, E] in layout order.
   AttentionStats attend(ConstMatrixView query, const float* qp, std::size_t batch, std::size_t lq,
                         const KeySource& src, const AttentionMasks& masks, MatrixView out, Workspace& ws) const {
-    const std::size_t e = cfg_.embed_dim, h = cfg_.num_heads, d = head_dim();
+    const std::size_t e = cfg_.embed_dim, h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
     const std::size_t rows = lq * batch;
     const std::size_t gw = gate_width();
     float* g = nullptr;
@@ -353,7 +380,7 @@ class GatedAttention {
     const bool elementwise = cfg_.head_gate == HeadGate::Elementwise;
 
     // Active query rows per (sequence, head); skipped pairs get a zero output here.
-    float* o = ws.allocate<float>(rows * e);
+    float* o = ws.allocate<float>(rows * inner);
     std::uint32_t* active = ws.allocate<std::uint32_t>(batch * h * (lq == 0 ? 1 : lq));
     std::size_t* count = ws.allocate<std::size_t>(batch * h);
     AttentionStats stats;
@@ -370,7 +397,7 @@ class GatedAttention {
             skip = gv < cfg_.tau;  // NaN gates are kept, so NaN propagates
           }
           if (skip) {
-            std::fill(o + row * e + hd * d, o + row * e + hd * d + d, 0.0f);
+            std::fill(o + row * inner + hd * d, o + row * inner + hd * d + d, 0.0f);
           } else {
             list[c++] = static_cast<std::uint32_t>(i);
           }
@@ -390,7 +417,7 @@ class GatedAttention {
     const bool int8 = src.cache != nullptr && src.cache->dtype() == KVDType::I8;
     const std::size_t scratch_floats = (simd::attention_scratch_floats(d) + 15) / 16 * 16;
     float* scratch = ws.allocate<float>(parts * scratch_floats);
-    const std::size_t q_stride = cfg_.batch_first ? e : batch * e;
+    const std::size_t q_stride = cfg_.batch_first ? inner : batch * inner;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 
     parallel_for(0, parts, 1, [&](std::size_t plo, std::size_t phi) {
@@ -403,7 +430,7 @@ class GatedAttention {
           const std::size_t s0 = cnt * chunk / chunks, s1 = cnt * (chunk + 1) / chunks;
           if (s0 == s1) continue;
           const std::uint32_t* list = active + nh * lq;
-          const std::size_t base = layout_row(layout(), n, 0, lq, batch) * e + hd * d;
+          const std::size_t base = layout_row(layout(), n, 0, lq, batch) * inner + hd * d;
           simd::AttentionArgs a;
           a.q = qp + base;
           a.q_stride = q_stride;
@@ -440,7 +467,7 @@ class GatedAttention {
           if (head_gate) {
             for (std::size_t s = s0; s < s1; ++s) {
               const std::size_t row = layout_row(layout(), n, list[s], lq, batch);
-              float* orow = o + row * e + hd * d;
+              float* orow = o + row * inner + hd * d;
               const float* grow = g + row * gw;
               if (elementwise) {
                 for (std::size_t c = 0; c < d; ++c) orow[c] *= grow[hd * d + c];
@@ -453,7 +480,7 @@ class GatedAttention {
       }
     });
 
-    linear_forward(out_, ConstMatrixView(o, rows, e), out, ws);
+    linear_forward(out_, ConstMatrixView(o, rows, inner), out, ws);
     if (cfg_.gate == GatePosition::Output) {
       for (std::size_t r = 0; r < rows; ++r) {
         float* yr = out.row(r);

@@ -57,5 +57,9 @@
 #include "dynasparse/model/sampling.hpp"
 #include "dynasparse/model/tokenizer.hpp"
 
+#include "dynasparse/parallel/communicator.hpp"
+#include "dynasparse/parallel/executor.hpp"
 #include "dynasparse/parallel/partitioner.hpp"
 #include "dynasparse/parallel/plan.hpp"
+#include "dynasparse/parallel/shard.hpp"
+#include "dynasparse/parallel/thread_communicator.hpp"

@@ -205,6 +205,29 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
   return plan;
 }
 
+/// The plan of a chosen shape, without a cost model: layers in pp contiguous stages balanced
+/// by FLOPs (as even as the layer count allows), ranks TP-innermost, as evaluate() lays them
+/// out; predictions assume unit-speed devices, memory is not checked. For running a given
+/// shape (tests, benchmarks, a user's choice). @throws ConfigError with evaluate()'s reason
+/// when the model cannot take the shape (TP not dividing the heads, more stages than layers)
+/// or a degree is 0.
+inline Plan fixed_plan(const ModelConfig& c, std::size_t tp, std::size_t pp, std::size_t dp = 1) {
+  if (tp == 0 || pp == 0 || dp == 0) {
+    dynasparse::detail::fail<ConfigError>("parallel", "plan degrees must be positive", "tp, pp, dp >= 1",
+                                          "tp=" + std::to_string(tp) + " pp=" + std::to_string(pp) +
+                                              " dp=" + std::to_string(dp),
+                                          "fixed_plan");
+  }
+  Cluster cluster;
+  cluster.devices.assign(tp * pp * dp, Device{std::numeric_limits<double>::infinity(), 1.0, 0});
+  Plan plan = evaluate(costs_from_config(c, 4.0, 1.0), cluster, Workload{}, tp, pp, dp);
+  if (!plan.feasible) {
+    dynasparse::detail::fail<ConfigError>("parallel", "the model cannot take this plan shape", "a feasible shape",
+                                          plan.shape() + ": " + plan.reason, "fixed_plan");
+  }
+  return plan;
+}
+
 /// Compares every TP (dividing the head count) x PP (up to the layer count) x DP shape of
 /// the world size, pure data parallelism included, and returns the best feasible one for
 /// the objective, with all candidates. @throws ConfigError naming the tightest candidate's

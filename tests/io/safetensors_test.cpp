@@ -401,6 +401,14 @@ TEST(SafetensorsFile, ToF32ConvertsHalfTypesBitExactly) {
   EXPECT_EQ(b[1], -2.0f);
   EXPECT_EQ(b[2], std::numeric_limits<float>::infinity());
   EXPECT_EQ(bits_of(b[3]), 0x00010000u);
+  // load<float> widens half-precision tensors the same way, keeping the shape.
+  const io::TensorData<float> hl = f.load<float>("h");
+  ASSERT_EQ(hl.rows(), 2u);
+  ASSERT_EQ(hl.cols(), 3u);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(hl.data()[i], h[i]) << i;
+  EXPECT_TRUE(std::isnan(hl.data()[5]));
+  EXPECT_EQ(bits_of(f.load<float>("b").data()[3]), 0x00010000u);
+  EXPECT_THROW(f.load<double>("h"), ds::FormatError);
   try {
     f.to_f32("i");
     FAIL() << "no throw";

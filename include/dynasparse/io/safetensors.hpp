@@ -184,18 +184,20 @@ class SafetensorsFile {
   /// The tensor as a `[rows, cols]` matrix of T: shape `[r, c]` gives r x c, `[n]` gives
   /// 1 x n and a scalar `[]` gives 1 x 1. Zero-copy when the data is aligned for T (always
   /// the case for files from SafetensorsWriter and the reference writers), else a copy;
-  /// see TensorData. T is a type with a DType (float, double, std::int8_t, ...); use
-  /// to_f32() for F16 and BF16. For bool every byte is checked to be 0 or 1.
-  /// @throws FormatError if there is no such tensor, the dtype is not T's, or a bool byte is
-  /// neither 0 nor 1; ShapeError if the rank is above 2.
+  /// see TensorData. T is a type with a DType (float, double, std::int8_t, ...). load<float>
+  /// also reads F16 and BF16 tensors, widened exactly into a copy (half-precision model
+  /// files load as float). For bool every byte is checked to be 0 or 1.
+  /// @throws FormatError if there is no such tensor, the dtype is not T's (nor F16/BF16 for
+  /// float), or a bool byte is neither 0 nor 1; ShapeError if the rank is above 2.
   template <class T>
   TensorData<T> load(std::string_view tensor) const {
     static_assert(has_dtype_v<T> && !std::is_const_v<T>,
                   "load<T>: T must be float, double, std::int8_t, std::uint8_t, std::int16_t, "
-                  "std::int32_t, std::int64_t or bool; read F16/BF16 with to_f32()");
+                  "std::int32_t, std::int64_t or bool (F16/BF16 load as float)");
     const TensorInfo& t = info(tensor);
     const std::string where = detail::location(name_, t.name);
-    if (t.dtype != dtype_of<T>) {
+    const bool widen = std::is_same_v<T, float> && (t.dtype == DType::F16 || t.dtype == DType::BF16);
+    if (t.dtype != dtype_of<T> && !widen) {
       detail::fail_format("tensor dtype differs from the requested type", dtype_name(dtype_of<T>),
                           dtype_name(t.dtype), where);
     }
@@ -220,6 +222,14 @@ class SafetensorsFile {
       }
     }
     TensorData<T> out;
+    if constexpr (std::is_same_v<T, float>) {
+      if (widen) {
+        out.copy_ = to_f32(tensor);
+        out.view_ = TensorView<const T>(out.copy_.data(), rows, cols);
+        out.borrowed_ = false;
+        return out;
+      }
+    }
     if (reinterpret_cast<std::uintptr_t>(p) % alignof(T) == 0) {
       out.view_ = TensorView<const T>(reinterpret_cast<const T*>(p), rows, cols);
     } else {

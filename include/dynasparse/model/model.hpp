@@ -515,7 +515,7 @@ class Model {
     // NaN or Inf in any weight would poison every output: refuse the file instead.
     for (const std::string& name : used) {
       const auto& info = file.info(name);
-      if (info.dtype != DType::F32) continue;
+      if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16) continue;
       const auto values = file.load<float>(name);
       for (std::size_t i = 0; i < values.size(); ++i) {
         if (!std::isfinite(values.data()[i])) {

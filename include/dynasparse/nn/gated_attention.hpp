@@ -514,12 +514,15 @@ struct MakeLinear {
 ///   `attention.out_proj.weight` `[E, E]`, `attention.out_proj.bias` `[E]` (optional),
 ///   `gate.0.weight` `[E, E]` (or `[H, E]` for a head-wise head gate), `gate.0.bias`
 ///   (optional; absent for GatePosition::None).
+/// The layer holds every head (config.local_heads is ignored; parallel::ModelShard cuts
+/// head subsets).
 /// @throws FormatError for a missing tensor or a dtype other than F32; ShapeError naming the
 /// tensor with both shapes when a size does not match config.embed_dim (or H); ConfigError
 /// as resolve_config().
 template <class LinearT = Linear<DenseF32>, class Make = MakeLinear<LinearT>>
 GatedAttention<LinearT> load_gated_attention(const io::SafetensorsFile& file, GatedAttentionConfig cfg,
                                              const std::string& prefix = "", Make make = {}) {
+  cfg.local_heads = 0;
   cfg = resolve_config(cfg, prefix + "attention");
   const std::size_t e = cfg.embed_dim;
   auto matrix = [&](const std::string& tname, std::size_t rows, std::size_t cols) {

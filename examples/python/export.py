@@ -17,7 +17,7 @@ import torch
 
 def save_tensors(path, tensors, metadata=None):
     """tensors: dict name -> torch.Tensor (float32/int8/int32/int64/bool), C order."""
-    dtypes = {torch.float32: "F32", torch.int8: "I8", torch.int32: "I32", torch.int64: "I64",
+    dtypes = {torch.float32: "F32", torch.float16: "F16", torch.int8: "I8", torch.int32: "I32", torch.int64: "I64",
               torch.bool: "BOOL", torch.uint8: "U8"}
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
@@ -38,8 +38,9 @@ def save_tensors(path, tensors, metadata=None):
             f.write(b)
 
 
-def save_model(model, path, extra=None):
-    tensors = {k: v.float() for k, v in model.state_dict().items()}
+def save_model(model, path, extra=None, dtype=torch.float32):
+    """dtype: float32, or float16 for half-size files (dynasparse widens F16 to float on load)."""
+    tensors = {k: v.to(dtype) for k, v in model.state_dict().items()}
     if extra:
         tensors.update(extra)
     save_tensors(path, tensors, {"dynasparse.config": json.dumps(model.cfg, sort_keys=True)})

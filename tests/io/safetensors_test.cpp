@@ -769,6 +769,14 @@ TEST(SafetensorsHostile, LimitsOnTensorsRankAndMetadata) {
             "[t.safetensors]");
   const Bytes ok = make_file(three, 3);
   EXPECT_NO_THROW(io::SafetensorsFile::from_bytes(ok.data(), ok.size(), "three"));
+  // The total-elements bound counts every tensor before any is read.
+  io::SafetensorsLimits elements;
+  elements.max_total_elements = 2;
+  const std::string total = parse_error(make_file(three, 3), elements);
+  EXPECT_NE(total.find("tensor elements above limit; expected at most 2 in all tensors, got "), std::string::npos)
+      << total;
+  elements.max_total_elements = 3;
+  EXPECT_NO_THROW(io::SafetensorsFile::from_bytes(ok.data(), ok.size(), "three", elements));
 
   EXPECT_NE(
       parse_error(

@@ -363,6 +363,18 @@ TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
   EXPECT_THROW(ds::Model::from_file(f, typo), ds::ConfigError);
   typo.formats = {{"layers.0.ffn.up", "int4"}};
   EXPECT_THROW(ds::Model::from_file(f, typo), ds::ConfigError);
+  // Resource limits: a context or a file larger than the app allows is refused at load.
+  ds::LoadOptions short_ctx = opt;
+  short_ctx.max_seq_len = 8;  // the file declares 16
+  try {
+    ds::Model::from_file(f, short_ctx);
+    FAIL() << "no throw";
+  } catch (const ds::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("expected <= 8, got 16"), std::string::npos) << e.what();
+  }
+  ds::LoadOptions few = opt;
+  few.limits.max_total_elements = 1000;
+  EXPECT_THROW(ds::Model::load(data("tiny_head_gate.safetensors"), few), ds::FormatError);
   ds::LoadOptions bad_prune = opt;
   bad_prune.prune = 1.5;
   EXPECT_THROW(ds::Model::from_file(f, bad_prune), ds::ConfigError);

@@ -39,6 +39,9 @@ struct SafetensorsLimits {
   std::size_t max_rank = 8;
   /// Most `__metadata__` entries.
   std::size_t max_metadata_entries = std::size_t{1} << 16;
+  /// Most elements over all tensors together (2^36: 256 GiB of float32). A small app can
+  /// lower it to refuse files larger than it would ever load, before reading any tensor.
+  std::size_t max_total_elements = std::size_t{1} << 36;
 };
 
 /// How SafetensorsFile gets at a file's bytes.
@@ -316,6 +319,7 @@ inline void SafetensorsFile::parse(const SafetensorsLimits& limits) {
 
   data_offset_ = 8 + n;
   const std::size_t data_size = file_size - data_offset_;
+  std::size_t total_elements = 0;
   for (auto& [tensor, e] : parser.tensors()) {
     const std::string where = detail::location(name_, tensor);
     const std::optional<std::size_t> nbytes = detail::checked_product(e.shape, size_of(e.dtype));
@@ -326,6 +330,14 @@ inline void SafetensorsFile::parse(const SafetensorsLimits& limits) {
           detail::dims_string(e.shape) + " x " + std::to_string(size_of(e.dtype)) + " bytes",
           where);
     }
+    // With the byte count in range, the element count is too.
+    const std::size_t elements = *nbytes / size_of(e.dtype);
+    if (elements > limits.max_total_elements - total_elements) {
+      detail::fail_format("tensor elements above limit",
+                          "at most " + std::to_string(limits.max_total_elements) + " in all tensors",
+                          std::to_string(total_elements) + " + " + std::to_string(elements), where);
+    }
+    total_elements += elements;
     if (e.begin > e.end) {
       detail::fail_format("data_offsets begin after end", "begin <= " + std::to_string(e.end),
                           e.begin, where);

@@ -53,6 +53,13 @@ struct LoadOptions {
   /// this fraction of sparse_block blocks all zero are pruned to it, dropping the blocks of
   /// smallest L2 norm (no retraining). 0 keeps the file's zeros as they are.
   double prune = 0.0;
+  /// Longest context a config may declare (sessions size their KV caches from it): a file
+  /// asking for more is refused with a ConfigError before anything is allocated. The
+  /// config parser's own bound is 2^20.
+  std::size_t max_seq_len = std::size_t{1} << 20;
+  /// Bounds on the file itself (header size, tensor count, total elements), checked before
+  /// any tensor is read; see io::SafetensorsLimits.
+  io::SafetensorsLimits limits;
 };
 
 /// Per-sequence state of decoding: one KV cache per layer, scratch memory, the position
@@ -117,7 +124,7 @@ class Model {
   /// the wrong shape; ConfigError for an invalid config; UnsupportedError for rotary
   /// positions or a classifier head (not in this version).
   static Model load(const std::string& path, const LoadOptions& options = {}) {
-    const io::SafetensorsFile file(path);
+    const io::SafetensorsFile file(path, options.limits);
     return from_file(file, options);
   }
 
@@ -386,6 +393,11 @@ class Model {
   }
 
   void build(const io::SafetensorsFile& file, const LoadOptions& opt) {
+    if (cfg_.max_seq_len > opt.max_seq_len) {
+      ::dynasparse::detail::fail<ConfigError>("model", "context longer than LoadOptions::max_seq_len allows",
+                                              "<= " + std::to_string(opt.max_seq_len), cfg_.max_seq_len,
+                                              file.name() + ": max_seq_len");
+    }
     if (!(opt.prune >= 0.0 && opt.prune < 1.0)) {
       ::dynasparse::detail::fail<ConfigError>("model", "prune fraction", "0 <= prune < 1", opt.prune, "LoadOptions::prune");
     }

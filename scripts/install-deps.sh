@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages dynasparse needs, only those missing.
 # Usage: scripts/install-deps.sh [build] [cross] [python]   (default: build)
-#   build   compiler, CMake, Eigen, xsimd, nlohmann/json, GoogleTest, Google Benchmark, CLI11
+#   build   compiler, CMake, Eigen, xsimd, nlohmann/json, GoogleTest, Google Benchmark, CLI11,
+#           Open MPI (the optional dynasparse::mpi component and its mpirun tests)
 #   cross   the AArch64 cross compiler and qemu-aarch64, for the ARM test builds
 #   python  PyTorch, NumPy, Matplotlib and OpenBLAS (Debian's PyTorch multiplies through the
 #           system BLAS; the reference BLAS would make it ~100x slower), for golden files,
@@ -16,7 +17,7 @@ packages=()
 for g in "${groups[@]}"; do
   case "$g" in
     build) packages+=(g++ cmake make python3 libeigen3-dev libxsimd-dev nlohmann-json3-dev
-                      libgtest-dev googletest libbenchmark-dev libcli11-dev) ;;
+                      libgtest-dev googletest libbenchmark-dev libcli11-dev libopenmpi-dev openmpi-bin) ;;
     cross) packages+=(g++-aarch64-linux-gnu qemu-user) ;;
     python) packages+=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;

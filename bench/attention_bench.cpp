@@ -50,6 +50,16 @@ Dense dense(std::size_t out, std::size_t in, unsigned seed, std::vector<float> b
 
 void label(benchmark::State& state) { state.SetLabel(std::string(ds::isa_name())); }
 
+// The per-call counters bench/report.py needs for the roofline: ops_per_call (FLOPs of the
+// products actually done: 2 per multiply-add; softmax and gates' exp not counted),
+// bytes_per_call (weights plus the float inputs and outputs, the traffic no implementation
+// can avoid; a score matrix or a workspace is not counted) and int8_ops = 0 (FP32 compute).
+void roofline_counters(benchmark::State& state, double ops, double bytes) {
+  state.counters["ops_per_call"] = ops;
+  state.counters["bytes_per_call"] = bytes;
+  state.counters["int8_ops"] = 0.0;
+}
+
 // The attention core of every head: Q [L, E] and K, V transposed per head [H][d][L].
 void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, int threads) {
   ds::set_num_threads(threads);
@@ -94,6 +104,8 @@ void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, 
   }
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * l * l * e * state.iterations(), benchmark::Counter::kIsRate,
                                                  benchmark::Counter::kIs1000);
+  // Q, K, V read and the output written once.
+  roofline_counters(state, 4.0 * l * l * e, 4.0 * static_cast<double>(l * e * sizeof(float)));
   label(state);
 }
 
@@ -130,6 +142,11 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     benchmark::ClobberMemory();
   }
   state.counters["skipped"] = stats.skipped_fraction();
+  // Four E x E projections for every token, the gate (E x E output gate, or H x E head gate),
+  // and the attention core (QK^T and PV) for the (query, head) pairs not skipped.
+  const double gate_rows = skip_pct < 0 ? static_cast<double>(e) : static_cast<double>(h);
+  const double ops = 2.0 * l * e * (4.0 * e + gate_rows) + 4.0 * l * l * e * (1.0 - stats.skipped_fraction());
+  roofline_counters(state, ops, ((4.0 * e + gate_rows) * e + 2.0 * l * e) * sizeof(float));
   label(state);
 }
 
@@ -160,6 +177,10 @@ void bm_decode(benchmark::State& state, nn::KVDType dtype, std::size_t ctx) {
   }
   state.counters["kv_MB"] = static_cast<double>(cache.bytes_per_token() * ctx) / 1e6;
   state.counters["kv_bytes_per_token"] = static_cast<double>(cache.bytes_per_token());
+  // Five E x E products for the one token, then QK^T and PV over the ctx cached tokens;
+  // bytes: the five weight matrices and the whole cache.
+  roofline_counters(state, 2.0 * 5 * e * e + 4.0 * static_cast<double>(ctx) * e,
+                    5.0 * e * e * sizeof(float) + static_cast<double>(cache.bytes_per_token() * ctx));
   label(state);
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dynasparse/core/build_info.hpp"
@@ -53,8 +54,18 @@ std::vector<float> activations(const Shape& s) {
   return x;
 }
 
-void report(benchmark::State& state, const Shape& s, std::size_t weight_bytes) {
+// Besides the rates, the per-call counters bench/report.py needs for the roofline: ops_per_call
+// (2 per multiply-add actually done, so a sparse layer counts only its kept blocks),
+// bytes_per_call (weights as stored plus the float input and output: the traffic no
+// implementation can avoid) and int8_ops (1 when the multiply-adds are int8, bounded by
+// the int8 peak rather than the FP32 one).
+void report(benchmark::State& state, const Shape& s, std::size_t weight_bytes, double density = 1.0,
+            bool int8 = false) {
   const double calls = static_cast<double>(state.iterations());
+  state.counters["ops_per_call"] = 2.0 * static_cast<double>(s.m * s.k * s.n) * density;
+  state.counters["bytes_per_call"] =
+      static_cast<double>(weight_bytes + (s.m * s.k + s.m * s.n) * sizeof(float));
+  state.counters["int8_ops"] = int8 ? 1.0 : 0.0;
   state.counters["GOP/s"] = benchmark::Counter(2.0 * s.m * s.k * s.n * calls, benchmark::Counter::kIsRate,
                                                benchmark::Counter::kIs1000);
   state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(weight_bytes) * calls,
@@ -83,7 +94,7 @@ void bm_eigen(benchmark::State& state, Shape s, int threads) {
 }
 
 template <class Format, class Forward>
-void bm_format(benchmark::State& state, Shape s, int threads, Forward forward) {
+void bm_format(benchmark::State& state, Shape s, int threads, Forward forward, bool int8 = false) {
   ds::set_num_threads(threads);
   const auto& wv = weights(s);
   const auto xv = activations(s);
@@ -98,7 +109,7 @@ void bm_format(benchmark::State& state, Shape s, int threads, Forward forward) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  report(state, s, format.bytes());
+  report(state, s, format.bytes(), 1.0, int8);
 }
 
 // A group-sparse layer pruned (by block norm) to `pct` percent of its blocks.
@@ -119,7 +130,7 @@ void bm_gsparse(benchmark::State& state, Shape s, int threads, int pct, ds::spar
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  report(state, s, format.bytes());
+  report(state, s, format.bytes(), format.density(), std::is_same_v<Format, ds::sparse::GroupSparseI8>);
   state.counters["density"] = format.density();
 }
 
@@ -174,7 +185,8 @@ int register_all() {
         bm_format<ds::nn::DenseF32>(st, s, t, [](const auto& f, auto x, auto y, auto& ws) { f.forward(x, y, ws); });
       })->UseRealTime();
       benchmark::RegisterBenchmark(("BM_Linear/dense_i8" + suffix).c_str(), [=](benchmark::State& st) {
-        bm_format<ds::quant::DenseI8>(st, s, t, [](const auto& f, auto x, auto y, auto& ws) { f.forward(x, y, ws); });
+        bm_format<ds::quant::DenseI8>(
+            st, s, t, [](const auto& f, auto x, auto y, auto& ws) { f.forward(x, y, ws); }, true);
       })->UseRealTime();
       benchmark::RegisterBenchmark(("BM_Linear/dense_i8_lut" + suffix).c_str(), [=](benchmark::State& st) {
         bm_format<ds::quant::DenseI8>(st, s, t, [](const auto& f, auto x, auto y, auto& ws) {

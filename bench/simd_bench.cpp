@@ -43,8 +43,20 @@ std::string label(const char* impl) {
   return "scalar reference";
 }
 
+// The per-call counters bench/report.py needs for the roofline, for primitives with a plain
+// operation count (ops_per_elem > 0): ops_per_call, bytes_per_call (operands read and
+// results written once) and int8_ops.
+void roofline_counters(benchmark::State& state, std::size_t n, double ops_per_elem, double bytes_per_elem,
+                       bool int8) {
+  if (ops_per_elem <= 0) return;
+  state.counters["ops_per_call"] = ops_per_elem * static_cast<double>(n);
+  state.counters["bytes_per_call"] = bytes_per_elem * static_cast<double>(n);
+  state.counters["int8_ops"] = int8 ? 1.0 : 0.0;
+}
+
 template <class Fn>
-void run_unary(benchmark::State& state, Fn fn, std::size_t n, float lo, float hi, const char* impl) {
+void run_unary(benchmark::State& state, Fn fn, std::size_t n, float lo, float hi, const char* impl,
+               double ops_per_elem = 0, double bytes_per_elem = 0) {
   const auto x = floats(n, lo, hi);
   std::vector<float> y(n);
   for (auto _ : state) {
@@ -53,6 +65,7 @@ void run_unary(benchmark::State& state, Fn fn, std::size_t n, float lo, float hi
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  roofline_counters(state, n, ops_per_elem, bytes_per_elem, false);
   state.SetLabel(label(impl));
 }
 
@@ -77,6 +90,7 @@ void run_dot_s8(benchmark::State& state, Fn fn, std::size_t n, const char* impl)
   state.counters["GOP/s"] = benchmark::Counter(static_cast<double>(2 * n) * state.iterations(),
                                                benchmark::Counter::kIsRate,
                                                benchmark::Counter::kIs1000);
+  roofline_counters(state, n, 2.0, 2.0, true);
   state.SetLabel(label(impl));
 }
 
@@ -95,14 +109,15 @@ void run_dequantize(benchmark::State& state, Fn fn, std::size_t n, const char* i
 
 using Unary = void (*)(const float*, float*, std::size_t);
 
-void register_unary(const char* op, Unary vec, Unary scalar, float lo, float hi) {
+void register_unary(const char* op, Unary vec, Unary scalar, float lo, float hi, double ops_per_elem = 0,
+                    double bytes_per_elem = 0) {
   for (std::size_t n : {256u, 4096u, 65536u}) {
     benchmark::RegisterBenchmark(
         (std::string("BM_Simd") + op + "/simd/" + std::to_string(n)).c_str(),
-        [=](benchmark::State& s) { run_unary(s, vec, n, lo, hi, "simd"); });
+        [=](benchmark::State& s) { run_unary(s, vec, n, lo, hi, "simd", ops_per_elem, bytes_per_elem); });
     benchmark::RegisterBenchmark(
         (std::string("BM_Simd") + op + "/scalar/" + std::to_string(n)).c_str(),
-        [=](benchmark::State& s) { run_unary(s, scalar, n, lo, hi, "scalar"); });
+        [=](benchmark::State& s) { run_unary(s, scalar, n, lo, hi, "scalar", ops_per_elem, bytes_per_elem); });
   }
 }
 
@@ -124,16 +139,16 @@ int register_all() {
       -5.0f, 5.0f);
   register_unary(
       "Dot", [](const float* x, float* y, std::size_t n) { y[0] = simd::dot_f32(x, x, n); },
-      [](const float* x, float* y, std::size_t n) { y[0] = ref::dot_f32(x, x, n); }, -1.0f, 1.0f);
+      [](const float* x, float* y, std::size_t n) { y[0] = ref::dot_f32(x, x, n); }, -1.0f, 1.0f, 2.0, 4.0);
   register_unary(
       "Sum", [](const float* x, float* y, std::size_t n) { y[0] = simd::sum_f32(x, n); },
-      [](const float* x, float* y, std::size_t n) { y[0] = ref::sum_f32(x, n); }, -1.0f, 1.0f);
+      [](const float* x, float* y, std::size_t n) { y[0] = ref::sum_f32(x, n); }, -1.0f, 1.0f, 1.0, 4.0);
   register_unary(
       "Max", [](const float* x, float* y, std::size_t n) { y[0] = simd::max_f32(x, n); },
       [](const float* x, float* y, std::size_t n) { y[0] = ref::max_f32(x, n); }, -1.0f, 1.0f);
   register_unary(
       "Axpy", [](const float* x, float* y, std::size_t n) { simd::axpy_f32(0.5f, x, y, n); },
-      [](const float* x, float* y, std::size_t n) { ref::axpy_f32(0.5f, x, y, n); }, -1.0f, 1.0f);
+      [](const float* x, float* y, std::size_t n) { ref::axpy_f32(0.5f, x, y, n); }, -1.0f, 1.0f, 2.0, 12.0);
   for (std::size_t n : {256u, 4096u, 65536u}) {
     const std::string suffix = "/" + std::to_string(n);
     benchmark::RegisterBenchmark(("BM_SimdDequantize/simd" + suffix).c_str(),

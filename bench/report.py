@@ -4,7 +4,15 @@
 Usage: report.py BENCH.json
 Every figure is a ratio against a baseline measured in the same run, so the tables stay
 meaningful on a shared, noisy machine. Benchmarks missing from the JSON are left out.
+
+Roofline: when the JSON holds the BM_Roofline* peaks (bench/roofline_bench.cpp), every kernel
+benchmark with the counters ops_per_call, bytes_per_call and int8_ops gets its % of roof:
+achieved ops/s over min(peak compute, bandwidth x ops_per_call / bytes_per_call). The peak is
+the FP32 FMA or the INT8 dot-product rate at the benchmark's thread count; the bandwidth is the
+streaming read rate of the smallest memory level that holds bytes_per_call (L1 and L2 per
+thread, L3 shared, else DRAM), from the cache sizes in the JSON context.
 """
+import collections
 import json
 import re
 import sys
@@ -17,7 +25,7 @@ def load(path):
     for b in data["benchmarks"]:
         if b.get("run_type") == "aggregate":
             continue
-        name = b["name"].replace("/real_time", "")
+        name = b["name"].replace("/real_time", "").replace("/manual_time", "")
         unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
         t[name] = b["real_time"] * unit  # milliseconds
         counters[name] = b
@@ -47,7 +55,7 @@ def simd_table(t):
 def linear_table(t, c):
     pat = re.compile(r"BM_Linear/eigen_f32/(\S+)/threads:(\d+)$")
     rows = []
-    for name in sorted(t, key=lambda n: (n.split("/")[2], n)):
+    for name in sorted(t, key=lambda n: (n.split("/")[2] if n.count("/") >= 2 else "", n)):
         m = pat.match(name)
         if not m:
             continue
@@ -151,13 +159,169 @@ def attention_table(t):
     return out
 
 
+# ---------------------------------------------------------------- roofline
+
+def thread_count(name):
+    m = re.search(r"threads:(\d+)", name)
+    return int(m.group(1)) if m else 1
+
+
+def roofs(c):
+    """Peaks measured by bench/roofline_bench.cpp: {kind: {threads: rate}} in units per second."""
+    out = collections.defaultdict(dict)
+    for name, b in c.items():
+        m = re.match(r"BM_Roofline(FmaF32|DotS8|Read/\w+|Copy/DRAM|Triad/DRAM)/threads:(\d+)$", name)
+        if not m:
+            continue
+        kind, th = m.group(1), int(m.group(2))
+        key = {"FmaF32": "FLOP/s", "DotS8": "OP/s"}.get(kind, "bytes/s")
+        if key in b:
+            out[kind][th] = b[key]
+    return out
+
+
+def at_threads(series, th):
+    """The rate measured at `th` threads, else at the nearest measured count."""
+    if not series:
+        return None
+    if th in series:
+        return series[th]
+    return series[min(series, key=lambda k: (abs(k - th), -k))]
+
+
+def memory_level(ctx, bytes_per_call, th):
+    """The smallest memory level that holds one call's bytes, from Google Benchmark's cache list
+    in the JSON context (L1 and L2 private: their size times the threads; L3 shared). The whole
+    capacity counts, so a working set near a cache's size gets that cache's (higher) roof:
+    the bound stays an upper bound, and the table names the roof used."""
+    caps = {}
+    for cache in ctx.get("caches", []):
+        if cache.get("type") == "Instruction":
+            continue
+        lvl, size, share = cache["level"], cache["size"], max(1, cache.get("num_sharing", 1))
+        caps[f"L{lvl}"] = size * th if share == 1 else size
+    for lvl in ("L1", "L2", "L3"):
+        if lvl in caps and bytes_per_call <= caps[lvl]:
+            return lvl
+    return "DRAM"
+
+
+def roof_of(name, b, t_ms, ctx, peaks):
+    """(intensity, achieved, bound, limiter, pct) for a benchmark with roofline counters, or None.
+    achieved and bound in ops/s; the bound is min(peak compute, bandwidth x intensity) with the
+    bandwidth of the memory level that holds the call's working set."""
+    ops, nbytes = b.get("ops_per_call"), b.get("bytes_per_call")
+    if not ops or not nbytes or not t_ms:
+        return None
+    th = thread_count(name)
+    peak = at_threads(peaks.get("DotS8" if b.get("int8_ops") else "FmaF32"), th)
+    level = memory_level(ctx, nbytes, th)
+    bw = at_threads(peaks.get(f"Read/{level}"), th)
+    if peak is None or bw is None:
+        return None
+    intensity = ops / nbytes
+    achieved = ops / (t_ms * 1e-3)
+    bound, limiter = min((peak, "compute"), (bw * intensity, level))
+    return intensity, achieved, bound, limiter, 100.0 * achieved / bound
+
+
+def g(v):
+    return f"{v / 1e9:.1f}" if v < 1e10 else f"{v / 1e9:.0f}"
+
+
+def roofline_section(ctx, t, c):
+    peaks = roofs(c)
+    if not peaks.get("FmaF32"):
+        return ""
+    ths = sorted({th for s in peaks.values() for th in s})
+    head = "| roof | " + " | ".join(f"{th} thread{'s' if th > 1 else ''}" for th in ths) + " |"
+    rows = []
+    for kind, what, unit in [("FmaF32", "FP32 FMA", "GFLOP/s"), ("DotS8", f"INT8 dot ({c.get('BM_RooflineDotS8/threads:1', {}).get('label', '').split(';')[0]})", "GOP/s"),
+                             ("Read/L1", "read, L1-sized buffer", "GB/s"), ("Read/L2", "read, L2-sized buffer", "GB/s"),
+                             ("Read/L3", "read, L3-sized buffer", "GB/s"), ("Read/DRAM", "read, DRAM (32x LLC)", "GB/s"),
+                             ("Copy/DRAM", "copy, DRAM (STREAM bytes)", "GB/s"),
+                             ("Triad/DRAM", "triad, DRAM (STREAM bytes)", "GB/s")]:
+        s = peaks.get(kind)
+        if s:
+            rows.append(f"| {what} {unit} | " + " | ".join(g(s[th]) if th in s else "-" for th in ths) + " |")
+    out = ("Peaks measured by `BM_Roofline*` in the same run (register-resident FMA and `vpdpbusd` chains; "
+           "streaming reads of buffers sized for each memory level):\n\n" + head + "\n" +
+           "|" + " --- |" * (len(ths) + 1) + "\n" + "\n".join(rows) + "\n")
+    fma1, dram1 = at_threads(peaks["FmaF32"], 1), at_threads(peaks.get("Read/DRAM"), 1)
+    if fma1 and dram1:
+        out += (f"\nRidge point (1 thread): {fma1 / dram1:.1f} FLOP per DRAM byte for FP32"
+                + (f", {at_threads(peaks['DotS8'], 1) / dram1:.1f} int8 ops per byte" if peaks.get("DotS8") else "")
+                + ". Below it a kernel is bound by memory.\n")
+
+    res = {}
+    for name, b in c.items():
+        r = roof_of(name, b, t.get(name), ctx, peaks)
+        if r:
+            res[name] = r
+
+    def cell(name):
+        r = res.get(name)
+        if not r:
+            return "-"
+        lim = {"compute": "C"}.get(r[3], r[3])
+        return f"{r[4]:.0f}% {lim}"
+
+    # Linear layers, compact: one row per shape and thread count.
+    lin = []
+    for name in sorted(t, key=lambda n: (n.split("/")[2] if n.count("/") >= 2 else "", n)):
+        m = re.match(r"BM_Linear/eigen_f32/(\S+)/threads:(\d+)$", name)
+        if not m:
+            continue
+        shape, th = m.groups()
+        sfx = f"/{shape}/threads:{th}"
+        i32, i8 = res.get("BM_Linear/dense_f32" + sfx), res.get("BM_Linear/dense_i8" + sfx)
+        lin.append(f"| {shape} | {th} | {i32[0]:.1f} | {i8[0]:.1f} | " if i32 and i8 else f"| {shape} | {th} | - | - | ")
+        lin[-1] += " | ".join(cell(f"BM_Linear/{f}{sfx}") for f in ("eigen_f32", "dense_f32", "dense_i8", "dense_i8_lut")) + " |"
+    if lin:
+        out += ("\nPercent of roof of the linear layers: achieved / min(peak compute, bandwidth x intensity), where "
+                "intensity = ops per call / (weight bytes + float input and output bytes) and the bandwidth is that of "
+                "the smallest memory level holding those bytes; the letter says which roof binds (C: compute).\n\n"
+                "| M x K x N | threads | FP32 ops/B | INT8 ops/B | eigen_f32 | dense_f32 | dense_i8 | dense_i8_lut |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lin) + "\n")
+    # Attention: one row per shape.
+    att = []
+    keys = sorted({m.group(1) for n in t for m in [re.match(r"BM_Attention/[\w@]+/(E\d+/H\d+/L\d+/threads:\d+)$", n)] if m},
+                  key=lambda k: (k.split("/")[1], int(k.split("/")[2][1:]), k))
+    for k in keys:
+        cells = [cell(f"BM_Attention/{v}/{k}") for v in ("naive", "streaming", "gated_output", "gated_head@skip0",
+                                                          "gated_head@skip50", "gated_head@skip75")]
+        if any(x != "-" for x in cells):
+            att.append(f"| {k.replace('/', ' ')} | " + " | ".join(cells) + " |")
+    for name in sorted(n for n in res if n.startswith("BM_AttentionDecode/")):
+        att.append(f"| decode {name.split('/', 1)[1].replace('/', ' ')} | - | - | {cell(name)} | - | - | - |")
+    if att:
+        out += ("\nPercent of roof of attention (FP32; FLOPs of the products actually done, skipped heads not counted; "
+                "decode rows: the whole module for one token over a KV cache):\n\n"
+                "| shape | naive | streaming | gated_output / decode | head skip 0% | skip 50% | skip 75% |\n"
+                "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(att) + "\n")
+    # Every kernel benchmark, one row each.
+    full = []
+    for name in sorted(res, key=lambda n: (n.split("/")[0], thread_count(n), n)):
+        inten, ach, bound, lim, pct = res[name]
+        unit = "GOP/s" if c[name].get("int8_ops") else "GFLOP/s"
+        full.append(f"| {name} | {inten:.2f} | {g(ach)} {unit} | {g(bound)} ({lim}) | {pct:.0f}% |")
+    if full:
+        out += ("\n<details><summary>Every kernel benchmark: intensity, achieved rate, bound and % of roof</summary>\n\n"
+                "| benchmark | ops/byte | achieved | bound (binding roof) | % of roof |\n| --- | --- | --- | --- | --- |\n" +
+                "\n".join(full) + "\n\n</details>\n")
+    return out
+
+
 def main():
     ctx, t, c = load(sys.argv[1])
-    print(f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz; "
+    model = f"{ctx['cpu_model']}, " if ctx.get("cpu_model") else ""
+    loadavg = ctx.get("load_avg") or []
+    busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
+    print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
                          ("Group sparsity", sparse_table(t)), ("Block shapes", block_table(t)),
-                         ("Attention", attention_table(t))]:
+                         ("Attention", attention_table(t)), ("Roofline", roofline_section(ctx, t, c))]:
         if table:
             print(f"#### {title}\n\n{table}")
 

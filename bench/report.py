@@ -126,7 +126,6 @@ def block_table(t):
 
 
 def attention_table(t):
-    pat = re.compile(r"BM_Attention/naive/(E\d+/H\d+/L\d+/threads:\d+)$")
     rows = []
     keys = sorted({m.group(1) for n in t for m in [re.match(r"BM_Attention/\w+(?:@skip\d+)?/(E\d+/H\d+/L\d+/threads:\d+)$", n)] if m},
                   key=lambda k: (k.split("/")[1], int(k.split("/")[2][1:]), k))

@@ -307,7 +307,10 @@ def roofline_section(ctx, t, c):
     if full:
         out += ("\n<details><summary>Every kernel benchmark: intensity, achieved rate, bound and % of roof</summary>\n\n"
                 "| benchmark | ops/byte | achieved | bound (binding roof) | % of roof |\n| --- | --- | --- | --- | --- |\n" +
-                "\n".join(full) + "\n\n</details>\n")
+                "\n".join(full) + "\n\nThe memory roofs are read bandwidths: a cache-resident kernel that also writes "
+                "(Axpy) can pass 100%, since caches store while they load. Bytes count each operand once, so "
+                "`Dot(x, x)`, which loads x twice, tops out near 50% of its L1 roof. Exp and softmax in attention "
+                "are not counted as FLOPs.\n\n</details>\n")
     return out
 
 

@@ -3,11 +3,16 @@
 // executors run. Testable without threads or devices.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
+#include <initializer_list>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "dynasparse/config.hpp"
+#include "dynasparse/error.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace parallel {
@@ -85,6 +90,199 @@ struct Plan {
     return "tp=" + std::to_string(tp) + " pp=" + std::to_string(pp) + " dp=" + std::to_string(dp);
   }
 };
+
+namespace detail {
+
+// Field readers of the plan and devices files: every error names the file and the field.
+inline void json_fail(const std::string& source, const std::string& field, const std::string& expected,
+                      const nlohmann::json& got) {
+  ::dynasparse::detail::fail<FormatError>("parallel", "bad field", expected, got.is_null() ? "nothing" : got.dump(),
+                                          source + ": " + field);
+}
+inline void json_only_keys(const nlohmann::json& j, std::initializer_list<const char*> keys, const std::string& source,
+                           const std::string& where) {
+  if (!j.is_object()) json_fail(source, where, "a JSON object", j);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool known = false;
+    for (const char* k : keys) known = known || it.key() == k;
+    if (!known) {
+      std::string list;
+      for (const char* k : keys) list += (list.empty() ? "" : ", ") + std::string(k);
+      ::dynasparse::detail::fail<FormatError>("parallel", "unknown field", "one of " + list, "\"" + it.key() + "\"",
+                                              source + ": " + (where.empty() ? it.key() : where + "." + it.key()));
+    }
+  }
+}
+inline std::size_t json_size(const nlohmann::json& j, const char* key, const std::string& source,
+                             const std::string& where, std::size_t lo, bool required = true, std::size_t fallback = 0) {
+  const std::string field = where.empty() ? key : where + "." + key;
+  if (!j.contains(key)) {
+    if (required) json_fail(source, field, "an integer >= " + std::to_string(lo), nullptr);
+    return fallback;
+  }
+  const nlohmann::json& v = j.at(key);
+  if (!v.is_number_integer() || v.get<long long>() < static_cast<long long>(lo)) {
+    json_fail(source, field, "an integer >= " + std::to_string(lo), v);
+  }
+  return v.get<std::size_t>();
+}
+inline double json_positive(const nlohmann::json& j, const char* key, const std::string& source,
+                            const std::string& where, bool allow_zero = false) {
+  const std::string field = where.empty() ? key : where + "." + key;
+  const nlohmann::json v = j.contains(key) ? j.at(key) : nlohmann::json();
+  const bool ok = v.is_number() && std::isfinite(v.get<double>()) && (allow_zero ? v.get<double>() >= 0 : v.get<double>() > 0);
+  if (!ok) json_fail(source, field, allow_zero ? "a number >= 0" : "a number > 0", v);
+  return v.get<double>();
+}
+
+}  // namespace detail
+
+/// A devices file (`dynasparse plan --devices`), the Cluster it describes:
+/// ```
+/// { "devices": [ {"memory_bytes": 8e9, "flops": 5e10, "count": 2, "node": 0} ],
+///   "devices_per_node": 2,
+///   "links": { "intra_node": {"bandwidth": 1e10, "latency": 2e-6},
+///              "inter_node": {"bandwidth": 1.25e9, "latency": 2e-5} } }
+/// ```
+/// - devices (required, non-empty): memory_bytes (bytes) and flops (sustained FLOP/s on
+///   this model's kernels) are required and positive; count (default 1) repeats the entry;
+///   node (optional) places it on a node.
+/// - devices_per_node (optional): a device without "node" sits on node i / devices_per_node
+///   (i counted over the expanded list); without it, on node 0.
+/// - links: bandwidth in bytes per second (> 0), latency in seconds (>= 0). intra_node is
+///   required; inter_node is required when the devices span more than one node.
+/// Unknown fields are errors (a misspelt field would otherwise silently take a default).
+/// @throws FormatError naming `source` and the field, with expected and actual values.
+inline Cluster cluster_from_json(const nlohmann::json& j, const std::string& source = "devices") {
+  using detail::json_fail;
+  detail::json_only_keys(j, {"devices", "devices_per_node", "links", "comment"}, source, "");
+  Cluster c;
+  if (!j.contains("devices") || !j.at("devices").is_array() || j.at("devices").empty()) {
+    json_fail(source, "devices", "a non-empty array of devices", j.contains("devices") ? j.at("devices") : nlohmann::json());
+  }
+  const std::size_t per_node = detail::json_size(j, "devices_per_node", source, "", 1, false, 0);
+  std::size_t index = 0;
+  for (std::size_t i = 0; i < j.at("devices").size(); ++i) {
+    const nlohmann::json& d = j.at("devices")[i];
+    const std::string where = "devices[" + std::to_string(i) + "]";
+    detail::json_only_keys(d, {"memory_bytes", "flops", "count", "node", "comment"}, source, where);
+    Device dev;
+    dev.memory_bytes = detail::json_positive(d, "memory_bytes", source, where);
+    dev.flops = detail::json_positive(d, "flops", source, where);
+    const std::size_t count = detail::json_size(d, "count", source, where, 1, false, 1);
+    if (count > 1000000) json_fail(source, where + ".count", "at most 1000000", d.at("count"));
+    const bool named = d.contains("node");
+    const std::size_t node = named ? detail::json_size(d, "node", source, where, 0) : 0;
+    for (std::size_t k = 0; k < count; ++k, ++index) {
+      dev.node = named ? node : (per_node ? index / per_node : 0);
+      c.devices.push_back(dev);
+    }
+  }
+  std::size_t nodes = 0;
+  for (const Device& d : c.devices) nodes = std::max(nodes, d.node + 1);
+  if (!j.contains("links")) json_fail(source, "links", "an object with intra_node (and inter_node)", nullptr);
+  const nlohmann::json& links = j.at("links");
+  detail::json_only_keys(links, {"intra_node", "inter_node"}, source, "links");
+  auto link = [&](const char* key, bool required, Link fallback) {
+    if (!links.contains(key)) {
+      if (required) json_fail(source, std::string("links.") + key, "{\"bandwidth\": bytes/s, \"latency\": s}", nullptr);
+      return fallback;
+    }
+    const std::string where = std::string("links.") + key;
+    detail::json_only_keys(links.at(key), {"bandwidth", "latency"}, source, where);
+    Link l;
+    l.bandwidth = detail::json_positive(links.at(key), "bandwidth", source, where);
+    l.latency = detail::json_positive(links.at(key), "latency", source, where, true);
+    return l;
+  };
+  c.intra_node = link("intra_node", true, Link{});
+  c.inter_node = link("inter_node", nodes > 1, c.intra_node);
+  return c;
+}
+
+/// A plan as JSON: {"format": "dynasparse.plan", "version": 1, tp, pp, dp,
+/// stage_first_layer, ranks: [{rank, dp, stage, tp, first_layer, last_layer, first_head,
+/// head_count, memory_bytes}], predicted: {time_per_token_s, tokens_per_second,
+/// max_memory_bytes, bound}, feasible, reason}. plan_from_json() reads it back.
+inline nlohmann::json to_json(const Plan& p) {
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankShard& r : p.ranks) {
+    ranks.push_back({{"rank", r.rank}, {"dp", r.dp}, {"stage", r.stage}, {"tp", r.tp}, {"first_layer", r.first_layer},
+                     {"last_layer", r.last_layer}, {"first_head", r.first_head}, {"head_count", r.head_count},
+                     {"memory_bytes", r.memory_bytes}});
+  }
+  nlohmann::json j = {{"format", "dynasparse.plan"}, {"version", 1},   {"tp", p.tp}, {"pp", p.pp}, {"dp", p.dp},
+                      {"stage_first_layer", p.stage_first_layer},       {"ranks", ranks},
+                      {"predicted", {{"time_per_token_s", p.time_per_token},
+                                     {"tokens_per_second", p.tokens_per_second},
+                                     {"max_memory_bytes", p.max_memory_bytes},
+                                     {"bound", p.bound}}},
+                      {"feasible", p.feasible}};
+  if (!p.reason.empty()) j["reason"] = p.reason;
+  return j;
+}
+
+/// Reads a plan written by to_json(Plan) (other top-level fields, such as the CLI's "model",
+/// "workload" and "candidates", are left to the caller). Only the shape is checked here
+/// (positive degrees, pp + 1 increasing stage boundaries, one rank entry per rank if any);
+/// place_of() checks it against a model and a world size.
+/// @throws FormatError naming `source` and the field.
+inline Plan plan_from_json(const nlohmann::json& j, const std::string& source = "plan") {
+  using detail::json_fail;
+  if (!j.is_object()) json_fail(source, "(top level)", "a JSON object", j);
+  const nlohmann::json format = j.contains("format") ? j.at("format") : nlohmann::json();
+  if (!format.is_string() || format.get<std::string>() != "dynasparse.plan") {
+    json_fail(source, "format", "\"dynasparse.plan\"", format);
+  }
+  if (detail::json_size(j, "version", source, "", 1) != 1) json_fail(source, "version", "1", j.at("version"));
+  Plan p;
+  p.tp = detail::json_size(j, "tp", source, "", 1);
+  p.pp = detail::json_size(j, "pp", source, "", 1);
+  p.dp = detail::json_size(j, "dp", source, "", 1);
+  const nlohmann::json b = j.contains("stage_first_layer") ? j.at("stage_first_layer") : nlohmann::json();
+  if (!b.is_array() || b.size() != p.pp + 1) {
+    json_fail(source, "stage_first_layer", "an array of pp + 1 = " + std::to_string(p.pp + 1) + " layer indices", b);
+  }
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (!b[i].is_number_integer() || b[i].get<long long>() < 0 ||
+        (i > 0 && b[i].get<long long>() <= b[i - 1].get<long long>())) {
+      json_fail(source, "stage_first_layer[" + std::to_string(i) + "]", "increasing integers from 0", b);
+    }
+    p.stage_first_layer.push_back(b[i].get<std::size_t>());
+  }
+  if (j.contains("ranks")) {
+    const nlohmann::json& rs = j.at("ranks");
+    if (!rs.is_array() || (!rs.empty() && rs.size() != p.world())) {
+      json_fail(source, "ranks", "an array of tp x pp x dp = " + std::to_string(p.world()) + " entries", rs);
+    }
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      const std::string where = "ranks[" + std::to_string(i) + "]";
+      RankShard r;
+      r.rank = detail::json_size(rs[i], "rank", source, where, 0);
+      r.dp = detail::json_size(rs[i], "dp", source, where, 0);
+      r.stage = detail::json_size(rs[i], "stage", source, where, 0);
+      r.tp = detail::json_size(rs[i], "tp", source, where, 0);
+      r.first_layer = detail::json_size(rs[i], "first_layer", source, where, 0);
+      r.last_layer = detail::json_size(rs[i], "last_layer", source, where, 0);
+      r.first_head = detail::json_size(rs[i], "first_head", source, where, 0);
+      r.head_count = detail::json_size(rs[i], "head_count", source, where, 1);
+      if (rs[i].contains("memory_bytes")) r.memory_bytes = detail::json_positive(rs[i], "memory_bytes", source, where, true);
+      p.ranks.push_back(r);
+    }
+  }
+  // The predictions are informative: read when well-formed, never needed to run the plan.
+  if (j.contains("predicted") && j.at("predicted").is_object()) {
+    const nlohmann::json& q = j.at("predicted");
+    auto number = [&](const char* k) { return q.contains(k) && q.at(k).is_number() ? q.at(k).get<double>() : 0.0; };
+    p.time_per_token = number("time_per_token_s");
+    p.tokens_per_second = number("tokens_per_second");
+    p.max_memory_bytes = number("max_memory_bytes");
+    if (q.contains("bound") && q.at("bound").is_string()) p.bound = q.at("bound").get<std::string>();
+  }
+  if (j.contains("feasible") && j.at("feasible").is_boolean()) p.feasible = j.at("feasible").get<bool>();
+  if (j.contains("reason") && j.at("reason").is_string()) p.reason = j.at("reason").get<std::string>();
+  return p;
+}
 
 }  // namespace parallel
 DYNASPARSE_NAMESPACE_END

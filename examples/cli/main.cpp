@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `dynasparse` command-line tool: inspect, run, generate with, convert, evaluate and
-// benchmark models. Exit status 0 on success, 2 on bad input (one line on stderr).
+// benchmark models, and plan and run them across ranks. Exit status 0 on success, 2 on bad
+// input (one line on stderr; under mpirun, one line per rank, then the job is aborted).
 #include <CLI/CLI.hpp>
 #include <dynasparse/dynasparse.hpp>
+#if DYNASPARSE_CLI_WITH_MPI
+#include <dynasparse/parallel/mpi_communicator.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -120,8 +124,7 @@ void cmd_info(const std::string& path, bool allow_extra) {
   }
 }
 
-void cmd_run(const std::string& path, const std::string& tokens_path, const std::string& out, bool allow_extra) {
-  const ds::Model m = load_model(path, allow_extra);
+std::vector<std::int32_t> read_tokens(const std::string& tokens_path) {
   const ds::io::NpyArray a = ds::io::read_npy(tokens_path);
   std::vector<std::int32_t> tokens(a.elements());
   if (a.dtype == ds::DType::I32) {
@@ -141,6 +144,12 @@ void cmd_run(const std::string& path, const std::string& tokens_path, const std:
     ds::detail::fail<ds::ShapeError>("cli", "token file rank", "a 1-d array", std::to_string(a.shape.size()) + "-d",
                                      tokens_path);
   }
+  return tokens;
+}
+
+void cmd_run(const std::string& path, const std::string& tokens_path, const std::string& out, bool allow_extra) {
+  const ds::Model m = load_model(path, allow_extra);
+  const std::vector<std::int32_t> tokens = read_tokens(tokens_path);
   std::vector<float> logits(tokens.size() * m.vocab());
   ds::Workspace ws;
   m.forward(tokens.data(), tokens.size(), ds::MatrixView(logits.data(), tokens.size(), m.vocab()), ws);
@@ -324,6 +333,244 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Parallel plans: `dynasparse plan` and `dynasparse run --plan`.
+
+// The devices file's schema; also the tail of `dynasparse plan --help`.
+constexpr const char* kDevicesHelp = R"(Devices file (JSON):
+  {"devices": [{"memory_bytes": 8e9, "flops": 5e10, "count": 2, "node": 0}, ...],
+   "devices_per_node": 2,
+   "links": {"intra_node": {"bandwidth": 1e10, "latency": 2e-6},
+             "inter_node": {"bandwidth": 1.25e9, "latency": 2e-5}}}
+  devices           required, non-empty. memory_bytes: bytes; flops: sustained FLOP/s on
+                    this model's kernels; count: repeats the entry (default 1); node:
+                    optional, else device i is on node i / devices_per_node (default node 0)
+  links             bandwidth in bytes/s, latency in seconds; intra_node required,
+                    inter_node required when the devices span several nodes
+  comment           free text, at the top level and in a device entry
+  Unknown fields are errors. Example: examples/plans/two_cores.json
+)";
+
+nlohmann::json read_json_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) ds::detail::fail<ds::FormatError>("cli", std::string("cannot open ") + what, "a readable file", path, what);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    ds::detail::fail<ds::FormatError>("cli", std::string("malformed JSON in ") + what, "valid JSON", e.what(), path);
+  }
+}
+
+ds::ModelConfig config_of(const ds::io::SafetensorsFile& f) {
+  const auto meta = f.metadata().find("dynasparse.config");
+  if (meta == f.metadata().end()) {
+    ds::detail::fail<ds::FormatError>("cli", "missing model config", "metadata key dynasparse.config", "none", f.name());
+  }
+  return ds::config_from_json(meta->second, f.name() + " metadata");
+}
+
+// The partitioner's model costs, with the weight bytes of the file's formats: the FP32 cost
+// model scaled to the loaded model's size (INT8 and sparse layers make it smaller).
+ds::parallel::ModelCost model_cost(const ds::Model& m, const std::string& path, double context) {
+  ds::parallel::ModelCost c = ds::parallel::costs_from_config(m.config(), 4.0, context);
+  double fp32 = c.embedding_bytes;
+  for (const auto& l : c.layers) fp32 += l.param_bytes;
+  const double scale = fp32 > 0 ? static_cast<double>(m.bytes()) / fp32 : 1.0;
+  for (auto& l : c.layers) l.param_bytes *= scale;
+  c.embedding_bytes *= scale;
+  c.name = path;
+  return c;
+}
+
+std::string mb(double bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f MB", bytes / 1e6);
+  return b;
+}
+
+struct PlanArgs {
+  std::string devices, out;
+  ds::parallel::Workload work;
+  std::string objective = "throughput";
+};
+
+void cmd_plan(const std::string& path, const PlanArgs& a, bool allow_extra) {
+  namespace par = ds::parallel;
+  const ds::Model m = load_model(path, allow_extra);
+  const par::Cluster cluster = par::cluster_from_json(read_json_file(a.devices, "devices file"), a.devices);
+  par::Workload work = a.work;
+  work.objective = a.objective == "latency" ? par::Objective::Latency : par::Objective::Throughput;
+  if (work.micro_batches > work.batch) {
+    ds::detail::fail<ds::ConfigError>("cli", "more micro-batches than sequences", "<= batch = " + std::to_string(work.batch),
+                                      work.micro_batches, "--micro-batches");
+  }
+  const par::ModelCost cost = model_cost(m, path, static_cast<double>(work.prompt_len + work.decode_len));
+  const par::Partition part = par::partition(cost, cluster, work);
+  const par::Plan& best = part.best;
+  std::size_t nodes = 0;
+  for (const auto& d : cluster.devices) nodes = std::max(nodes, d.node + 1);
+  std::printf("model: %s (%zu layers, %zu heads, %s of weights)\n", path.c_str(), m.config().layers,
+              m.config().num_heads(), mb(static_cast<double>(m.bytes())).c_str());
+  std::printf("devices: %zu on %zu node(s), from %s\n", cluster.devices.size(), nodes, a.devices.c_str());
+  std::printf("workload: batch %zu, prompt %zu, decode %zu, %zu micro-batch(es); objective %s\n", work.batch,
+              work.prompt_len, work.decode_len, work.micro_batches, a.objective.c_str());
+  std::printf("chosen: %s (bound: %s)\n", best.shape().c_str(), best.bound.c_str());
+  std::printf("  predicted %.4g ms per token, %.4g tokens/s, at most %s per rank\n", best.time_per_token * 1e3,
+              best.tokens_per_second, mb(best.max_memory_bytes).c_str());
+  for (std::size_t s = 0; s < best.pp; ++s) {
+    std::printf("  stage %zu: layers [%zu, %zu)\n", s, best.stage_first_layer[s], best.stage_first_layer[s + 1]);
+  }
+  for (const auto& r : best.ranks) {
+    std::printf("  rank %zu: replica %zu, stage %zu, tp index %zu, layers [%zu, %zu), heads [%zu, %zu), %s\n", r.rank,
+                r.dp, r.stage, r.tp, r.first_layer, r.last_layer, r.first_head, r.first_head + r.head_count,
+                mb(r.memory_bytes).c_str());
+  }
+  std::printf("candidates:\n  %-20s %12s %12s %14s  %s\n", "shape", "ms/token", "tokens/s", "max/rank", "bound or reason");
+  nlohmann::json cands = nlohmann::json::array();
+  for (const par::Plan& c : part.candidates) {
+    const bool data_parallel = c.tp == 1 && c.pp == 1;
+    const std::string label = c.shape() + (data_parallel ? " (DP)" : "");
+    if (c.feasible) {
+      std::printf("  %-20s %12.4g %12.4g %14s  %s%s\n", label.c_str(), c.time_per_token * 1e3, c.tokens_per_second,
+                  mb(c.max_memory_bytes).c_str(), c.bound.c_str(), c.shape() == best.shape() ? "  <- chosen" : "");
+    } else {
+      std::printf("  %-20s %12s %12s %14s  infeasible: %s\n", label.c_str(), "-", "-",
+                  c.max_memory_bytes > 0 ? mb(c.max_memory_bytes).c_str() : "-", c.reason.c_str());
+    }
+    nlohmann::json cj = {{"tp", c.tp}, {"pp", c.pp}, {"dp", c.dp}, {"data_parallel", data_parallel},
+                         {"feasible", c.feasible}, {"time_per_token_s", c.time_per_token},
+                         {"tokens_per_second", c.tokens_per_second}, {"max_memory_bytes", c.max_memory_bytes},
+                         {"bound", c.bound}};
+    if (!c.feasible) cj["reason"] = c.reason;
+    cands.push_back(cj);
+  }
+  if (!a.out.empty()) {
+    nlohmann::json j = ds::parallel::to_json(best);
+    j["model"] = {{"file", path}, {"layers", m.config().layers}, {"heads", m.config().num_heads()}};
+    j["workload"] = {{"batch", work.batch},
+                     {"prompt", work.prompt_len},
+                     {"decode", work.decode_len},
+                     {"micro_batches", work.micro_batches},
+                     {"objective", a.objective}};
+    j["devices_file"] = a.devices;
+    j["candidates"] = cands;
+    std::ofstream out(a.out);
+    out << j.dump(2) << "\n";
+    if (!out) ds::detail::fail<ds::FormatError>("cli", "cannot write the plan", "a writable file", a.out, "-o");
+    std::printf("wrote %s\n", a.out.c_str());
+  }
+}
+
+struct RunPlanArgs {
+  std::string plan;
+  std::size_t micro_batches = 1;
+  std::size_t repeat = 0;   // --time: timed forward passes after the first
+  int timeout_ms = 60000;
+  bool mpi = false;
+};
+
+// Reads the plan and checks it against the model and the world size (every rank does the
+// same, so every rank reports a mismatch).
+ds::parallel::Plan read_plan(const std::string& path, const ds::ModelConfig& cfg, std::size_t world) {
+  const nlohmann::json j = read_json_file(path, "plan file");
+  ds::parallel::Plan plan = ds::parallel::plan_from_json(j, path);
+  ds::parallel::place_of(plan, cfg, 0, world);
+  return plan;
+}
+
+// One rank's part of `run --plan`: loads its shard, runs the forward pass (and the timed
+// repeats, between barriers), and fills `logits` on the replica-0 rank that reports.
+void run_rank(ds::parallel::Communicator& comm, const ds::io::SafetensorsFile& file, const ds::parallel::Plan& plan,
+              const std::vector<std::int32_t>& tokens, const RunPlanArgs& a, bool allow_extra, std::vector<float>& logits,
+              std::vector<double>& seconds) {
+  namespace par = ds::parallel;
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = allow_extra;
+  const par::ModelShard shard = par::ModelShard::load(file, plan, comm.rank(), opt);
+  par::Executor ex(shard, comm);
+  par::ExecutorOptions eo;
+  eo.micro_batches = a.micro_batches;
+  const std::size_t n = tokens.size(), v = shard.config().vocab;
+  const bool reporter = comm.rank() == (plan.pp - 1) * plan.tp;
+  std::vector<float> mine(ex.writes_logits(eo) ? n * v : 0);
+  ds::MatrixView view = mine.empty() ? ds::MatrixView() : ds::MatrixView(mine.data(), n, v);
+  ds::Workspace ws;
+  for (std::size_t rep = 0; rep <= a.repeat; ++rep) {
+    comm.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    ex.forward(tokens.data(), n, view, ws, eo);
+    comm.barrier();
+    if (rep > 0 && reporter) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (reporter) logits = std::move(mine);
+}
+
+void report_run(const std::string& out, const std::vector<float>& logits, std::size_t n, std::size_t v,
+                const std::vector<double>& seconds, const ds::parallel::Plan& plan, const char* transport) {
+  ds::io::write_npy(out, ds::TensorView<const float>(logits.data(), n, v));
+  std::printf("wrote %s: logits [%zu, %zu] (%s on %zu %s)\n", out.c_str(), n, v, plan.shape().c_str(), plan.world(),
+              transport);
+  if (!seconds.empty()) {
+    const double best = *std::min_element(seconds.begin(), seconds.end());
+    double mean = 0;
+    for (double s : seconds) mean += s / static_cast<double>(seconds.size());
+    std::printf("forward of %zu tokens: best %.3f ms, mean %.3f ms over %zu runs (%.1f tokens/s)\n", n, best * 1e3,
+                mean * 1e3, seconds.size(), static_cast<double>(n) / best);
+  }
+}
+
+void cmd_run_plan_threads(const std::string& path, const std::string& tokens_path, const std::string& out,
+                          const RunPlanArgs& a, bool allow_extra) {
+  const ds::io::SafetensorsFile file(path);
+  const ds::ModelConfig cfg = config_of(file);
+  const std::vector<std::int32_t> tokens = read_tokens(tokens_path);
+  const ds::parallel::Plan plan = read_plan(a.plan, cfg, 0);
+  ds::parallel::ThreadGroup group(plan.world(), std::chrono::milliseconds(a.timeout_ms));
+  std::vector<float> logits;
+  std::vector<double> seconds;
+  group.run([&](ds::parallel::Communicator& comm) {
+    run_rank(comm, file, plan, tokens, a, allow_extra, logits, seconds);
+  });
+  report_run(out, logits, tokens.size(), cfg.vocab, seconds, plan, "threads");
+}
+
+#if DYNASPARSE_CLI_WITH_MPI
+// Under mpirun: every rank reads the files and checks the plan, then runs its shard. Any
+// error is printed by the rank that has it (and by the peers it tells), and the job ends
+// through MPI_Abort with status 2 on every rank.
+int cmd_run_plan_mpi(int* argc, char*** argv, const std::string& path, const std::string& tokens_path,
+                     const std::string& out, const RunPlanArgs& a, bool allow_extra) {
+  namespace par = ds::parallel;
+  par::MpiEnvironment env(argc, argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const std::string who = "rank " + std::to_string(rank) + " of " + std::to_string(size) + ": ";
+  std::unique_ptr<ds::io::SafetensorsFile> file;
+  std::vector<std::int32_t> tokens;
+  par::Plan plan;
+  std::unique_ptr<par::MpiCommunicator> comm;
+  try {
+    file = std::make_unique<ds::io::SafetensorsFile>(path);
+    tokens = read_tokens(tokens_path);
+    plan = read_plan(a.plan, config_of(*file), static_cast<std::size_t>(size));
+    comm = std::make_unique<par::MpiCommunicator>(MPI_COMM_WORLD, std::chrono::milliseconds(a.timeout_ms));
+  } catch (const std::exception& e) {
+    par::abort_job(who + e.what(), 2);
+  }
+  std::vector<float> logits;
+  std::vector<double> seconds;
+  par::run_or_abort(*comm, [&] {
+    run_rank(*comm, *file, plan, tokens, a, allow_extra, logits, seconds);
+    if (!logits.empty()) report_run(out, logits, tokens.size(), config_of(*file).vocab, seconds, plan, "MPI ranks");
+    comm->barrier();  // nobody finalizes while a peer may still fail
+  });
+  comm.reset();
+  return 0;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -342,6 +589,31 @@ int main(int argc, char** argv) {
   run->add_option("model", model)->required();
   run->add_option("--tokens", tokens_path, "input token ids")->required();
   run->add_option("-o,--out", out, "output logits")->required();
+  RunPlanArgs rp;
+  run->add_option("--plan", rp.plan,
+                  "run a plan (from `dynasparse plan -o`) on in-process threads, or on MPI ranks under mpirun");
+  run->add_option("--micro-batches", rp.micro_batches, "pipeline micro-batches (token chunks; causal models)")
+      ->check(CLI::Range(1, 1 << 20));
+  run->add_option("--time", rp.repeat, "with --plan: time this many forward passes after the first")
+      ->check(CLI::Range(0, 100000));
+  run->add_option("--timeout-ms", rp.timeout_ms, "with --plan: how long a rank waits for a peer")
+      ->check(CLI::Range(1, 86400000));
+#if DYNASPARSE_CLI_WITH_MPI
+  run->add_flag("--mpi", rp.mpi, "with --plan: run on MPI ranks (the default when started by mpirun)");
+#endif
+
+  PlanArgs pa;
+  auto* plan = app.add_subcommand("plan", "choose tensor/pipeline/data parallelism for a model on a set of devices");
+  plan->add_option("model", model)->required();
+  plan->add_option("--devices", pa.devices, "devices file (JSON; see below)")->required();
+  plan->add_option("--batch", pa.work.batch, "sequences served together")->check(CLI::Range(1, 1 << 20));
+  plan->add_option("--prompt", pa.work.prompt_len, "prompt tokens")->check(CLI::Range(0, 1 << 24));
+  plan->add_option("--decode", pa.work.decode_len, "generated tokens")->check(CLI::Range(0, 1 << 24));
+  plan->add_option("--micro-batches", pa.work.micro_batches, "pipeline micro-batches (<= batch)")
+      ->check(CLI::Range(1, 1 << 20));
+  plan->add_option("--objective", pa.objective, "latency or throughput")->check(CLI::IsMember({"latency", "throughput"}));
+  plan->add_option("-o,--out", pa.out, "write the chosen plan (with the candidates) as JSON");
+  plan->footer(kDevicesHelp);
 
   std::string prompt;
   std::size_t n_new = 64;
@@ -404,7 +676,16 @@ int main(int argc, char** argv) {
   }
   try {
     if (*info) cmd_info(model, allow_extra);
-    if (*run) cmd_run(model, tokens_path, out, allow_extra);
+    if (*run && rp.plan.empty()) cmd_run(model, tokens_path, out, allow_extra);
+    if (*run && !rp.plan.empty()) {
+#if DYNASPARSE_CLI_WITH_MPI
+      if (rp.mpi || ds::parallel::MpiEnvironment::launched_by_mpirun()) {
+        return cmd_run_plan_mpi(&argc, &argv, model, tokens_path, out, rp, allow_extra);
+      }
+#endif
+      cmd_run_plan_threads(model, tokens_path, out, rp, allow_extra);
+    }
+    if (*plan) cmd_plan(model, pa, allow_extra);
     if (*gen) cmd_generate(model, prompt, n_new, sampling, allow_extra, quiet);
     if (*sp) cmd_sparsify(model, out, target, block, which, int8, allow_extra);
     if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quiet);

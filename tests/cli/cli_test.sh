@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end test of the dynasparse tool on the tiny golden model: every subcommand runs,
 # conversions produce files that load, and bad input exits 2 with one line on stderr.
-# Usage: cli_test.sh DYNASPARSE_BINARY TEST_DATA_DIR
+# Usage: cli_test.sh DYNASPARSE_BINARY TEST_DATA_DIR [MPIRUN_COMMAND]
+# With MPIRUN_COMMAND (e.g. "mpiexec --oversubscribe"), `run --plan` is also tried on 2 MPI ranks.
 set -u
 bin=$1
 data=$2
+mpirun=${3:-}
+examples=$(cd "$(dirname "$0")/../../examples" && pwd)
 model=$data/model/tiny_head_gate.safetensors
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -51,6 +54,78 @@ if [ ! -s "$work/dq.npy" ] || cmp -s "$work/cq.npy" "$work/dq.npy"; then echo "F
 check calibrate-too-long 2 'sequence longer' -- "$bin" $x -q quantize "$model" -o "$work/cq2.safetensors" \
   --calibrate "$work/text.txt" --sample-bytes 100
 check bench 0 '"decode_ms_per_token"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --json
+# Parallel plans: plan a deployment, run it on threads, get one device's logits.
+check plan 0 'chosen: tp=1 pp=1 dp=2' -- "$bin" $x plan "$model" --devices "$examples/plans/two_cores.json" \
+  --batch 8 --prompt 16 --decode 16 -o "$work/plan.json"
+check plan-candidates 0 'tp=1 pp=1 dp=2 (DP)' -- "$bin" $x plan "$model" --devices "$examples/plans/two_cores.json"
+check plan-two-nodes 0 'devices: 16 on 2 node(s)' -- "$bin" $x plan "$model" --devices "$examples/plans/a100_2x8.json" \
+  --objective latency
+grep -q '"format": "dynasparse.plan"' "$work/plan.json" && grep -q '"candidates"' "$work/plan.json" \
+  && echo "ok   plan file" || { echo "FAIL plan file"; fails=$((fails + 1)); }
+printf '{"format": "dynasparse.plan", "version": 1, "tp": 1, "pp": 2, "dp": 1, "stage_first_layer": [0, 1, 2]}' >"$work/pp2.json"
+printf '{"format": "dynasparse.plan", "version": 1, "tp": 2, "pp": 1, "dp": 1, "stage_first_layer": [0, 2]}' >"$work/tp2.json"
+check run-plan 0 'tp=1 pp=2 dp=1 on 2 threads' -- "$bin" $x run "$model" --tokens "$data/model/tokens.npy" \
+  -o "$work/pp2.npy" --plan "$work/pp2.json" --time 2
+# Pipeline stages only move activations: the very bits of one device.
+cmp -s "$work/logits.npy" "$work/pp2.npy" && echo "ok   pipeline plan matches one device" \
+  || { echo "FAIL pipeline plan logits differ"; fails=$((fails + 1)); }
+check run-chosen-plan 0 'on 2 threads' -- "$bin" $x run "$model" --tokens "$data/model/tokens.npy" -o "$work/dp.npy" \
+  --plan "$work/plan.json"
+# Bad plans and devices files: one clear line naming the file and field, exit 2.
+printf '{"devices": [{"memory_bytes": 4e9, "flops": 1e10}], "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}' \
+  >"$work/truncated.json"
+check devices-malformed 2 'malformed JSON in devices file' -- "$bin" $x plan "$model" --devices "$work/truncated.json"
+printf '{"devices": [{"memory_bytes": -1, "flops": 1e10}], "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
+  >"$work/negative.json"
+check devices-bad-field 2 "expected a number > 0, got -1 \[$work/negative.json: devices\[0\].memory_bytes\]" -- \
+  "$bin" $x plan "$model" --devices "$work/negative.json"
+printf '{"devices": [{"memory": 4e9, "flops": 1e10}], "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
+  >"$work/typo.json"
+check devices-unknown-field 2 'unknown field; expected one of memory_bytes, flops, count, node, comment, got "memory"' -- \
+  "$bin" $x plan "$model" --devices "$work/typo.json"
+printf '{"devices": [{"memory_bytes": 4e9, "flops": 1e10, "count": 2}], "devices_per_node": 1, "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
+  >"$work/nolink.json"
+check devices-missing-link 2 'links.inter_node' -- "$bin" $x plan "$model" --devices "$work/nolink.json"
+printf '{"devices": [{"memory_bytes": 1e3, "flops": 1e10, "count": 2}], "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
+  >"$work/tiny.json"
+check devices-too-small 2 'no plan fits in memory' -- "$bin" $x plan "$model" --devices "$work/tiny.json"
+printf '{"format": "dynasparse.plan", "version": 1, "tp": 1, "pp": 2, "dp": 1, "stage_first_layer": [0, 1, 3]}' >"$work/layers.json"
+check plan-layer-mismatch 2 "plan does not match the model's layer count" -- "$bin" $x run "$model" \
+  --tokens "$data/model/tokens.npy" -o "$work/x.npy" --plan "$work/layers.json"
+printf '{"format": "dynasparse.plan", "version": 1, "tp": 3, "pp": 1, "dp": 1, "stage_first_layer": [0, 2]}' >"$work/tp3.json"
+check plan-tp-heads 2 'tensor-parallel degree does not divide the head count' -- "$bin" $x run "$model" \
+  --tokens "$data/model/tokens.npy" -o "$work/x.npy" --plan "$work/tp3.json"
+printf '{"format": "dynasparse.plan", "version": 1, "tp": 0}' >"$work/zero.json"
+check plan-bad-field 2 "\[$work/zero.json: tp\]" -- "$bin" $x run "$model" --tokens "$data/model/tokens.npy" \
+  -o "$work/x.npy" --plan "$work/zero.json"
+if [ -n "$mpirun" ]; then
+  # The same plans on 2 MPI ranks: the bits of the threads; a plan for another world size
+  # fails on every rank with exit 2, without waiting for the timeout.
+  $mpirun -np 2 "$bin" $x run "$model" --tokens "$data/model/tokens.npy" -o "$work/tp2_mpi.npy" --plan "$work/tp2.json" \
+    >"$work/out" 2>"$work/err"
+  "$bin" $x run "$model" --tokens "$data/model/tokens.npy" -o "$work/tp2_thr.npy" --plan "$work/tp2.json" >/dev/null 2>&1
+  if grep -q 'on 2 MPI ranks' "$work/out" && cmp -s "$work/tp2_mpi.npy" "$work/tp2_thr.npy"; then
+    echo "ok   mpi run-plan matches threads"
+  else
+    echo "FAIL mpi run-plan"; cat "$work/out" "$work/err"; fails=$((fails + 1))
+  fi
+  $mpirun -np 2 "$bin" $x run "$model" --tokens "$data/model/tokens.npy" -o "$work/pp2_mpi.npy" --plan "$work/pp2.json" \
+    >/dev/null 2>&1
+  cmp -s "$work/logits.npy" "$work/pp2_mpi.npy" && echo "ok   mpi pipeline plan matches one device" \
+    || { echo "FAIL mpi pipeline plan logits differ"; fails=$((fails + 1)); }
+  start=$(date +%s)
+  $mpirun -np 4 "$bin" $x run "$model" --tokens "$data/model/tokens.npy" -o "$work/x.npy" --plan "$work/tp2.json" \
+    --timeout-ms 30000 >"$work/out" 2>"$work/err"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  every=1
+  for r in 0 1 2 3; do grep -q "rank $r of 4: dynasparse.parallel: plan does not match the world size" "$work/err" || every=0; done
+  if [ "$rc" != 0 ] && [ "$every" = 1 ] && [ "$took" -lt 25 ]; then
+    echo "ok   mpi world-size mismatch fails on every rank (exit $rc)"
+  else
+    echo "FAIL mpi world-size mismatch: exit $rc, every rank reported: $every, ${took}s"; cat "$work/err"; fails=$((fails + 1))
+  fi
+fi
 # Bad input: one clear line, exit 2.
 check missing-file 2 'cannot open file' -- "$bin" info "$work/nope.safetensors"
 check extra-tensors 2 'tensor not used by the model' -- "$bin" info "$model"

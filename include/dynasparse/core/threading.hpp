@@ -54,6 +54,13 @@ inline int num_threads() noexcept {
 #endif
 }
 
+/// Least work worth a thread of its own, in multiply-adds: below it, waking and joining a
+/// second thread (a few microseconds) costs more than it saves, which matters most when
+/// decoding one token through small layers. INT8 multiply-adds are about four times
+/// cheaper than float ones (VNNI, sdot), hence the larger figure.
+inline constexpr std::size_t parallel_min_macs_f32 = std::size_t{1} << 17;
+inline constexpr std::size_t parallel_min_macs_i8 = std::size_t{1} << 19;
+
 /// Calls `fn(lo, hi)` on disjoint contiguous sub-ranges covering [begin, end), at most one
 /// per thread, each at least `grain` long (except possibly the last). Ranges are split
 /// evenly in index order, so a given (range, thread count) always splits the same way.

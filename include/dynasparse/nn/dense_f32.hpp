@@ -94,8 +94,7 @@ class DenseF32 {
     check_shape(y, x.rows(), out_, "nn", name_ + " output");
     if (x.rows() == 0) return;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
-    // Grain: at least ~32k multiply-adds per thread, so small layers stay serial.
-    const std::size_t grain = std::max<std::size_t>(1, 32768 / (rows_ * in_ * x.rows() + 1));
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * x.rows() + 1));
     parallel_for(0, panels_, grain, [&](std::size_t p0, std::size_t p1) {
       simd::spmm_f32(x.data(), x.stride(), x.rows(), in_, row_ptr_.data(), col_idx_.data(), weight_.data(), rows_,
                      in_ == 0 ? 1 : in_, p0, p1, bias, y.data(), y.stride(), out_);

@@ -128,7 +128,8 @@ class DenseI8 {
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     constexpr std::size_t tc = simd::gemm_tile_cols;
     const std::size_t panels = (out_ + tc - 1) / tc;
-    parallel_for(0, panels, 1, [&](std::size_t p0, std::size_t p1) {
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * in_ * m + 1));
+    parallel_for(0, panels, grain, [&](std::size_t p0, std::size_t p1) {
       simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_),
                           [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
                               const std::int32_t* tile, std::size_t ld) {

@@ -67,7 +67,7 @@ class GroupSparseF32 {
     // Grain: keep at least ~32k multiply-adds per thread so small layers stay serial.
     const std::size_t per_row = std::max<std::size_t>(1, csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows()));
     const std::size_t grain =
-        std::max<std::size_t>(1, 32768 / (per_row * csr_.shape.rows * csr_.shape.cols * x.rows() + 1));
+        std::max<std::size_t>(1, parallel_min_macs_f32 / (per_row * csr_.shape.rows * csr_.shape.cols * x.rows() + 1));
     parallel_for(0, csr_.block_rows(), grain, [&](std::size_t br0, std::size_t br1) {
       simd::spmm_f32(x.data(), x.stride(), x.rows(), csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
                      csr_.values.data(), csr_.shape.rows, csr_.shape.cols, br0, br1, bias, y.data(), y.stride(),

@@ -148,7 +148,7 @@ class GroupSparseI8 {
     // than it saves (BM_Linear/gsparse_i8@70/1x512x2048/threads:2).
     const std::size_t per_row = csr_.stored_blocks() * csr_.shape.rows * block_cols * m /
                                 std::max<std::size_t>(1, csr_.block_rows());
-    const std::size_t grain = std::max<std::size_t>(1, 65536 / (per_row + 1));
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (per_row + 1));
     parallel_for(0, csr_.block_rows(), grain, [&](std::size_t br0, std::size_t br1) {
       simd::spmm_s8s8_s32(a, lda4, m, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(), csr_.values.data(),
                           csr_.shape.rows, br0, br1, shift_init_.data(),

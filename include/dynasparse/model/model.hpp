@@ -536,7 +536,9 @@ class Model {
         }
       }
     }
-    for (const auto& [layer, format] : opt.formats) {
+    for (const auto& entry : opt.formats) {
+      // (A structured binding cannot be captured by a lambda in C++17.)
+      const std::string& layer = entry.first;
       const bool known = std::any_of(formats_.begin(), formats_.end(), [&](const auto& f) { return f.first == layer; });
       if (!known) {
         ::dynasparse::detail::fail<ConfigError>("model", "format for a layer the model does not have", "a linear layer name",

@@ -47,6 +47,26 @@ TEST(Partitioner, RejectsShapesThatSplitHeadsOrMismatchTheWorld) {
   EXPECT_EQ(ok.ranks[5].first_layer, 2u);
 }
 
+TEST(Partitioner, DataParallelAddsNothingToABatchOfOne) {
+  ds::ModelConfig c;
+  c.hidden = 1024;
+  c.layers = 4;
+  const auto model = par::costs_from_config(c, 4.0, 256);
+  const auto cl = cluster_of(2, 2, 8e9, 5e10, {2e10, 1e-6}, {2e10, 1e-6});
+  par::Workload one;
+  one.batch = 1;
+  const par::Plan dp2 = par::evaluate(model, cl, one, 1, 1, 2);
+  ASSERT_TRUE(dp2.feasible) << dp2.reason;
+  // A second replica has no sequence to work on: the rate is one replica's, 1 / step.
+  EXPECT_NEAR(dp2.tokens_per_second * dp2.time_per_token, 1.0, 1e-9);
+  const auto result = par::partition(model, cl, one);
+  EXPECT_NE(result.best.dp, 2u) << result.best.shape();
+  par::Workload two = one;
+  two.batch = 2;
+  EXPECT_NEAR(par::evaluate(model, cl, two, 1, 1, 2).tokens_per_second, 2.0 * dp2.tokens_per_second,
+              1e-9 * dp2.tokens_per_second);
+}
+
 TEST(Partitioner, PureDataParallelWinsWhenTheModelFitsAndLinksAreSlow) {
   ds::ModelConfig c;
   c.hidden = 256;

@@ -131,7 +131,10 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
   for (const auto& d : cluster.devices) per_node = std::max<std::size_t>(per_node, static_cast<std::size_t>(
       std::count_if(cluster.devices.begin(), cluster.devices.end(), [&](const Device& e) { return e.node == d.node; })));
   const Link& tp_link = tp <= per_node ? cluster.intra_node : cluster.inter_node;
-  const double seqs = std::max(1.0, static_cast<double>(work.batch) / static_cast<double>(dp));
+  // Sequences on the busiest replica: replicas beyond the batch size sit idle, so data
+  // parallelism adds nothing to a batch of one.
+  const double batch = static_cast<double>(std::max<std::size_t>(1, work.batch));
+  const double seqs = std::ceil(batch / static_cast<double>(dp));
   const double micro = static_cast<double>(std::max<std::size_t>(1, std::min(work.micro_batches, work.batch)));
   const double tokens_in_flight = seqs / micro;  // decode: one token per sequence per step
   const double ctx = static_cast<double>(work.prompt_len + work.decode_len);
@@ -194,7 +197,7 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
   // One decode step of the whole batch on a replica: (m + pp - 1) stage slots.
   const double step = (micro + static_cast<double>(pp) - 1.0) * stage_max;
   plan.time_per_token = latency;
-  plan.tokens_per_second = static_cast<double>(dp) * seqs / step;
+  plan.tokens_per_second = batch / step;
   if (tp_time_total > 0.5 * compute_total) {
     plan.bound = "tp-communication";
   } else if (pp > 1 && static_cast<double>(pp) - 1.0 > micro) {

@@ -307,10 +307,10 @@ def roofline_section(ctx, t, c):
     if full:
         out += ("\n<details><summary>Every kernel benchmark: intensity, achieved rate, bound and % of roof</summary>\n\n"
                 "| benchmark | ops/byte | achieved | bound (binding roof) | % of roof |\n| --- | --- | --- | --- | --- |\n" +
-                "\n".join(full) + "\n\nThe memory roofs are read bandwidths: a cache-resident kernel that also writes "
-                "(Axpy) can pass 100%, since caches store while they load. Bytes count each operand once, so "
-                "`Dot(x, x)`, which loads x twice, tops out near 50% of its L1 roof. Exp and softmax in attention "
-                "are not counted as FLOPs.\n\n</details>\n")
+                "\n".join(full) + "\n\nThe memory roofs are read bandwidths of a loop that adds what it loads, so on a "
+                "core that issues one 512-bit add per cycle the L1 roof is that add rate, below the load ports' limit. "
+                "A working set just above a cache's size still partly hits it, which can put a kernel above its DRAM "
+                "roof. Exp and softmax in attention are not counted as FLOPs.\n\n</details>\n")
     return out
 
 

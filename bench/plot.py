@@ -162,7 +162,7 @@ def plot_int8(times, out):
         if f and q:
             ax.annotate(f"{f / q:.1f}x", (j, max(f, q) * 1.15), ha="center", fontsize=7)
     ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([f"{s}\nT={th}" for s, th in keys], fontsize=7)
+    ax.set_xticklabels([f"{s} T={th}" for s, th in keys], fontsize=7, rotation=35, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("ms per call")
     ax.set_title("Dense layers per M x K x N and thread count (label: dense_i8 speed-up over dense_f32)", fontsize=9)

@@ -101,14 +101,16 @@ inline std::size_t bytes(const AnyLinear& layer) noexcept { return layer.bytes()
 inline const char* format_name(const AnyLinear& layer) noexcept { return layer.format_name(); }
 
 /// Sparsity below which a group-sparse layer is not faster than the dense one, per block
-/// shape (fraction of blocks removed): the larger of the crossovers measured by
-/// BM_SparseBlockShape (bench/linear_bench.cpp; README's block-shape table) at 1x4096x4096
-/// and 128x512x2048 on AVX-512, one thread. Shapes not measured: 0.25.
+/// shape (fraction of blocks removed): the largest crossover measured by
+/// BM_SparseBlockShape and BM_Linear/gsparse_* (bench/linear_bench.cpp; README's group-sparsity
+/// and block-shape tables) at 1x4096x4096, 128x512x2048 and 128x2048x512 on AVX-512, one
+/// thread, against DenseF32's packed kernel (or DenseI8). Shapes not measured: 0.5.
 inline double crossover_sparsity(sparse::BlockShape shape, bool int8) noexcept {
-  if (int8) return shape.rows == 16 ? 0.20 : 0.05;
-  if (shape.rows == 16) return shape.cols == 1 ? 0.20 : (shape.cols == 4 ? 0.10 : 0.25);
-  if (shape.rows == 32 || shape.rows == 64) return shape.cols <= 4 ? 0.10 : 0.25;
-  return 0.25;
+  if (int8) return shape.rows == 64 ? 0.05 : 0.10;
+  if (shape.rows == 16) return 0.50;
+  if (shape.rows == 32) return shape.cols <= 4 ? 0.20 : 0.5;
+  if (shape.rows == 64) return shape.cols <= 4 ? 0.10 : 0.5;
+  return 0.5;
 }
 
 /// Result of a conversion: the layer, and a sentence saying what was done and why.

@@ -192,12 +192,17 @@ class ThreadCommunicator final : public Communicator {
   }
 
   void abort(const std::string& reason) noexcept override {
+#if DYNASPARSE_HAS_EXCEPTIONS
     try {
       std::lock_guard<std::mutex> lock(fam().m);
       break_locked(reason);
     } catch (...) {
       // lock failures cannot be reported from here; the peers still time out
     }
+#else
+    std::lock_guard<std::mutex> lock(fam().m);
+    break_locked(reason);
+#endif
   }
 
  private:
@@ -348,10 +353,14 @@ class ThreadGroup {
       std::lock_guard<std::mutex> lock(family_->m);
       if (family_->broken) origin = family_->origin;
     }
+#if DYNASPARSE_HAS_EXCEPTIONS
     if (origin < n && errors[origin]) std::rethrow_exception(errors[origin]);
     for (const auto& e : errors) {
       if (e) std::rethrow_exception(e);
     }
+#else
+    (void)origin;  // without exceptions a failing rank has already called the error handler
+#endif
   }
 
  private:

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // GatedAttention<LinearT>: nn.MultiheadAttention with the seed's sigmoid gate, at the output
-// or per head (where gated-off (query, head) pairs skip their work), and cached decoding.
+// or per head (where gated-off (query, head) pairs skip their work), optional rotary
+// positions (RoPE), and cached decoding.
 #pragma once
 
 #include <algorithm>
@@ -70,6 +71,17 @@ struct GatedAttentionConfig {
   /// (an all-reduce) with the out_proj bias given to one of them only. The output gate acts
   /// on that sum, so a head subset cannot hold it (GatePosition::Output needs all heads).
   std::size_t local_heads = 0;
+  /// Rotary position embedding (RoPE) base b; 0 means no rotary (models use 10000). With
+  /// b > 0, each head's slice of the projected q and k (never v) is rotated before attention
+  /// in the GPT-NeoX / Hugging Face Llama `rotate_half` layout: for head_dim d, the pairs
+  /// (c, c + d/2), c < d/2, turn by theta_c = pos * b^(-2c/d):
+  ///   x_c' = x_c cos(theta_c) - x_{c+d/2} sin(theta_c),
+  ///   x_{c+d/2}' = x_{c+d/2} cos(theta_c) + x_c sin(theta_c).
+  /// Positions: in forward(), query i is at i + L_kv - L_q and key j at j (the causal mask's
+  /// alignment); in forward_cached(), the new tokens are at cache.size() .. cache.size() + T - 1.
+  /// Angles and their cos/sin are computed in double, so positions up to 2^20 keep float
+  /// accuracy. Needs an even head_dim. Per head, so head subsets (local_heads) need nothing else.
+  float rotary_base = 0.0f;
 };
 
 /// Optional masks of one forward() call, with nn.MultiheadAttention's meaning. Views left
@@ -104,8 +116,9 @@ struct AttentionStats {
 /// Checks and completes a configuration: num_heads 0 becomes embed_dim / 8, local_heads 0
 /// becomes num_heads.
 /// @throws ConfigError if embed_dim is 0, no default head count exists (embed_dim < 8),
-/// embed_dim is not divisible by num_heads, tau is negative or NaN, or local_heads exceeds
-/// num_heads or is below it with an output gate.
+/// embed_dim is not divisible by num_heads, tau is negative or NaN, local_heads exceeds
+/// num_heads or is below it with an output gate, or rotary_base is negative, not finite, or
+/// positive with an odd head_dim.
 inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::string& name = "attention") {
   if (cfg.embed_dim == 0) {
     ::dynasparse::detail::fail<ConfigError>("nn", "embed_dim must be positive", "> 0", cfg.embed_dim, name);
@@ -124,6 +137,14 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
   if (!(cfg.tau >= 0.0f)) {
     ::dynasparse::detail::fail<ConfigError>("nn", "gate threshold tau must be non-negative", ">= 0", cfg.tau, name);
   }
+  if (!(cfg.rotary_base >= 0.0f) || !std::isfinite(cfg.rotary_base)) {
+    ::dynasparse::detail::fail<ConfigError>("nn", "rotary base must be finite and non-negative", ">= 0 (0: no rotary)",
+                                            cfg.rotary_base, name);
+  }
+  if (cfg.rotary_base > 0.0f && (cfg.embed_dim / cfg.num_heads) % 2 != 0) {
+    ::dynasparse::detail::fail<ConfigError>("nn", "rotary positions need an even head dimension", "even",
+                                            cfg.embed_dim / cfg.num_heads, name);
+  }
   if (cfg.local_heads == 0) cfg.local_heads = cfg.num_heads;
   if (cfg.local_heads > cfg.num_heads) {
     ::dynasparse::detail::fail<ConfigError>("nn", "more local heads than heads", "<= " + std::to_string(cfg.num_heads),
@@ -139,8 +160,9 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 
 /// Multi-head attention with `torch.nn.MultiheadAttention` semantics (packed input
 /// projection, out_proj, scores scaled by 1 / sqrt(head_dim), `(L, N, E)` or batch_first,
-/// self- and cross-attention with L_q != L_kv, float and bool attn_mask, key_padding_mask)
-/// and the seed's sigmoid gate (GatePosition). Inputs and outputs are `[L * N, E]` row-major
+/// self- and cross-attention with L_q != L_kv, float and bool attn_mask, key_padding_mask),
+/// the seed's sigmoid gate (GatePosition) and optional rotary positions on q and k
+/// (GatedAttentionConfig::rotary_base). Inputs and outputs are `[L * N, E]` row-major
 /// matrices in the configured layout (SeqLayout), with N passed to forward().
 ///
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
@@ -212,7 +234,8 @@ class GatedAttention {
   /// out = attention(query, key, value) with the configured gate. query `[L_q * N, E]`,
   /// key and value `[L_kv * N, E]`, out `[L_q * N, E]`, in the configured layout; `batch`
   /// is N. Masks as AttentionMasks. NaN in the inputs propagates (as in PyTorch) without
-  /// error; a query row with no admissible key gives NaN. Returns the pair counts.
+  /// error; a query row with no admissible key gives NaN. With rotary positions, query i
+  /// is at position i + L_kv - L_q and key j at j. Returns the pair counts.
   /// @throws ShapeError naming the tensor with expected and actual sizes for a width other
   /// than E, row counts that are not multiples of N or disagree, or a mask of the wrong shape;
   /// ConfigError if batch is 0.
@@ -238,6 +261,13 @@ class GatedAttention {
     linear_forward(q_, query, MatrixView(qp, query.rows(), inner), ws);
     linear_forward(k_, key, MatrixView(kp, key.rows(), inner), ws);
     linear_forward(v_, value, MatrixView(vp, key.rows(), inner), ws);
+    if (cfg_.rotary_base > 0.0f) {
+      // Query i sits at i + L_kv - L_q, the position the causal mask aligns it with.
+      const double q_first = static_cast<double>(lkv) - static_cast<double>(lq);
+      const double* inv_freq = rotary_frequencies(ws);
+      rotate(qp, batch, lq, q_first, inv_freq);
+      rotate(kp, batch, lkv, 0.0, inv_freq);
+    }
 
     // K and V transposed per (sequence, head): [d, lkv] each, the kernel's layout.
     const std::size_t kvs = simd::attention_kv_stride(lkv);
@@ -268,7 +298,8 @@ class GatedAttention {
 
   /// Incremental self-attention for decoding: x `[T * N, E]` holds the next T tokens of N
   /// sequences (layout as configured). Their K and V are appended to `cache`, then each
-  /// token attends causally to every cached token up to its own position. Decoding a
+  /// token attends causally to every cached token up to its own position (with rotary
+  /// positions, the new tokens are at cache.size() .. cache.size() + T - 1). Decoding a
   /// sequence token by token gives forward(x, x, x, causal) within float rounding (F32
   /// cache) or within the INT8 quantization error (I8 cache).
   /// @throws ShapeError as forward() and KVCache::append() (past max_len, naming the cache
@@ -303,6 +334,13 @@ class GatedAttention {
     linear_forward(q_, x, MatrixView(qp, x.rows(), inner), ws);
     linear_forward(k_, x, MatrixView(kp, x.rows(), inner), ws);
     linear_forward(v_, x, MatrixView(vp, x.rows(), inner), ws);
+    if (cfg_.rotary_base > 0.0f) {
+      // The new tokens continue the cached ones; the cache stores K already rotated.
+      const double* inv_freq = rotary_frequencies(ws);
+      const double first = static_cast<double>(cache.size());
+      rotate(qp, batch, t, first, inv_freq);
+      rotate(kp, batch, t, first, inv_freq);
+    }
     cache.append(ConstMatrixView(kp, x.rows(), inner), ConstMatrixView(vp, x.rows(), inner), layout());
     AttentionMasks causal;
     causal.causal = true;
@@ -329,6 +367,44 @@ class GatedAttention {
     return l.out_features();
   }
   static std::size_t linear_out(const AnyLinear& l) noexcept { return nn::out_features(l); }
+
+  // b^(-2c/d) for c < d/2, in double: with positions up to 2^20 a float angle would be off
+  // by up to ~0.06 rad, a double one by ~1e-10.
+  const double* rotary_frequencies(Workspace& ws) const {
+    const std::size_t d = head_dim(), half = d / 2;
+    double* f = ws.allocate<double>(half == 0 ? 1 : half);
+    const double base = static_cast<double>(cfg_.rotary_base);
+    for (std::size_t c = 0; c < half; ++c) {
+      f[c] = std::pow(base, -2.0 * static_cast<double>(c) / static_cast<double>(d));
+    }
+    return f;
+  }
+
+  // Rotates every held head of x [len * N, inner] (layout order) in place; token i of each
+  // sequence is at position first + i. One cos/sin per (token, pair), shared by the heads.
+  void rotate(float* x, std::size_t batch, std::size_t len, double first, const double* inv_freq) const {
+    const std::size_t h = cfg_.local_heads, d = head_dim(), half = d / 2, inner = inner_dim();
+    const SeqLayout lay = layout();
+    parallel_for(0, len, 16, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) {
+        const double pos = first + static_cast<double>(i);
+        for (std::size_t c = 0; c < half; ++c) {
+          const double theta = pos * inv_freq[c];
+          const double cs = std::cos(theta), sn = std::sin(theta);
+          for (std::size_t n = 0; n < batch; ++n) {
+            float* row = x + layout_row(lay, n, i, len, batch) * inner;
+            for (std::size_t hd = 0; hd < h; ++hd) {
+              float* a = row + hd * d + c;
+              float* b = a + half;
+              const double x1 = *a, x2 = *b;
+              *a = static_cast<float>(x1 * cs - x2 * sn);
+              *b = static_cast<float>(x2 * cs + x1 * sn);
+            }
+          }
+        }
+      }
+    });
+  }
 
   // Keys and values of a call: transposed buffers [N * H][d][stride], or a cache.
   struct KeySource {

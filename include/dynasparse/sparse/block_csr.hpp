@@ -66,8 +66,11 @@ struct BlockCsr {
                                 std::to_string(row_ptr.front()) + " .. " + std::to_string(row_ptr.back()), name);
     }
     for (std::size_t br = 0; br < block_rows(); ++br) {
-      if (row_ptr[br + 1] < row_ptr[br]) {
-        ::dynasparse::detail::fail<FormatError>("sparse", "row pointer not monotone", ">= " + std::to_string(row_ptr[br]),
+      // Checked before the blocks are visited: a pointer past the end in a middle row would
+      // otherwise read col_idx out of bounds before the final entry is reached.
+      if (row_ptr[br + 1] < row_ptr[br] || row_ptr[br + 1] > col_idx.size()) {
+        ::dynasparse::detail::fail<FormatError>("sparse", "row pointer not monotone within the blocks",
+                                  std::to_string(row_ptr[br]) + " .. " + std::to_string(col_idx.size()),
                                   row_ptr[br + 1], name + " block-row " + std::to_string(br));
       }
       for (std::uint32_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {

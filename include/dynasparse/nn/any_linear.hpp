@@ -85,6 +85,34 @@ class AnyLinear {
                       v_);
   }
   const Variant& variant() const noexcept { return v_; }
+  /// The bias (`out` values), or empty when the layer has none.
+  const std::vector<float>& bias() const noexcept {
+    return std::visit([](const auto& l) -> const std::vector<float>& { return l.format().bias(); }, v_);
+  }
+  /// The weight as a dense float matrix `[out, in]`, row-major: what the layer multiplies by
+  /// (INT8 values times their channel's alpha / 127; absent blocks zero). For converting a
+  /// layer to another format.
+  std::vector<float> to_dense() const {
+    if (auto* d = std::get_if<Linear<DenseF32>>(&v_)) return d->format().unpack();
+    if (auto* s = std::get_if<Linear<sparse::GroupSparseF32>>(&v_)) return s->format().csr().to_dense();
+    std::vector<float> w;
+    const std::vector<float>* alpha = nullptr;
+    if (auto* q = std::get_if<Linear<quant::DenseI8>>(&v_)) {
+      const quant::QuantizedMatrix m = q->format().unpack();
+      w.assign(m.values.data(), m.values.data() + m.values.size());
+      alpha = &q->format().alphas();
+    } else {
+      const auto& f = std::get<Linear<sparse::GroupSparseI8>>(v_).format();
+      w = f.csr().to_dense();
+      alpha = &f.alphas();
+    }
+    const std::size_t in = in_features();
+    for (std::size_t r = 0; r < out_features(); ++r) {
+      const float s = quant::scale_of((*alpha)[r]);
+      for (std::size_t c = 0; c < in; ++c) w[r * in + c] *= s;
+    }
+    return w;
+  }
 
  private:
   Variant v_;

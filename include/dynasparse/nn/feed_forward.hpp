@@ -69,6 +69,12 @@ class FeedForward {
     fn(up_);
     fn(down_);
   }
+  /// As above, read-only.
+  template <class Fn>
+  void for_each_linear(Fn&& fn) const {
+    fn(up_);
+    fn(down_);
+  }
   std::size_t bytes() const noexcept { return nn::bytes(up_) + nn::bytes(down_); }
 
   /// y [M, E_out] = down(act(up(x [M, E_in]))). Scratch: M * F floats from `ws`.

@@ -3,11 +3,16 @@
 """dynasparse against PyTorch on the same weights and thread count.
 
 Usage (from the repository root, after building the default preset):
-    /usr/bin/python3 bench/compare/pytorch.py [--threads 1] [--layers 1] [--prefill 128]
+    /usr/bin/python3 bench/compare/pytorch.py [--threads 1] [--layers 1] [--prefill 128] [--context 512]
 Needs Debian's python3-torch and numpy. Builds the reference model of examples/python
 (hidden 512, 8 heads, FFN 2048, head-gated attention), exports it, checks that dynasparse's
 logits match PyTorch's, then times prefill in both (best of several runs) and prints them
 side by side, with PyTorch's nn.TransformerEncoderLayer (same shapes) as a second baseline.
+Decode: one token at position `context` (its KV cache holding the context - 1 tokens before
+it). The reference module has no KV cache, so CachedDecoder below runs the same block math
+one token at a time over a preallocated cache; it is checked against the module's full
+forward pass before it is timed. Both sides report the median over 15 runs of the best of 3
+steps (`dynasparse bench --prefill <context - 1> --decode 1` is one run), alternating runs.
 INT8: PyTorch's dynamic quantization (torch.ao.quantization.quantize_dynamic on nn.Linear,
 with the first quantized engine the build has; the script says so when it has none) next to
 `dynasparse quantize` (FFN only, the same scope, and every linear layer); both INT8 outputs
@@ -16,6 +21,7 @@ are checked against the FP32 logits. Ends with a Markdown table of all rows.
 import argparse
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -24,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
@@ -62,6 +69,77 @@ def pick_quantized_engine():
     return next((e for e in ("x86", "fbgemm", "onednn", "qnnpack") if e in engines), None)
 
 
+# The cached decode step must reproduce the module's full forward pass to this fraction of the
+# largest |logit| (FP32; it differs only in the order of the sums).
+DECODE_MAX_ERROR = 1e-5
+# Runs of a decode measurement (each the best of 3 steps), whose median is reported.
+DECODE_RUNS = 15
+
+
+class CachedDecoder:
+    """model.py's Model, one token at a time with a KV cache: for every block the new token's
+    q, k and v from the packed in_proj, k and v written into a preallocated [H, max_len, d]
+    cache, one query's attention over the cache (no mask needed: the cache holds only the
+    past), the gate (head: per head or per feature before out_proj; output: after it),
+    out_proj, the residuals, norm2 and the FFN; then norm_f and the tied or separate head.
+
+    rows=False: the token is a vector [E] and every linear layer a matrix-vector product
+    (torch.addmv), PyTorch's fastest one-token path here (a one-row addmm through OpenBLAS
+    takes 2-4x longer). rows=True: a row [1, E] through the model's own Linear modules, as
+    batched code runs them; needed for a dynamically quantized copy of the model, whose INT8
+    Linear modules take no vector."""
+
+    def __init__(self, model, max_len, rows=False):
+        self.model, self.cfg, self.rows = model, model.cfg, rows
+        assert self.cfg["skip_threshold"] == 0.0, "CachedDecoder computes every head (tau = 0)"
+        e, h = self.cfg["hidden"], self.cfg["heads"]
+        self.h, self.d = h, e // h
+        self.k = [torch.zeros(h, max_len, self.d) for _ in model.layers]
+        self.v = [torch.zeros(h, max_len, self.d) for _ in model.layers]
+
+    def linear(self, x, module=None, weight=None, bias=None):
+        if module is not None and self.rows:
+            return module(x)
+        if module is not None:
+            weight, bias = module.weight, module.bias
+        if self.rows:
+            return F.linear(x, weight, bias)
+        return torch.addmv(bias, weight, x) if bias is not None else torch.mv(weight, x)
+
+    def step(self, token, pos):
+        """Logits [vocab] of `token` at position `pos`; the cache must hold positions < pos."""
+        m, h, d = self.model, self.h, self.d
+        x = m.embed.weight[token] + m.pos_embed.weight[pos]
+        if self.rows:
+            x = x.unsqueeze(0)
+        for i, block in enumerate(m.layers):
+            n = block.norm1(x)
+            mha = block.attn.attention
+            q, k, v = self.linear(n, weight=mha.in_proj_weight, bias=mha.in_proj_bias).view(3, h, d)
+            self.k[i][:, pos] = k
+            self.v[i][:, pos] = v
+            keys, values = self.k[i][:, :pos + 1], self.v[i][:, :pos + 1]  # [H, pos+1, d]
+            scores = torch.bmm((q / math.sqrt(d)).unsqueeze(1), keys.transpose(1, 2))  # [H, 1, pos+1]
+            o = torch.bmm(torch.softmax(scores, dim=-1), values).view(h, d)
+            gate = self.cfg["gate"]
+            if gate == "head":
+                g = torch.sigmoid(self.linear(n, block.attn.gate[0]))
+                o = o * g.view(h, 1 if self.cfg["gate_granularity"] == "headwise" else d)
+            a = self.linear(o.reshape(x.shape), mha.out_proj)
+            if gate == "output":
+                a = a * torch.sigmoid(self.linear(n, block.attn.gate[0]))
+            x = x + a
+            ffn = block.ffn
+            x = x + self.linear(ffn.act(self.linear(block.norm2(x), ffn.up)), ffn.down)
+        x = m.norm_f(x)
+        head = m.embed.weight if self.cfg["tied_lm_head"] else m.lm_head.weight
+        return self.linear(x, weight=head).reshape(-1)
+
+    def fill(self, tokens):
+        """Runs tokens[0 .. n-1] at positions 0 .. n-1; returns their logits [n, vocab]."""
+        return torch.stack([self.step(int(t), p) for p, t in enumerate(tokens)])
+
+
 def cli(*args):
     out = subprocess.run([CLI, *args], check=True, capture_output=True, text=True)
     return out.stdout
@@ -72,19 +150,21 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--prefill", type=int, default=128)
+    ap.add_argument("--context", type=int, default=512,
+                    help="decode the token at this position (1-based), after context - 1 cached tokens")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = default_config(hidden=512, heads=8, ffn=2048, layers=args.layers, max_seq_len=1024, vocab=256)
     model = init_(Model(cfg), seed=1).eval()
     tokens = torch.randint(0, 256, (args.prefill,), generator=torch.Generator().manual_seed(2))
-    with tempfile.TemporaryDirectory() as tmp:
+    context_tokens = torch.randint(0, 256, (args.context,), generator=torch.Generator().manual_seed(3))
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         path = os.path.join(tmp, "cmp.safetensors")
         save_model(model, path)
         np.save(os.path.join(tmp, "tokens.npy"), tokens.numpy().astype(np.int64))
         cli("run", path, "--tokens", os.path.join(tmp, "tokens.npy"), "-o", os.path.join(tmp, "logits.npy"))
         ours = np.load(os.path.join(tmp, "logits.npy"))
-        with torch.no_grad():
-            ref = model(tokens).numpy()
+        ref = model(tokens).numpy()
         rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
         if rel > 1e-4:
             sys.exit("dynasparse and PyTorch disagree")
@@ -102,8 +182,15 @@ def main():
                 errors[name] = int8_error(np.load(os.path.join(tmp, "logits8.npy")), ref)
             res[name] = json.loads(cli("bench", p, "--prefill", str(args.prefill), "--decode", "32",
                                        "--threads", str(args.threads), "--json"))
-    engine = pick_quantized_engine()
-    with torch.no_grad():
+        # The cached steps against the full forward pass over the same tokens, at every position.
+        full = model(context_tokens).numpy()
+        decoders = {"torch_fp32": CachedDecoder(model, args.context),
+                    "torch_fp32_rows": CachedDecoder(model, args.context, rows=True)}
+        decode_err = max(float(np.abs(d.fill(context_tokens).numpy() - full).max() / np.abs(full).max())
+                         for d in decoders.values())
+        if decode_err > DECODE_MAX_ERROR:
+            sys.exit(f"CachedDecoder disagrees with the reference module: {decode_err:.2e} > {DECODE_MAX_ERROR}")
+        engine = pick_quantized_engine()
         t_ref = best_of(lambda: model(tokens))
         enc = torch.nn.TransformerEncoderLayer(512, 8, 2048, dropout=0.0).eval()
         x = torch.randn(args.prefill, 1, 512)
@@ -120,9 +207,29 @@ def main():
             qscope = ", ".join(sorted({n.split(".", 2)[-1] for n in qnames})) or "nothing"
             errors["torch_int8"] = int8_error(qmodel(tokens).numpy(), ref)
             t_q = best_of(lambda: qmodel(tokens))
-    print(f"prefill of {args.prefill} tokens, {args.layers} block(s), {args.threads} thread(s); torch {torch.__version__}, "
+            # Its decode through the same cached step (dynamic INT8 scales each call's
+            # activations, so one row at a time is not bit-identical to the full pass: it is
+            # checked against the FP32 logits instead).
+            decoders["torch_int8"] = CachedDecoder(qmodel, args.context, rows=True)
+            errors["torch_int8_decode"] = int8_error(decoders["torch_int8"].fill(context_tokens).numpy(), full)
+        # Decode of the token at position `context`: ours is `dynasparse bench` after context - 1
+        # prefilled tokens (best of 3 steps), PyTorch's the best of 3 cached steps. The runs
+        # alternate between the two, so that both see the same machine load; medians reported.
+        last, pos = int(context_tokens[-1]), args.context - 1
+        runs = {name: [] for name in [*paths, *decoders]}
+        for _ in range(DECODE_RUNS):
+            for name, p in paths.items():
+                runs[name].append(json.loads(cli("bench", p, "--prefill", str(pos), "--decode", "1", "--threads",
+                                                 str(args.threads), "--json"))["decode_ms_per_token"] / 1e3)
+            for name, d in decoders.items():
+                runs[name].append(best_of(lambda: d.step(last, pos), 3))
+        decode_s = {name: float(np.median(r)) for name, r in runs.items()}
+    print(f"prefill of {args.prefill} tokens, decode at context {args.context}, {args.layers} block(s), "
+          f"{args.threads} thread(s); torch {torch.__version__}, "
           f"quantized engines {torch.backends.quantized.supported_engines}")
     print(f"FP32 logits agree: max |dynasparse - PyTorch| / max |PyTorch| = {rel:.2e}")
+    print(f"PyTorch cached decode vs the module's full forward over {args.context} tokens: max |diff| / max |logit| = "
+          f"{decode_err:.2e}")
     for name, (err, top1) in errors.items():
         print(f"INT8 vs FP32 logits, {name}: max |int8 - fp32| / max |fp32| = {err:.2e}, same top-1 token at "
               f"{top1 * 100:.1f}% of positions")
@@ -132,25 +239,32 @@ def main():
     ms = {"fp32": args.prefill / res["fp32"]["prefill_tokens_per_s"]}
     for scope in ("ffn", "all"):
         ms["int8_" + scope] = args.prefill / res["int8_" + scope]["prefill_tokens_per_s"]
-    rows = [("PyTorch reference model, FP32", t_ref, "-", None),
-            ("PyTorch nn.TransformerEncoderLayer, FP32 (no gate, same shapes)", t_enc, "-", None)]
+    # (label, prefill s, decode s or None, INT8 error or None)
+    t_dec = decode_s["torch_fp32"]
+    rows = [("PyTorch reference model, FP32 (decode: matrix-vector products)", t_ref, t_dec, None),
+            ("PyTorch reference model, FP32 (decode: [1, E] rows through nn.Linear)", None, decode_s["torch_fp32_rows"],
+             None),
+            ("PyTorch nn.TransformerEncoderLayer, FP32 (no gate, same shapes)", t_enc, None, None)]
     if t_q is not None:
-        rows.append((f"PyTorch dynamic INT8 ({engine}; {qscope})", t_q, "-", errors["torch_int8"]))
-    rows += [("dynasparse FP32", ms["fp32"], res["fp32"]["decode_ms_per_token"], None),
-             ("dynasparse INT8, FFN (`quantize --layers ffn`)", ms["int8_ffn"], res["int8_ffn"]["decode_ms_per_token"],
+        rows.append((f"PyTorch dynamic INT8 ({engine}; {qscope})", t_q, decode_s["torch_int8"], errors["torch_int8"]))
+    rows += [("dynasparse FP32", ms["fp32"], decode_s["fp32"], None),
+             ("dynasparse INT8, FFN (`quantize --layers ffn`)", ms["int8_ffn"], decode_s["int8_ffn"],
               errors["int8_ffn"]),
-             ("dynasparse INT8, every linear (`quantize --layers all`)", ms["int8_all"],
-              res["int8_all"]["decode_ms_per_token"], errors["int8_all"])]
+             ("dynasparse INT8, every linear (`quantize --layers all`)", ms["int8_all"], decode_s["int8_all"],
+              errors["int8_all"])]
     print()
-    print("| | prefill ms | vs PyTorch FP32 reference | decode ms/token | INT8 logits error (max, top-1 agreement) |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, t, dec, err in rows:
-        dec_s = f"{dec:.3f}" if isinstance(dec, float) else dec
+    print(f"| | prefill {args.prefill} ms | prefill vs PyTorch FP32 | decode ms at context {args.context} "
+          "| decode vs PyTorch FP32 | INT8 logits error (max, top-1 agreement) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, t, dec_s, err in rows:
+        dec_ms = f"{dec_s * 1e3:.3f}" if dec_s is not None else "-"
+        dec_x = f"{t_dec / dec_s:.2f}x" if dec_s is not None else "-"
         err_s = f"{err[0]:.1e}, {err[1] * 100:.0f}%" if err else "-"
-        print(f"| {label} | {t * 1e3:.2f} | {t_ref / t:.2f}x | {dec_s} | {err_s} |")
-    if errors.get("torch_int8", (0, 1))[0] > INT8_MAX_ERROR:
+        pre_ms, pre_x = (f"{t * 1e3:.2f}", f"{t_ref / t:.2f}x") if t is not None else ("-", "-")
+        print(f"| {label} | {pre_ms} | {pre_x} | {dec_ms} | {dec_x} | {err_s} |")
+    if max(errors.get("torch_int8", (0, 1))[0], errors.get("torch_int8_decode", (0, 1))[0]) > INT8_MAX_ERROR:
         print(f"note: PyTorch's dynamic INT8 is further than {INT8_MAX_ERROR} from FP32")
-    bad = {k: v for k, v in errors.items() if v[0] > INT8_MAX_ERROR and k != "torch_int8"}
+    bad = {k: v for k, v in errors.items() if v[0] > INT8_MAX_ERROR and not k.startswith("torch_int8")}
     if bad:
         sys.exit(f"INT8 logits too far from FP32 (max relative error > {INT8_MAX_ERROR}): {bad}")
 

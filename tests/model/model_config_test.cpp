@@ -43,6 +43,22 @@ TEST(ModelConfig, HostileOrInconsistentConfigsAreRejectedNamingTheField) {
   expect_error("{not json", "[model.safetensors]");
   expect_error("{\"gate_granularity\": \"perhead\"}", "[gate_granularity]");
   expect_error("{\"hidden\": 72, \"heads\": 8, \"positions\": \"rotary\"}", "[positions]");  // head_dim 9
+  expect_error("{\"rope_base\": 0.5}", "[rope_base]");
+  expect_error("{\"rope_base\": \"10000\"}", "[rope_base]");
+}
+
+TEST(ModelConfig, RopeBaseRoundTripsAndIsCheckedForRotaryModels) {
+  const ds::ModelConfig d = ds::config_from_json("{}");
+  EXPECT_EQ(d.rope_base, 10000.0f);
+  ds::ModelConfig c = ds::config_from_json("{\"positions\": \"rotary\", \"rope_base\": 500000}");
+  EXPECT_EQ(c.positions, ds::PositionKind::Rotary);
+  EXPECT_EQ(c.rope_base, 500000.0f);
+  EXPECT_EQ(ds::config_from_json(ds::to_json(c).dump()).rope_base, 500000.0f);
+  // A config built in code is checked by validate() too (rotary models only).
+  c.rope_base = 0.0f;
+  EXPECT_THROW(ds::validate(c), ds::ConfigError);
+  c.positions = ds::PositionKind::Learned;
+  EXPECT_NO_THROW(ds::validate(c));
 }
 
 }  // namespace

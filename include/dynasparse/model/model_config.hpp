@@ -32,13 +32,17 @@ struct ModelConfig {
   NormKind norm = NormKind::LayerNorm;
   float norm_eps = 1e-5f;
   PositionKind positions = PositionKind::Learned;
+  /// Rotary base b (angles pos * b^(-2c/head_dim)); read only with PositionKind::Rotary.
+  float rope_base = 10000.0f;
   std::size_t max_seq_len = 1024;
   GatePosition gate = GatePosition::Head;
   HeadGate gate_granularity = HeadGate::Headwise;  ///< Head position only
   float skip_threshold = 0.0f;  ///< tau: (query, head) pairs gated below it are skipped
   bool causal = true;           ///< decoder (causal LM) or encoder (bidirectional)
   bool tied_lm_head = true;     ///< LM head shares the embedding table
-  std::size_t num_classes = 0;  ///< > 0: a classifier head instead of the LM head
+  /// > 0: a classifier head (`classifier.weight` [num_classes, hidden], `classifier.bias`)
+  /// instead of the LM head; tied_lm_head is then ignored.
+  std::size_t num_classes = 0;
   /// Weight format per linear layer name (e.g. "layers.0.ffn.up" -> "gsparse_i8"); layers not
   /// listed are "dense_f32".
   std::map<std::string, std::string> formats;
@@ -79,6 +83,10 @@ inline float parse_float(const nlohmann::json& j, const char* key, float lo, flo
 }
 }  // namespace detail
 
+/// Range of ModelConfig::rope_base: bases in use run from 10^4 to 10^6 or so.
+inline constexpr float min_rope_base = 1.0f;
+inline constexpr float max_rope_base = 1e9f;
+
 /// Checks the relations between fields. @throws ConfigError naming the field.
 inline void validate(const ModelConfig& c) {
   if (c.hidden == 0 || c.num_heads() == 0 || c.hidden % c.num_heads() != 0) {
@@ -87,6 +95,9 @@ inline void validate(const ModelConfig& c) {
   }
   if (c.positions == PositionKind::Rotary && c.head_dim() % 2 != 0) {
     detail::fail<ConfigError>("model", "rotary positions need an even head dimension", "even", c.head_dim(), "positions");
+  }
+  if (c.positions == PositionKind::Rotary && !(c.rope_base >= min_rope_base && c.rope_base <= max_rope_base)) {
+    detail::fail<ConfigError>("model", "rotary base out of range", "1..1e9", c.rope_base, "rope_base");
   }
   for (const auto& [layer, format] : c.formats) {
     if (format != "dense_f32" && format != "dense_i8" && format != "gsparse_f32" && format != "gsparse_i8") {
@@ -108,6 +119,7 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   j["norm"] = c.norm == NormKind::LayerNorm ? "layernorm" : "rmsnorm";
   j["norm_eps"] = c.norm_eps;
   j["positions"] = c.positions == PositionKind::Learned ? "learned" : "rotary";
+  j["rope_base"] = c.rope_base;
   j["max_seq_len"] = c.max_seq_len;
   j["gate"] = c.gate == GatePosition::None ? "none" : (c.gate == GatePosition::Output ? "output" : "head");
   j["gate_granularity"] = c.gate_granularity == HeadGate::Elementwise ? "elementwise" : "headwise";
@@ -121,7 +133,7 @@ inline nlohmann::json to_json(const ModelConfig& c) {
 
 /// Parses and validates a config; `source` names where it came from in errors.
 /// Limits keep a hostile file from requesting absurd allocations: vocab <= 2^24,
-/// hidden <= 65536, layers <= 1024, ffn <= 2^20, max_seq_len <= 2^20.
+/// hidden <= 65536, layers <= 1024, ffn <= 2^20, max_seq_len <= 2^20, 1 <= rope_base <= 1e9.
 /// @throws ConfigError on unknown keys, wrong types, out-of-range values or bad relations;
 /// FormatError if `text` is not a JSON object.
 inline ModelConfig config_from_json(const std::string& text, const std::string& source = "config") {
@@ -144,6 +156,7 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     else if (key == "norm") c.norm = parse_enum<NormKind>(v, k, {{"layernorm", NormKind::LayerNorm}, {"rmsnorm", NormKind::RMSNorm}});
     else if (key == "norm_eps") c.norm_eps = parse_float(v, k, 1e-12f, 1.0f);
     else if (key == "positions") c.positions = parse_enum<PositionKind>(v, k, {{"learned", PositionKind::Learned}, {"rotary", PositionKind::Rotary}});
+    else if (key == "rope_base") c.rope_base = parse_float(v, k, min_rope_base, max_rope_base);
     else if (key == "max_seq_len") c.max_seq_len = parse_size(v, k, 1, std::size_t{1} << 20);
     else if (key == "gate") c.gate = parse_enum<GatePosition>(v, k, {{"none", GatePosition::None}, {"output", GatePosition::Output}, {"head", GatePosition::Head}});
     else if (key == "gate_granularity") c.gate_granularity = parse_enum<HeadGate>(v, k, {{"elementwise", HeadGate::Elementwise}, {"headwise", HeadGate::Headwise}});

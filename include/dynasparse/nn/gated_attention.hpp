@@ -209,6 +209,12 @@ class GatedAttention {
     for (LinearT* l : {&q_, &k_, &v_, &out_}) fn(*l);
     if (gate_) fn(*gate_);
   }
+  /// As above, read-only (for saving and inspection).
+  template <class Fn>
+  void for_each_linear(Fn&& fn) const {
+    for (const LinearT* l : {&q_, &k_, &v_, &out_}) fn(*l);
+    if (gate_) fn(*gate_);
+  }
   std::size_t embed_dim() const noexcept { return cfg_.embed_dim; }
   std::size_t num_heads() const noexcept { return cfg_.num_heads; }
   std::size_t head_dim() const noexcept { return cfg_.embed_dim / cfg_.num_heads; }

@@ -143,6 +143,66 @@ TEST(ThreadCommunicator, AFailingRankStopsTheOthersAtOnceWithItsError) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
 }
 
+TEST(ThreadCommunicator, ARankFailingBetweenCollectivesWakesEveryPeerNamingIt) {
+  // Two tensor-parallel pairs {0, 1} and {2, 3}; rank 1 fails after the first sum. Rank 0 is
+  // left in a sum of its pair, ranks 2 and 3 in the world barrier. With a 20 s timeout, a
+  // peer woken by the failure reads "broken communicator"; one that waited it out would read
+  // "timed out".
+  par::ThreadGroup group(4, std::chrono::seconds(20));
+  std::vector<std::string> errors(4);
+  try {
+    group.run([&](par::Communicator& c) {
+      auto tp = c.split(c.rank() / 2, c.rank());
+      try {
+        std::vector<float> v(8, 1.0f);
+        tp->all_reduce_sum(v.data(), v.size());
+        if (c.rank() == 1) {
+          ds::detail::fail<ds::ShapeError>("test", "rank 1 fails mid-run", "a forward pass", "an error", "rank 1");
+        }
+        if (c.rank() < 2) tp->all_reduce_sum(v.data(), v.size());
+        c.barrier();
+      } catch (const ds::Error& e) {
+        errors[c.rank()] = e.what();
+        throw;
+      }
+    });
+    ADD_FAILURE() << "run() returned";
+  } catch (const ds::ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 1 fails mid-run"), std::string::npos) << e.what();
+  }
+  // Rank 0 waited in the split (its rank 1 is world rank 1); ranks 2 and 3 in the world.
+  EXPECT_NE(errors[0].find("all_reduce_sum on a broken communicator; expected all ranks healthy, got "
+                           "\"dynasparse.test: rank 1 fails mid-run"),
+            std::string::npos)
+      << errors[0];
+  EXPECT_NE(errors[0].find("\" from world rank 1 [rank 0 of 2]"), std::string::npos) << errors[0];
+  for (std::size_t r : {2u, 3u}) {
+    EXPECT_NE(errors[r].find("barrier on a broken communicator"), std::string::npos) << errors[r];
+    EXPECT_NE(errors[r].find("\" from rank 1 [rank " + std::to_string(r) + " of 4]"), std::string::npos) << errors[r];
+  }
+}
+
+TEST(ThreadCommunicator, ErrorsInASplitNameThePeersWorldRanks) {
+  // Pairs {0, 2} and {1, 3}: the second pair's rank 1 is world rank 3. Rank 1 waits for a
+  // message that world rank 3 never sends.
+  par::ThreadGroup group(4, milliseconds(100));
+  std::string message;
+  group.run([&](par::Communicator& c) {
+    auto pair = c.split(c.rank() % 2, c.rank());
+    if (c.rank() == 1) {
+      float x = 0;
+      try {
+        pair->recv(&x, 1, 1, 4);
+      } catch (const par::CommError& e) {
+        message = e.what();
+      }
+    }
+  });
+  EXPECT_EQ(message,
+            "dynasparse.parallel: recv timed out; expected a message from rank 1 (world rank 3) within 100 ms, got "
+            "none [rank 0 of 2, world rank 1, tag 4]");
+}
+
 TEST(ThreadCommunicator, MismatchedSizesAndBadPeersAreErrors) {
   par::ThreadGroup group(2, std::chrono::seconds(10));
   std::atomic<int> comm_errors{0};

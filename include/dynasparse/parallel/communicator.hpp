@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dynasparse/error.hpp"
 
@@ -34,7 +36,10 @@ class CommError : public Error {
 ///   (same source and tag, in send order) arrives.
 /// - Every blocking call gives up after timeout() and throws CommError naming the rank, the
 ///   operation and the missing peer(s). After any CommError the communicator is broken: later
-///   calls on any rank of it throw at once.
+///   calls on any rank of it throw at once, quoting the first failure and the rank it came
+///   from. Ranks are those of the communicator; a split's messages add each rank's number in
+///   the communicator it was first split from (its "world": the number users launched)
+///   where the two differ.
 /// - Results are deterministic: all_reduce_sum adds the ranks' values in rank order, so every
 ///   rank gets the same bits, run after run.
 /// A Communicator belongs to one thread (its rank's); different ranks' communicators are
@@ -109,11 +114,30 @@ class Communicator {
   }
 
  protected:
-  /// "rank r of n", for error messages.
-  std::string where() const { return "rank " + std::to_string(rank()) + " of " + std::to_string(size()); }
+  /// "rank r of n", for error messages; in a split whose r is another world rank w, with
+  /// ", world rank w".
+  std::string where() const {
+    return "rank " + std::to_string(rank()) + " of " + std::to_string(size()) + world_suffix(rank(), ", world rank ", "");
+  }
+  /// "rank r", or "rank r (world rank w)" (see where()): a peer, for error messages.
+  std::string peer_name(std::size_t r) const { return "rank " + std::to_string(r) + world_suffix(r, " (world rank ", ")"); }
+  /// A list of peers, "1, 3" or "1 (world rank 3)"; "none" if empty.
+  std::string peer_list(const std::vector<std::size_t>& ranks) const {
+    std::string s;
+    for (std::size_t r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r) + world_suffix(r, " (world rank ", ")");
+    return s.empty() ? "none" : s;
+  }
+  /// A split's world rank of each of its ranks (empty for a communicator that is its own world).
+  void set_world_ranks(std::vector<std::size_t> world) { world_ = std::move(world); }
 
  private:
   std::chrono::milliseconds timeout_{std::chrono::seconds(60)};
+  std::vector<std::size_t> world_;
+
+  std::string world_suffix(std::size_t r, const char* open, const char* close) const {
+    if (r >= world_.size() || world_[r] == r) return {};
+    return open + std::to_string(world_[r]) + close;
+  }
 };
 
 }  // namespace parallel

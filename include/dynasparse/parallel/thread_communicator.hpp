@@ -46,6 +46,7 @@ struct ThreadHub {
   std::shared_ptr<ThreadFamily> family;
   std::size_t size;
   std::vector<std::size_t> world_rank;  // group rank of each member (for abort's origin)
+  bool split = false;                   // made by split(): messages add the world ranks
   // Barrier: generation counting.
   std::size_t arrived = 0;
   std::uint64_t generation = 0;
@@ -60,12 +61,6 @@ struct ThreadHub {
   std::map<std::tuple<std::size_t, std::size_t, int>, std::deque<std::vector<float>>> mail;
 };
 
-inline std::string rank_list(const std::vector<std::size_t>& ranks) {
-  std::string s;
-  for (std::size_t r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
-  return s.empty() ? "none" : s;
-}
-
 }  // namespace detail
 
 /// The in-process Communicator: rank `rank()` of a ThreadGroup (or of a split of one).
@@ -78,6 +73,7 @@ class ThreadCommunicator final : public Communicator {
   ThreadCommunicator(std::shared_ptr<detail::ThreadHub> hub, std::size_t rank, std::chrono::milliseconds timeout)
       : hub_(std::move(hub)), rank_(rank) {
     set_timeout(timeout);
+    if (hub_->split) set_world_ranks(hub_->world_rank);
   }
 
   std::size_t rank() const noexcept override { return rank_; }
@@ -102,14 +98,14 @@ class ThreadCommunicator final : public Communicator {
     check_broken(lock, "recv");
     if (!got) {
       fail_locked(lock, "recv timed out",
-                  "a message from rank " + std::to_string(peer) + " within " + ms() , "none",
+                  "a message from " + peer_name(peer) + " within " + ms(), "none",
                   "tag " + std::to_string(tag));
     }
     std::vector<float> msg = std::move(box.front());
     box.pop_front();
     if (msg.size() != n) {
       fail_locked(lock, "received message of another size", std::to_string(n) + " floats",
-                  std::to_string(msg.size()) + " floats from rank " + std::to_string(peer),
+                  std::to_string(msg.size()) + " floats from " + peer_name(peer),
                   "tag " + std::to_string(tag));
     }
     lock.unlock();
@@ -183,6 +179,7 @@ class ThreadCommunicator final : public Communicator {
       std::vector<std::size_t> world;
       for (std::size_t r : members) world.push_back(hub_->world_rank[r]);
       slot = std::make_shared<detail::ThreadHub>(hub_->family, members.size(), std::move(world));
+      slot->split = true;
     }
     ++splits_made_;
     auto child = std::make_unique<ThreadCommunicator>(slot, new_rank, timeout());
@@ -228,8 +225,12 @@ class ThreadCommunicator final : public Communicator {
 
   void check_broken(std::unique_lock<std::mutex>&, const char* op) const {
     if (fam().broken) {
+      // The origin is a world rank: the rank whose failure (or timeout) broke the family.
       ::dynasparse::detail::fail<CommError>("parallel", std::string(op) + " on a broken communicator",
-                                            "all ranks healthy", "\"" + fam().reason + "\"", where());
+                                            "all ranks healthy",
+                                            "\"" + fam().reason + "\" from " + (hub_->split ? "world rank " : "rank ") +
+                                                std::to_string(fam().origin),
+                                            where());
     }
   }
 
@@ -253,7 +254,7 @@ class ThreadCommunicator final : public Communicator {
     for (std::size_t r = 0; r < hub_->size; ++r) {
       if (hub_->count[r] != n) {
         fail_locked(lock, std::string("ranks passed different sizes to ") + op, std::to_string(n) + " floats on every rank",
-                    std::to_string(hub_->count[r]) + " on rank " + std::to_string(r), "collective");
+                    std::to_string(hub_->count[r]) + " on " + peer_name(r), "collective");
       }
     }
   }
@@ -279,7 +280,7 @@ class ThreadCommunicator final : public Communicator {
         if (!h.arrived_flag[r]) missing.push_back(r);
       }
       fail_locked(lock, std::string(op) + " timed out", "all " + std::to_string(h.size) + " ranks within " + ms(),
-                  "no arrival from rank(s) " + detail::rank_list(missing), "collective");
+                  "no arrival from rank(s) " + peer_list(missing), "collective");
     }
   }
 

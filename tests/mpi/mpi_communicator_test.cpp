@@ -151,7 +151,9 @@ TEST(MpiCommunicator, RecvFromASilentPeerTimesOutNamingRankAndPeer) {
       float x;
       c.recv(&x, 1, 1, 5);
     });
-    EXPECT_NE(e.find("recv timed out; expected a message from rank 1 within 300 ms, got none [rank 0 of " +
+    // Rank 1 sits in MPI_Barrier, deaf to the probe: to rank 0 it is as good as dead.
+    EXPECT_NE(e.find("recv timed out; expected a message from rank 1 within 300 ms, got none (not responding: dead "
+                     "or stalled) [rank 0 of " +
                      std::to_string(c.size()) + ", tag 5]"),
               std::string::npos)
         << e;
@@ -255,11 +257,53 @@ TEST(MpiCommunicator, AbortWakesBlockedPeersWithTheReasonBeforeTheTimeout) {
       float x;
       c.recv(&x, 1, 1, 0);
     });
-    EXPECT_NE(e.find("recv on a broken communicator; expected all ranks healthy, got \"rank 1 of the test: out of memory\""),
+    EXPECT_NE(e.find("recv on a broken communicator; expected all ranks healthy, got \"rank 1 of the test: out of memory\" "
+                     "from rank 1"),
               std::string::npos)
         << e;
     EXPECT_NE(error_of([&] { tp->barrier(); }).find("out of memory"), std::string::npos);
     EXPECT_LT(seconds_since(t0), 10.0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(MpiCommunicator, ARankStuckBehindASilentOneIsNotBlamedForIt) {
+  // A chain: rank 0 waits for rank 1, which waits for rank 2, which is deaf (in MPI_Barrier,
+  // as a dead rank would be). At its timeout rank 0 finds rank 1 alive and waits on; rank 1
+  // finds rank 2 silent and fails, and its notice tells rank 0 who is at fault. With two
+  // ranks, 0 and 1 wait for each other: both alive, they fail after the longer wait.
+  par::MpiCommunicator c(MPI_COMM_WORLD, kShortTimeout);
+  const auto t0 = Clock::now();
+  float x = 0;
+  if (c.size() >= 3 && c.rank() < 2) {
+    const std::string e = error_of([&] { c.recv(&x, 1, c.rank() + 1, 6); });
+    const std::string blame = "expected a message from rank 2 within 300 ms, got none (not responding: dead or stalled)";
+    if (c.rank() == 1) {
+      EXPECT_NE(e.find("recv timed out; " + blame), std::string::npos) << e;
+    } else {
+      EXPECT_NE(e.find("recv on a broken communicator"), std::string::npos) << e;
+      EXPECT_NE(e.find(blame), std::string::npos) << e;
+      EXPECT_NE(e.find("\" from rank 1 [rank 0 of"), std::string::npos) << e;
+    }
+    EXPECT_LT(seconds_since(t0), 10.0);
+  } else if (c.size() == 2) {
+    const std::string e = error_of([&] { c.recv(&x, 1, 1 - c.rank(), 6); });
+    EXPECT_NE(e.find("got none (alive, but waiting elsewhere)"), std::string::npos) << e;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(MpiCommunicator, ErrorsInASplitNameThePeersWorldRanks) {
+  // Pairs {0, 2} and {1, 3}: in the second, rank 1 is world rank 3.
+  par::MpiCommunicator c(MPI_COMM_WORLD, kShortTimeout);
+  auto pair = c.split(c.rank() % 2, c.rank());
+  if (c.size() == 4 && c.rank() == 1) {
+    float x = 0;
+    const std::string e = error_of([&] { pair->recv(&x, 1, 1, 4); });
+    EXPECT_NE(e.find("recv timed out; expected a message from rank 1 (world rank 3) within 300 ms, got none "
+                     "(not responding: dead or stalled) [rank 0 of 2, world rank 1, tag 4]"),
+              std::string::npos)
+        << e;
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

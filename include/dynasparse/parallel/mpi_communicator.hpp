@@ -99,14 +99,17 @@ inline std::vector<std::unique_ptr<std::vector<char>>>& mpi_graveyard() {
 inline void mpi_bury(std::unique_ptr<std::vector<char>> b) { mpi_graveyard().push_back(std::move(b)); }
 inline void mpi_bury(std::vector<char> b) { mpi_bury(std::make_unique<std::vector<char>>(std::move(b))); }
 
-// Shared by a communicator and every communicator split from it: where abort notices
-// travel, and whether (and why) the family is broken.
+// Shared by a communicator and every communicator split from it: where abort notices and
+// liveness probes travel, and whether (and why) the family is broken.
 struct MpiFamily {
-  MPI_Comm ctrl = MPI_COMM_NULL;  // a dup of the root communicator: abort notices only
+  MPI_Comm ctrl = MPI_COMM_NULL;  // a dup of the root communicator: notices and probes only
   std::uint64_t id = 0;           // the root communicator's id (see MpiCommunicator::id_)
   int ctrl_rank = 0, ctrl_size = 1;
   bool broken = false;
   std::string reason;
+  int origin = -1;                   // ctrl rank whose failure broke the family
+  std::uint64_t ping_seq = 0;        // the last probe this rank sent
+  std::vector<std::uint64_t> pong;   // by ctrl rank: the last probe it answered
   ~MpiFamily() {
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -127,7 +130,10 @@ inline const char* op_name(std::uint64_t op) {
   return "an unknown operation";
 }
 
-constexpr int mpi_abort_tag = 1;
+// Tags on the family's ctrl communicator. Every message there starts with the family id.
+constexpr int mpi_abort_tag = 1;  // {id, reason...}: the sender's family is broken
+constexpr int mpi_ping_tag = 2;   // {id, seq}: are you alive (polling this family)?
+constexpr int mpi_pong_tag = 3;   // {id, seq}: yes
 constexpr std::size_t mpi_build_chars = 256;
 constexpr int mpi_header_words = 5;  // {communicator id, sequence, operation, a, b}
 
@@ -153,10 +159,8 @@ inline std::string mpi_error_string(int code) {
   return std::string(text, static_cast<std::size_t>(len));
 }
 
-inline std::string mpi_rank_list(const std::vector<int>& ranks) {
-  std::string s;
-  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
-  return s.empty() ? "none" : s;
+inline std::vector<std::size_t> mpi_ranks(const std::vector<int>& ranks) {
+  return std::vector<std::size_t>(ranks.begin(), ranks.end());
 }
 
 }  // namespace detail
@@ -167,6 +171,14 @@ inline std::string mpi_rank_list(const std::vector<int>& ranks) {
 ///   that dies or never arrives is a CommError naming the rank, the operation and the
 ///   missing peer(s), never a hang. (split() also calls MPI_Comm_split, which has no
 ///   non-blocking form; it runs only after every member has been seen to arrive.)
+/// - At the timeout, a rank first asks the peers it waits for whether they are alive (a
+///   probe every waiting rank answers; it waits P = min(timeout, 1 s) for the answers). A
+///   peer that does not answer is named as dead or stalled. If all answer, they are waiting
+///   for someone themselves (from outside, a rank stuck behind a dead one looks dead too):
+///   the rank waits once more, 2 x timeout + P, long enough for the rank that waits for the
+///   dead one to fail and for its notice, naming the dead rank, to reach everyone. So every
+///   rank names a dead rank after timeout + P, or quotes the rank that did; a call gives up
+///   after 3 x timeout + 2 P at most (ranks alive but waiting for each other).
 /// - Collectives first exchange a small header with every peer (operation, count, sequence
 ///   number), so a rank that skipped or reordered a collective, or passed another size, is
 ///   named in the error instead of corrupting data; then they move data.
@@ -200,6 +212,8 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_size(comm, &size_);
     family_->ctrl_rank = rank_;
     family_->ctrl_size = size_;
+    family_->pong.assign(static_cast<std::size_t>(size_), 0);
+    for (int r = 0; r < size_; ++r) to_ctrl_.push_back(r);
     family_->ctrl = dup_with_timeout(comm, "MpiCommunicator");
     data_ = dup_with_timeout(comm, "MpiCommunicator");
     hdr_ = dup_with_timeout(comm, "MpiCommunicator");
@@ -245,7 +259,8 @@ class MpiCommunicator final : public Communicator {
     Pending p;
     p.bytes.resize(n * sizeof(float));
     if (n) std::memcpy(p.bytes.data(), data, n * sizeof(float));
-    check(MPI_Isend(p.bytes.data(), count_of(n, "send"), MPI_FLOAT, static_cast<int>(peer), tag, data_, &p.request), "send");
+    check(MPI_Isend(p.bytes.data(), count_of(n, "send"), MPI_FLOAT, static_cast<int>(peer), tag, data_, &p.request), "send",
+          "send to " + peer_name(peer));
     outbox_.push_back(std::move(p));
   }
 
@@ -255,14 +270,16 @@ class MpiCommunicator final : public Communicator {
     MPI_Message msg;
     MPI_Status status;
     int found = 0;
-    const bool got = poll([&] {
-      check(MPI_Improbe(static_cast<int>(peer), tag, data_, &found, &msg, &status), "recv");
-      return found != 0;
-    });
+    const bool got = poll(
+        [&] {
+          check(MPI_Improbe(static_cast<int>(peer), tag, data_, &found, &msg, &status), "recv");
+          return found != 0;
+        },
+        [&] { return std::vector<int>{static_cast<int>(peer)}; });
     if (!got) {
       check_broken("recv");
-      fail("recv timed out", "a message from rank " + std::to_string(peer) + " within " + ms(), "none",
-           "tag " + std::to_string(tag));
+      fail("recv timed out", "a message from " + peer_name(peer) + " within " + ms(),
+           "none" + why_missing({static_cast<int>(peer)}), "tag " + std::to_string(tag));
     }
     int count = 0;
     MPI_Get_count(&status, MPI_FLOAT, &count);
@@ -270,7 +287,7 @@ class MpiCommunicator final : public Communicator {
       std::vector<float> drop(static_cast<std::size_t>(count));
       MPI_Mrecv(drop.data(), count, MPI_FLOAT, &msg, MPI_STATUS_IGNORE);
       fail("received message of another size", std::to_string(n) + " floats",
-           std::to_string(count) + " floats from rank " + std::to_string(peer), "tag " + std::to_string(tag));
+           std::to_string(count) + " floats from " + peer_name(peer), "tag " + std::to_string(tag));
     }
     // The message has arrived (matched): receiving it only copies, it cannot wait on the peer.
     check(MPI_Mrecv(data, count, MPI_FLOAT, &msg, MPI_STATUS_IGNORE), "recv");
@@ -398,6 +415,23 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_set_errhandler(data_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(data_, &rank_);
     MPI_Comm_size(data_, &size_);
+    // Probes travel on the family's ctrl communicator, so they address its ranks; messages
+    // name them too (the ranks the user launched).
+    to_ctrl_.assign(static_cast<std::size_t>(size_), MPI_UNDEFINED);
+    std::vector<int> mine(static_cast<std::size_t>(size_));
+    for (int r = 0; r < size_; ++r) mine[static_cast<std::size_t>(r)] = r;
+    MPI_Group g_data, g_ctrl;
+    if (MPI_Comm_group(data_, &g_data) == MPI_SUCCESS) {
+      if (MPI_Comm_group(family_->ctrl, &g_ctrl) == MPI_SUCCESS) {
+        MPI_Group_translate_ranks(g_data, size_, mine.data(), g_ctrl, to_ctrl_.data());
+        MPI_Group_free(&g_ctrl);
+      }
+      MPI_Group_free(&g_data);
+    }
+    std::vector<std::size_t> world;
+    for (int w : to_ctrl_) world.push_back(w == MPI_UNDEFINED ? static_cast<std::size_t>(-1) : static_cast<std::size_t>(w));
+    set_world_ranks(std::move(world));
+    split_ = true;
     hdr_ = dup_with_timeout(data_, "split");
   }
 
@@ -449,8 +483,11 @@ class MpiCommunicator final : public Communicator {
     return c;
   }
 
-  void check(int code, const char* op) {
-    if (code != MPI_SUCCESS) fail(std::string("MPI error in ") + op, "MPI_SUCCESS", detail::mpi_error_string(code), op);
+  void check(int code, const char* op, const std::string& detail_text = {}) {
+    if (code != MPI_SUCCESS) {
+      fail(std::string("MPI error in ") + op, "MPI_SUCCESS", detail::mpi_error_string(code),
+           detail_text.empty() ? std::string(op) : detail_text);
+    }
   }
 
   int count_of(std::size_t n, const char* op) const {
@@ -474,30 +511,52 @@ class MpiCommunicator final : public Communicator {
   void check_broken(const char* op) {
     poll_notices();
     if (family_->broken) {
+      // The origin is a rank of the family's root communicator (the world of a split).
       ::dynasparse::detail::fail<CommError>("parallel", std::string(op) + " on a broken communicator",
-                                            "all ranks healthy", "\"" + family_->reason + "\"", where());
+                                            "all ranks healthy",
+                                            "\"" + family_->reason + "\" from " + (split_ ? "world rank " : "rank ") +
+                                                std::to_string(family_->origin),
+                                            where());
     }
   }
 
-  // Takes in any abort notice a peer sent; marks the family broken with its reason.
+  // Takes in what peers sent on the ctrl communicator: an abort notice marks the family
+  // broken with its reason; a probe is answered; an answer is recorded. A broken rank answers
+  // no probes: its own notice tells the prober more.
   void poll_notices() {
     detail::MpiFamily& f = *family_;
-    if (f.broken || f.ctrl == MPI_COMM_NULL) return;
-    int flag = 0;
-    MPI_Status st;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, detail::mpi_abort_tag, f.ctrl, &flag, &st) != MPI_SUCCESS || !flag) return;
-    int len = 0;
-    MPI_Get_count(&st, MPI_CHAR, &len);
-    std::vector<char> msg(static_cast<std::size_t>(std::max(len, 0)));
-    MPI_Recv(msg.data(), len, MPI_CHAR, st.MPI_SOURCE, detail::mpi_abort_tag, f.ctrl, MPI_STATUS_IGNORE);
-    std::uint64_t id = 0;
-    if (msg.size() < sizeof(id)) return;
-    std::memcpy(&id, msg.data(), sizeof(id));
-    // NOTE: Open MPI reuses a freed communicator's context, so a notice sent to an earlier
-    // family that nobody received can surface here: only our family's id counts.
-    if (id != f.id) return;
-    f.broken = true;
-    f.reason.assign(msg.begin() + sizeof(id), msg.end());
+    while (!f.broken && f.ctrl != MPI_COMM_NULL) {
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, f.ctrl, &flag, &st) != MPI_SUCCESS || !flag) return;
+      int len = 0;
+      MPI_Get_count(&st, MPI_CHAR, &len);
+      std::vector<char> msg(static_cast<std::size_t>(std::max(len, 0)));
+      MPI_Recv(msg.data(), len, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, f.ctrl, MPI_STATUS_IGNORE);
+      std::uint64_t head[2] = {0, 0};
+      if (msg.size() < sizeof(head[0])) continue;
+      std::memcpy(head, msg.data(), std::min(msg.size(), sizeof(head)));
+      // NOTE: Open MPI reuses a freed communicator's context, so a message sent to an earlier
+      // family that nobody received can surface here: only our family's id counts.
+      if (head[0] != f.id) continue;
+      if (st.MPI_TAG == detail::mpi_abort_tag) {
+        f.broken = true;
+        f.reason.assign(msg.begin() + sizeof(head[0]), msg.end());
+        f.origin = st.MPI_SOURCE;
+      } else if (st.MPI_TAG == detail::mpi_ping_tag) {
+        auto answer = std::make_unique<std::vector<char>>(sizeof(head));
+        std::memcpy(answer->data(), head, sizeof(head));
+        MPI_Request req;
+        if (MPI_Isend(answer->data(), static_cast<int>(sizeof(head)), MPI_CHAR, st.MPI_SOURCE, detail::mpi_pong_tag,
+                      f.ctrl, &req) == MPI_SUCCESS) {
+          MPI_Request_free(&req);
+        }
+        detail::mpi_bury(std::move(answer));
+      } else if (st.MPI_TAG == detail::mpi_pong_tag) {
+        std::uint64_t& seen = f.pong[static_cast<std::size_t>(st.MPI_SOURCE)];
+        seen = std::max(seen, head[1]);
+      }
+    }
   }
 
   // Marks the family broken and tells every peer why (non-blocking: a dead peer cannot hold
@@ -507,6 +566,7 @@ class MpiCommunicator final : public Communicator {
     if (f.broken) return;
     f.broken = true;
     f.reason = reason;
+    f.origin = f.ctrl_rank;
     if (f.ctrl == MPI_COMM_NULL) return;
     auto buf = std::make_unique<std::vector<char>>(sizeof(f.id) + reason.size());
     std::memcpy(buf->data(), &f.id, sizeof(f.id));
@@ -532,37 +592,130 @@ class MpiCommunicator final : public Communicator {
 
   [[noreturn]] void timed_out_in_data(const char* op) {
     check_broken(op);
-    fail(std::string(op) + " timed out", "every rank's data within " + ms(),
-         "not all of it (a peer died or stalled mid-operation)", "collective");
+    std::vector<int> all;
+    for (int q = 0; q < size_; ++q) {
+      if (q != rank_) all.push_back(q);
+    }
+    std::string got = "not all of it";
+    if (!silent_.empty()) {
+      got += " (rank(s) " + peer_list(detail::mpi_ranks(silent_)) + " not responding: dead or stalled)";
+    } else if (outwaited_) {
+      got += " (every peer alive but stalled)";
+    } else {
+      got += " (a peer died or stalled mid-operation)";
+    }
+    fail(std::string(op) + " timed out", "every rank's data within " + ms(), got, "collective");
   }
 
-  // Polls `done` until it returns true (-> true), or the timeout passes or a peer's abort
-  // notice arrives (-> false; the caller releases what MPI may still touch, then throws:
-  // check_broken() for a notice, its own timeout error otherwise). Spins briefly, then
-  // yields and finally sleeps, so waiting ranks leave the cores to the ranks that compute
-  // (the tests oversubscribe them).
+  // Why ranks `missing` did not come, from the last poll's probe: "" if it did not probe.
+  std::string why_missing(const std::vector<int>& missing) const {
+    if (!silent_.empty()) {
+      if (silent_ == missing) return " (not responding: dead or stalled)";
+      return " (not responding: rank(s) " + peer_list(detail::mpi_ranks(silent_)) + ")";
+    }
+    return outwaited_ ? " (alive, but waiting elsewhere)" : std::string();
+  }
+
+  enum class Probe { Done, Broken, Alive, Silent };
+
+  std::chrono::milliseconds probe_window() const {
+    return std::min<std::chrono::milliseconds>(timeout(), std::chrono::seconds(1));
+  }
+
+  // Asks `suspects` (ranks of this communicator) whether they are alive, waiting up to
+  // min(timeout, 1 s) for their answers while still watching `done` and the notices. Ranks
+  // that do not answer go to silent_.
   template <class Done>
-  bool poll(Done&& done) {
-    const auto start = Clock::now(), deadline = start + timeout();
+  Probe probe(const std::vector<int>& suspects, Done& done) {
+    detail::MpiFamily& f = *family_;
+    const std::uint64_t seq = ++f.ping_seq;
+    auto ping = std::make_unique<std::vector<char>>(2 * sizeof(std::uint64_t));
+    const std::uint64_t head[2] = {f.id, seq};
+    std::memcpy(ping->data(), head, sizeof(head));
+    // A rank without a ctrl rank (MPI_UNDEFINED: the translation failed) is never asked and
+    // counts as silent.
+    auto ctrl_of = [&](int q) { return to_ctrl_[static_cast<std::size_t>(q)]; };
+    for (int q : suspects) {
+      MPI_Request req;
+      if (ctrl_of(q) >= 0 && MPI_Isend(ping->data(), static_cast<int>(ping->size()), MPI_CHAR, ctrl_of(q),
+                                       detail::mpi_ping_tag, f.ctrl, &req) == MPI_SUCCESS) {
+        MPI_Request_free(&req);
+      }
+    }
+    detail::mpi_bury(std::move(ping));  // a dead peer's copy may never leave
+    const auto deadline = Clock::now() + probe_window();
+    for (;;) {
+      if (done()) return Probe::Done;
+      poll_notices();
+      if (f.broken) return Probe::Broken;
+      silent_.clear();
+      for (int q : suspects) {
+        if (ctrl_of(q) < 0 || f.pong[static_cast<std::size_t>(ctrl_of(q))] < seq) silent_.push_back(q);
+      }
+      if (silent_.empty()) return Probe::Alive;
+      if (Clock::now() >= deadline) return Probe::Silent;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  // Polls `done` until it returns true (-> true), or a peer's abort notice arrives, or the
+  // timeout passes (-> false; the caller releases what MPI may still touch, then throws:
+  // check_broken() for a notice, its own timeout error otherwise). At the timeout the ranks
+  // suspects() names are probed (see the class comment): silent ones end the wait, live
+  // ones earn one more timeout. Spins briefly, then yields and finally sleeps, so waiting
+  // ranks leave the cores to the ranks that compute (the tests oversubscribe them).
+  template <class Done, class Suspects>
+  bool poll(Done&& done, Suspects&& suspects) {
+    silent_.clear();
+    outwaited_ = false;
+    const auto start = Clock::now();
+    auto deadline = start + timeout();
+    bool extended = false;
     for (std::uint64_t i = 0;; ++i) {
       if (done()) return true;
       if ((i & 63) == 0) {
         poll_notices();
         if (family_->broken) return false;
         const auto now = Clock::now();
-        if (now >= deadline) return false;
+        if (now >= deadline) {
+          if (extended || family_->ctrl == MPI_COMM_NULL) {
+            outwaited_ = extended;
+            return false;
+          }
+          const std::vector<int> who = suspects();
+          if (who.empty()) return false;
+          switch (probe(who, done)) {
+            case Probe::Done: return true;
+            case Probe::Broken:
+            case Probe::Silent: return false;
+            case Probe::Alive: break;
+          }
+          // The peer this rank waits for may have started waiting (for the culprit) up to a
+          // timeout + P after this rank did; its own timeout and probe follow.
+          extended = true;
+          deadline = Clock::now() + 2 * timeout() + probe_window();
+        }
         if (now - start > std::chrono::milliseconds(20)) std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
       if (i > 256) std::this_thread::yield();
     }
   }
 
+  // Waits for requests of an operation among all ranks (any of them may hold it up).
   bool wait(MPI_Request* reqs, int n, const char* op) {
-    return poll([&] {
-      int flag = 0;
-      check(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE), op);
-      return flag != 0;
-    });
+    return poll(
+        [&] {
+          int flag = 0;
+          check(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE), op);
+          return flag != 0;
+        },
+        [&] {
+          std::vector<int> all;
+          for (int q = 0; q < size_; ++q) {
+            if (q != rank_) all.push_back(q);
+          }
+          return all;
+        });
   }
 
   // A collective we stop waiting for may still touch its buffers: they are never freed.
@@ -605,6 +758,13 @@ class MpiCommunicator final : public Communicator {
     std::vector<char> have(static_cast<std::size_t>(size_), 0);
     have[static_cast<std::size_t>(rank_)] = 1;
     int missing = size_ - 1;
+    auto absent = [&] {
+      std::vector<int> who;
+      for (int q = 0; q < size_; ++q) {
+        if (!have[static_cast<std::size_t>(q)]) who.push_back(q);
+      }
+      return who;
+    };
     const bool ok = poll([&] {
       for (int q = 0; q < size_ && missing > 0; ++q) {
         if (have[static_cast<std::size_t>(q)]) continue;
@@ -622,19 +782,17 @@ class MpiCommunicator final : public Communicator {
       int flag = 0;
       check(MPI_Testall(static_cast<int>(sends.size()), sends.data(), &flag, MPI_STATUSES_IGNORE), name);
       return flag != 0;
-    });
+    }, absent);
     if (!ok) {
       for (auto& r : sends) {
         if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
       }
       detail::mpi_bury(std::move(out));
       check_broken(name);
-      std::vector<int> absent;
-      for (int q = 0; q < size_; ++q) {
-        if (!have[static_cast<std::size_t>(q)]) absent.push_back(q);
-      }
+      const std::vector<int> gone = absent();
       fail(std::string(name) + " timed out", "all " + std::to_string(size_) + " ranks within " + ms(),
-           absent.empty() ? std::string("unfinished sends") : "no arrival from rank(s) " + detail::mpi_rank_list(absent),
+           gone.empty() ? std::string("unfinished sends")
+                        : "no arrival from rank(s) " + peer_list(detail::mpi_ranks(gone)) + why_missing(gone),
            "collective");
     }
     for (int q = 0; q < size_; ++q) {
@@ -643,15 +801,16 @@ class MpiCommunicator final : public Communicator {
       if (h[1] != sequence_ || h[2] != mine[2]) {
         fail("ranks are in different collectives",
              std::string(name) + " (collective #" + std::to_string(sequence_) + ") on every rank",
-             std::string(detail::op_name(h[2])) + " (collective #" + std::to_string(h[1]) + ") on rank " +
-                 std::to_string(q),
+             std::string(detail::op_name(h[2])) + " (collective #" + std::to_string(h[1]) + ") on " +
+                 peer_name(static_cast<std::size_t>(q)),
              "collective");
       }
       if (op != detail::MpiOp::Split && (h[3] != a || h[4] != b)) {
         const bool root = op == detail::MpiOp::Broadcast && h[4] != b;
         fail(std::string("ranks passed different ") + (root ? "roots" : "sizes") + " to " + name,
              root ? "root " + std::to_string(b) + " on every rank" : std::to_string(a) + " floats on every rank",
-             (root ? "root " + std::to_string(h[4]) : std::to_string(h[3])) + " on rank " + std::to_string(q),
+             (root ? "root " + std::to_string(h[4]) : std::to_string(h[3])) + " on " +
+                 peer_name(static_cast<std::size_t>(q)),
              "collective");
       }
     }
@@ -666,6 +825,12 @@ class MpiCommunicator final : public Communicator {
   std::uint64_t id_ = 0;
   std::uint64_t sequence_ = 0;
   std::deque<Pending> outbox_;
+  std::vector<int> to_ctrl_;  // family ctrl rank of each rank
+  bool split_ = false;
+  // What the last poll's probe found: ranks that did not answer, or that all answered and
+  // still did not arrive within the extra timeout.
+  std::vector<int> silent_;
+  bool outwaited_ = false;
 };
 
 /// Ends the whole MPI job after an error on this rank: prints `message` on stderr, waits up

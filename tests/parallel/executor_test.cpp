@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dynasparse/parallel/partitioner.hpp"
@@ -338,6 +339,49 @@ TEST_F(ExecutorBadInput, AStageThatDiesMidRunStopsTheOthers) {
     EXPECT_NE(std::string(e.what()).find("[logits]"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+TEST_F(ExecutorBadInput, ARankFailingMidRunWakesItsPeersOnThreadsTheAppRuns) {
+  // A 2 x 2 hybrid on threads the application starts itself (no ThreadGroup::run to abort
+  // for it): rank 1 (stage 0, second tensor-parallel half) fails at the start of the second
+  // pass. Rank 0 waits for it in a tensor-parallel sum, ranks 2 and 3 for stage 0's hidden
+  // states. The executor aborts the communicator, so all three stop with rank 1's error;
+  // after the 20 s timeout they would read "timed out" instead.
+  const auto plan = par::fixed_plan(cfg_, 2, 2);
+  par::ThreadGroup group(4, std::chrono::seconds(20));
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> threads;
+  for (std::size_t r = 0; r < 4; ++r) {
+    threads.emplace_back([&, r] {
+      par::Communicator& c = group.communicator(r);
+      try {
+        const auto shard = par::ModelShard::load(file_, plan, r);
+        par::Executor ex(shard, c);
+        ds::Workspace ws;
+        par::ExecutorOptions opt;
+        opt.micro_batches = 2;
+        std::vector<float> logits(tokens_.size() * cfg_.vocab);
+        const ds::MatrixView all(logits.data(), tokens_.size(), cfg_.vocab);
+        ex.forward(tokens_.data(), tokens_.size(), all, ws, opt);
+        // Now every rank writes logits, and rank 1's are of the wrong shape: a ShapeError
+        // once its peers are on their way.
+        const ds::MatrixView wrong(logits.data(), 3, cfg_.vocab);
+        opt.logits_on_every_rank = true;
+        ex.forward(tokens_.data(), tokens_.size(), r == 1 ? wrong : all, ws, opt);
+      } catch (const ds::Error& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_NE(errors[1].find("[logits]"), std::string::npos) << errors[1];
+  for (std::size_t r : {0u, 2u, 3u}) {
+    EXPECT_NE(errors[r].find("on a broken communicator; expected all ranks healthy, got \"dynasparse.parallel"),
+              std::string::npos)
+        << "rank " << r << ": " << errors[r];
+    EXPECT_NE(errors[r].find("[logits]\" from world rank 1"), std::string::npos) << "rank " << r << ": " << errors[r];
+  }
+  EXPECT_NE(group.failure().find("[logits]"), std::string::npos) << group.failure();
 }
 
 TEST_F(ExecutorBadInput, MicroBatchesOfABidirectionalModel) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -213,8 +214,26 @@ class Executor {
     add_into(x, t2);
   }
 
+  // A rank that fails here leaves its peers blocked on it (in a tensor-parallel sum, or in a
+  // recv of the next stage): aborting the communicator wakes them at once with this rank's
+  // error, whoever runs the threads or processes (ThreadGroup::run and run_or_abort do it
+  // too, but an application may not use them).
   void run(const std::int32_t* tokens, std::size_t n, std::size_t start, std::vector<nn::KVCache>* caches,
            MatrixView logits, Workspace& ws, const ExecutorOptions& opt, nn::AttentionStats& stats) {
+#if DYNASPARSE_HAS_EXCEPTIONS
+    try {
+      stream(tokens, n, start, caches, logits, ws, opt, stats);
+    } catch (const std::exception& e) {
+      replica_->abort(e.what());
+      throw;
+    }
+#else
+    stream(tokens, n, start, caches, logits, ws, opt, stats);
+#endif
+  }
+
+  void stream(const std::int32_t* tokens, std::size_t n, std::size_t start, std::vector<nn::KVCache>* caches,
+              MatrixView logits, Workspace& ws, const ExecutorOptions& opt, nn::AttentionStats& stats) {
     const ModelShard& sh = *shard_;
     const ModelConfig& cfg = sh.config();
     const Plan& plan = sh.plan();

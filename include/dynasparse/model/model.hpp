@@ -109,9 +109,11 @@ struct GenerateResult {
   }
 };
 
-/// A transformer: Embedding (+ learned positions) -> blocks (pre-norm: norm -> GatedAttention
-/// -> residual -> norm -> FeedForward -> residual) -> final norm -> LM head (tied to the
-/// embedding or not). Each linear layer's weight format comes from the config (`formats`),
+/// A transformer: Embedding (+ learned positions, unless the config asks for rotary positions,
+/// which act on q and k inside attention) -> blocks (pre-norm: norm -> GatedAttention ->
+/// residual -> norm -> FeedForward -> residual) -> final norm -> LM head (tied to the
+/// embedding or not), or a classifier head (num_classes > 0: per-token class logits, which
+/// classify() pools). Each linear layer's weight format comes from the config (`formats`),
 /// converted at load. Immutable after load: forward() and generate() may run from many
 /// threads at once, each with its own Session (and, for forward(), Workspace).
 class Model {
@@ -119,10 +121,11 @@ class Model {
   using Norm = std::variant<nn::LayerNorm, nn::RMSNorm>;
 
   /// Loads `path` (safetensors; config JSON in the metadata key "dynasparse.config"; tensor
-  /// names of examples/python/model.py). @throws FormatError naming the file and tensor for
-  /// a missing, mistyped or unused tensor or a missing config; ShapeError for a tensor of
-  /// the wrong shape; ConfigError for an invalid config; UnsupportedError for rotary
-  /// positions or a classifier head (not in this version).
+  /// names of examples/python/model.py: a rotary model has no `pos_embed.weight`; a
+  /// classifier has `classifier.weight` [num_classes, hidden] and `classifier.bias`
+  /// [num_classes] and no `lm_head.weight`). @throws FormatError naming the file and tensor
+  /// for a missing, mistyped or unused tensor or a missing config; ShapeError for a tensor of
+  /// the wrong shape; ConfigError for an invalid config.
   static Model load(const std::string& path, const LoadOptions& options = {}) {
     const io::SafetensorsFile file(path, options.limits);
     return from_file(file, options);
@@ -140,12 +143,17 @@ class Model {
   }
 
   const ModelConfig& config() const noexcept { return cfg_; }
+  /// Token vocabulary size (the embedding's rows), also for classifier models.
   std::size_t vocab() const noexcept { return cfg_.vocab; }
+  /// Width of forward()'s and decode()'s output rows: num_classes for a classifier model,
+  /// vocab() otherwise.
+  std::size_t out_dim() const noexcept { return cfg_.num_classes ? cfg_.num_classes : cfg_.vocab; }
   /// Weight bytes of all layers in their formats (embedding and head included).
   std::size_t bytes() const noexcept {
-    std::size_t b = embed_->bytes() + pos_->bytes();
+    std::size_t b = embed_->bytes() + (pos_ ? pos_->bytes() : 0);
     for (const auto& blk : blocks_) b += blk.ffn.bytes() + blk.attn_bytes;
     if (lm_head_) b += lm_head_->bytes();
+    if (classifier_) b += classifier_->bytes() + classifier_bias_.size() * sizeof(float);
     return b;
   }
   /// The format of each linear layer, by name (as in the config's `formats`).
@@ -201,8 +209,8 @@ class Model {
     std::vector<float> logits;
     cal.run(samples.size(), [&](std::size_t i, quant::Calibrator&) {
       const auto& t = samples[i];
-      logits.resize(t.size() * cfg_.vocab);
-      forward(t.data(), t.size(), MatrixView(logits.data(), t.size(), cfg_.vocab), ws);
+      logits.resize(t.size() * out_dim());
+      forward(t.data(), t.size(), MatrixView(logits.data(), t.size(), out_dim()), ws);
     });
     std::map<std::string, float> out;
     for_each_linear([&](nn::AnyLinear& l) { out[l.name()] = cal.alpha(tap_key(l.name())); });
@@ -236,12 +244,13 @@ class Model {
     for (auto& blk : blocks_) blk.attn->set_tau(tau);
   }
 
-  /// logits [L, vocab] of one whole sequence `tokens` [L] (causal or bidirectional as
-  /// configured), without a cache. Returns the attention statistics.
+  /// logits [L, out_dim()] of one whole sequence `tokens` [L] (causal or bidirectional as
+  /// configured), without a cache: next-token logits [L, vocab], or for a classifier model
+  /// per-token class logits [L, num_classes]. Returns the attention statistics.
   /// @throws ShapeError if L exceeds max_seq_len or logits has another shape; ConfigError for
   /// a token id outside the vocabulary.
   nn::AttentionStats forward(const std::int32_t* tokens, std::size_t n, MatrixView logits, Workspace& ws) const {
-    check_shape(logits, n, cfg_.vocab, "model", "logits");
+    check_shape(logits, n, out_dim(), "model", "logits");
     if (n > cfg_.max_seq_len) {
       ::dynasparse::detail::fail<ShapeError>("model", "sequence longer than the model's maximum", "<= " + std::to_string(cfg_.max_seq_len),
                                n, "tokens");
@@ -268,7 +277,35 @@ class Model {
     return stats;
   }
 
-  /// Runs `n` new tokens through the cached decoder and writes their logits [n, vocab]
+  /// Class logits out [num_classes] of one whole sequence `tokens` [n], n >= 1, for a
+  /// classifier model: forward()'s per-token class logits pooled by their mean over the n
+  /// tokens for a bidirectional (encoder) model, or those of the last token for a causal
+  /// model (the only one that has seen the whole sequence). Returns the attention statistics.
+  /// @throws UnsupportedError for a model without a classifier head; ShapeError for n = 0 or
+  /// n > max_seq_len; ConfigError for a token id outside the vocabulary.
+  nn::AttentionStats classify(const std::int32_t* tokens, std::size_t n, float* out, Workspace& ws) const {
+    if (cfg_.num_classes == 0) {
+      ::dynasparse::detail::fail<UnsupportedError>("model", "classify() needs a classifier head", "num_classes > 0",
+                                                   cfg_.num_classes, "classify");
+    }
+    if (n == 0) ::dynasparse::detail::fail<ShapeError>("model", "empty sequence", ">= 1 token", 0, "classify");
+    Workspace::Scope scope(ws);
+    const std::size_t c = cfg_.num_classes;
+    float* logits = ws.allocate<float>(n * c);
+    const nn::AttentionStats stats = forward(tokens, n, MatrixView(logits, n, c), ws);
+    if (cfg_.causal) {
+      std::copy_n(logits + (n - 1) * c, c, out);
+      return stats;
+    }
+    for (std::size_t j = 0; j < c; ++j) {
+      double sum = 0.0;  // n up to 2^20 terms: a float sum would lose digits
+      for (std::size_t i = 0; i < n; ++i) sum += logits[i * c + j];
+      out[j] = static_cast<float>(sum / static_cast<double>(n));
+    }
+    return stats;
+  }
+
+  /// Runs `n` new tokens through the cached decoder and writes their logits [n, out_dim()]
   /// (prefill: n = prompt length; decoding: n = 1). @throws UnsupportedError for
   /// bidirectional (encoder) models; ShapeError past the session's capacity.
   void decode(const std::int32_t* tokens, std::size_t n, Session& s, MatrixView logits) const {
@@ -276,7 +313,7 @@ class Model {
       ::dynasparse::detail::fail<UnsupportedError>("model", "cached decoding of a bidirectional model", "a causal model",
                                      "causal = false", "decode");
     }
-    check_shape(logits, n, cfg_.vocab, "model", "logits");
+    check_shape(logits, n, out_dim(), "model", "logits");
     if (s.caches_.size() != blocks_.size()) {
       ::dynasparse::detail::fail<ConfigError>("model", "session made for another model", blocks_.size(), s.caches_.size(), "session");
     }
@@ -309,7 +346,12 @@ class Model {
   /// Continues `prompt` in session `s` (which must be fresh or hold an earlier part of the
   /// same text): prefill, then one token at a time until max_new_tokens, a stop token, the
   /// session's capacity or on_token returning false. Deterministic for a given seed.
+  /// @throws UnsupportedError for a classifier model (it has no next-token logits).
   GenerateResult generate(const std::vector<std::int32_t>& prompt, const GenerateOptions& opt, Session& s) const {
+    if (cfg_.num_classes != 0) {
+      ::dynasparse::detail::fail<UnsupportedError>("model", "generation needs an LM head; this model is a classifier",
+                                                   "num_classes = 0", cfg_.num_classes, "generate");
+    }
     validate(opt.sampling);
     GenerateResult r;
     if (prompt.empty()) ::dynasparse::detail::fail<ShapeError>("model", "empty prompt", ">= 1 token", 0, "generate");
@@ -370,17 +412,24 @@ class Model {
 
   void embed(const std::int32_t* tokens, std::size_t n, std::size_t start, MatrixView x) const {
     embed_->forward(tokens, n, x);
+    if (!pos_) return;  // rotary positions act inside attention
     const ConstMatrixView pos = pos_->table();
     for (std::size_t i = 0; i < n; ++i) {
       for (std::size_t c = 0; c < cfg_.hidden; ++c) x(i, c) += pos(start + i, c);
     }
   }
 
-  // Final norm, then logits = x W_head^T (the embedding table when tied).
+  // Final norm, then logits = x W_head^T (the embedding table when tied), or class logits
+  // x W_cls^T + b_cls.
   void head(ConstMatrixView x, MatrixView logits, MatrixView scratch) const {
     apply_norm(*norm_f_, x, scratch);
-    const ConstMatrixView w = lm_head_ ? lm_head_->table() : embed_->table();
+    const ConstMatrixView w = classifier_ ? classifier_->table() : lm_head_ ? lm_head_->table() : embed_->table();
     as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
+    if (!classifier_) return;
+    for (std::size_t r = 0; r < logits.rows(); ++r) {
+      float* row = logits.row(r);
+      for (std::size_t c = 0; c < classifier_bias_.size(); ++c) row[c] += classifier_bias_[c];
+    }
   }
 
   // Calibration key of a layer: q, k and v read the same input, so they share one observer.
@@ -403,12 +452,6 @@ class Model {
     }
     for (const auto& [layer, format] : opt.formats) cfg_.formats[layer] = format;
     validate(cfg_);
-    if (cfg_.positions != PositionKind::Learned) {
-      ::dynasparse::detail::fail<UnsupportedError>("model", "position kind", "learned", "rotary", file.name());
-    }
-    if (cfg_.num_classes != 0) {
-      ::dynasparse::detail::fail<UnsupportedError>("model", "classifier head", "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
-    }
     std::set<std::string> used;
     const std::size_t e = cfg_.hidden;
     auto where = [&](const std::string& t) { return file.name() + ": " + t; };
@@ -489,8 +532,10 @@ class Model {
     {
       const auto t = matrix("embed.weight", cfg_.vocab, e);
       embed_ = std::make_unique<nn::Embedding>(t.view(), "embed");
-      const auto p = matrix("pos_embed.weight", cfg_.max_seq_len, e);
-      pos_ = std::make_unique<nn::Embedding>(p.view(), "pos_embed");
+      if (cfg_.positions == PositionKind::Learned) {
+        const auto p = matrix("pos_embed.weight", cfg_.max_seq_len, e);
+        pos_ = std::make_unique<nn::Embedding>(p.view(), "pos_embed");
+      }
     }
     nn::GatedAttentionConfig acfg;
     acfg.embed_dim = e;
@@ -498,6 +543,7 @@ class Model {
     acfg.gate = cfg_.gate;
     acfg.head_gate = cfg_.gate_granularity;
     acfg.tau = cfg_.skip_threshold;
+    if (cfg_.positions == PositionKind::Rotary) acfg.rotary_base = cfg_.rope_base;
     for (std::size_t l = 0; l < cfg_.layers; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";
       Norm n1 = norm(p + "norm1");
@@ -520,7 +566,11 @@ class Model {
                               nn::FeedForward(std::move(up), std::move(down), cfg_.activation, p + "ffn"), attn_bytes});
     }
     norm_f_ = std::make_unique<Norm>(norm("norm_f"));
-    if (!cfg_.tied_lm_head) {
+    if (cfg_.num_classes != 0) {
+      const auto c = matrix("classifier.weight", cfg_.num_classes, e);
+      classifier_ = std::make_unique<nn::Embedding>(c.view(), "classifier");
+      classifier_bias_ = vec("classifier.bias", cfg_.num_classes, true);
+    } else if (!cfg_.tied_lm_head) {
       const auto h = matrix("lm_head.weight", cfg_.vocab, e);
       lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
     }
@@ -556,7 +606,9 @@ class Model {
   }
 
   ModelConfig cfg_;
-  std::unique_ptr<nn::Embedding> embed_, pos_, lm_head_;
+  std::unique_ptr<nn::Embedding> embed_, pos_, lm_head_;  // pos_: learned positions only
+  std::unique_ptr<nn::Embedding> classifier_;             // [num_classes, E], with a bias
+  std::vector<float> classifier_bias_;
   std::vector<Block> blocks_;
   std::unique_ptr<Norm> norm_f_;
   std::vector<std::pair<std::string, std::string>> formats_;

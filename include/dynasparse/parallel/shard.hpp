@@ -228,23 +228,29 @@ inline nn::AnyLinear slice_linear(const FullWeight& f, std::size_t r0, std::size
 }  // namespace detail
 
 /// One rank's share of a Model under a Plan (see RankPlace): the embeddings on the first
-/// stage, the final norm and LM head on the last, and for each layer of its stage the norms
-/// (replicated), its heads' attention (q, k, v, head gate: rows of its heads; out_proj: the
-/// matching columns, bias on tensor-parallel index 0 only), the output gate's rows of its
-/// heads (an output gate acts after the all-reduce), and the FFN's up rows [first_ffn,
-/// first_ffn + ffn_count) with down's matching columns (bias on index 0 only).
+/// stage (token embedding, and learned positions unless the model uses rotary positions,
+/// which each rank applies to its own heads inside attention), the final norm and LM head
+/// on the last, and for each layer of its stage the norms (replicated), its heads' attention
+/// (q, k, v, head gate: rows of its heads; out_proj: the matching columns, bias on
+/// tensor-parallel index 0 only), the output gate's rows of its heads (an output gate acts
+/// after the all-reduce), and the FFN's up rows [first_ffn, first_ffn + ffn_count) with
+/// down's matching columns (bias on index 0 only).
 ///
 /// Weight formats and pruning follow the config and LoadOptions exactly as Model::load, and
 /// the slices are cut from the full one-device weights (group-sparse masks and INT8 alphas
 /// of the whole matrix), so a shard's weights are the one-device model's. Immutable after
 /// load; the compute steps are const and used by Executor.
+///
+/// Classifier models (ModelConfig::num_classes > 0) are not sharded: Executor's output rows
+/// are vocabulary-wide, so load() refuses them with an UnsupportedError; run them on one
+/// device with Model.
 class ModelShard {
  public:
   using Norm = Model::Norm;
 
   /// Loads rank `rank`'s share of `file` (a Model file, see Model::load) under `plan`.
   /// @throws the errors of Model::load for the tensors it reads, and of place_of() for a
-  /// plan that does not fit the model.
+  /// plan that does not fit the model; UnsupportedError for a classifier model.
   static ModelShard load(const io::SafetensorsFile& file, const Plan& plan, std::size_t rank,
                          const LoadOptions& options = {}) {
     const auto meta = file.metadata().find("dynasparse.config");
@@ -270,7 +276,7 @@ class ModelShard {
   /// Weight bytes held, in their formats.
   std::size_t bytes() const noexcept {
     std::size_t b = 0;
-    if (embed_) b += embed_->bytes() + pos_->bytes();
+    if (embed_) b += embed_->bytes() + (pos_ ? pos_->bytes() : 0);
     if (lm_head_) b += lm_head_->bytes();
     for (const auto& blk : blocks_) {
       b += blk.ffn->bytes();
@@ -295,7 +301,8 @@ class ModelShard {
     }
   }
 
-  /// x [n, E] = token embeddings + positions start .. start + n - 1 (first stage only).
+  /// x [n, E] = token embeddings + learned positions start .. start + n - 1 (first stage
+  /// only; rotary models add no positions here).
   /// @throws ConfigError for a token outside the vocabulary; UnsupportedError off the first stage.
   void embed(const std::int32_t* tokens, std::size_t n, std::size_t start, MatrixView x) const {
     if (!embed_) {
@@ -303,6 +310,7 @@ class ModelShard {
                                                    "stage " + std::to_string(place_.stage), "embed");
     }
     embed_->forward(tokens, n, x);
+    if (!pos_) return;  // rotary positions act inside attention
     const ConstMatrixView pos = pos_->table();
     for (std::size_t i = 0; i < n; ++i) {
       for (std::size_t c = 0; c < cfg_.hidden; ++c) x(i, c) += pos(start + i, c);
@@ -378,11 +386,9 @@ class ModelShard {
     }
     for (const auto& [layer, format] : opt.formats) cfg_.formats[layer] = format;
     validate(cfg_);
-    if (cfg_.positions != PositionKind::Learned) {
-      fail<UnsupportedError>("parallel", "position kind", "learned", "rotary", file.name());
-    }
     if (cfg_.num_classes != 0) {
-      fail<UnsupportedError>("parallel", "classifier head", "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
+      fail<UnsupportedError>("parallel", "classifier head in a sharded model (run it on one device with Model)",
+                             "num_classes = 0 (LM head)", cfg_.num_classes, file.name());
     }
     place_ = place_of(plan_, cfg_, rank_of(), 0, opt.sparse_block.rows);
     const std::size_t e = cfg_.hidden, d = cfg_.head_dim();
@@ -474,8 +480,10 @@ class ModelShard {
     if (first_stage()) {
       const auto t = matrix("embed.weight", cfg_.vocab, e);
       embed_ = std::make_unique<nn::Embedding>(t.view(), "embed");
-      const auto p = matrix("pos_embed.weight", cfg_.max_seq_len, e);
-      pos_ = std::make_unique<nn::Embedding>(p.view(), "pos_embed");
+      if (cfg_.positions == PositionKind::Learned) {
+        const auto p = matrix("pos_embed.weight", cfg_.max_seq_len, e);
+        pos_ = std::make_unique<nn::Embedding>(p.view(), "pos_embed");
+      }
     }
     nn::GatedAttentionConfig acfg;
     acfg.embed_dim = e;
@@ -484,6 +492,7 @@ class ModelShard {
     acfg.gate = cfg_.gate == GatePosition::Output ? GatePosition::None : cfg_.gate;
     acfg.head_gate = cfg_.gate_granularity;
     acfg.tau = cfg_.skip_threshold;
+    if (cfg_.positions == PositionKind::Rotary) acfg.rotary_base = cfg_.rope_base;
     out_gate_width_ = cfg_.gate == GatePosition::Output ? qn : 0;
     for (std::size_t l = place_.first_layer; l < place_.last_layer; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";

@@ -150,11 +150,14 @@ std::vector<std::int32_t> read_tokens(const std::string& tokens_path) {
 void cmd_run(const std::string& path, const std::string& tokens_path, const std::string& out, bool allow_extra) {
   const ds::Model m = load_model(path, allow_extra);
   const std::vector<std::int32_t> tokens = read_tokens(tokens_path);
-  std::vector<float> logits(tokens.size() * m.vocab());
+  // Next-token logits [L, vocab], or per-token class logits [L, num_classes] of a classifier.
+  const std::size_t width = m.out_dim();
+  std::vector<float> logits(tokens.size() * width);
   ds::Workspace ws;
-  m.forward(tokens.data(), tokens.size(), ds::MatrixView(logits.data(), tokens.size(), m.vocab()), ws);
-  ds::io::write_npy(out, ds::TensorView<const float>(logits.data(), tokens.size(), m.vocab()));
-  std::printf("wrote %s: logits [%zu, %zu]\n", out.c_str(), tokens.size(), m.vocab());
+  m.forward(tokens.data(), tokens.size(), ds::MatrixView(logits.data(), tokens.size(), width), ws);
+  ds::io::write_npy(out, ds::TensorView<const float>(logits.data(), tokens.size(), width));
+  std::printf("wrote %s: %s [%zu, %zu]\n", out.c_str(), m.config().num_classes ? "class logits" : "logits",
+              tokens.size(), width);
 }
 
 void cmd_generate(const std::string& path, const std::string& prompt, std::size_t n, const ds::SamplingOptions& s,
@@ -276,6 +279,10 @@ void cmd_eval(const std::string& path, const std::string& text_path, std::size_t
   if (!m.config().causal) {
     ds::detail::fail<ds::UnsupportedError>("cli", "bits per byte of an encoder", "a causal model", "causal = false", path);
   }
+  if (m.config().num_classes != 0) {
+    ds::detail::fail<ds::UnsupportedError>("cli", "bits per byte of a classifier (no next-token logits)",
+                                           "num_classes = 0", m.config().num_classes, path);
+  }
   std::string text = read_text(text_path);
   if (max_bytes && text.size() > max_bytes) text.resize(max_bytes);
   const auto ids = ds::ByteTokenizer::encode(text);
@@ -308,17 +315,18 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
   prefill = std::min(prefill, m.config().max_seq_len - std::min(decode, m.config().max_seq_len - 1));
   std::vector<std::int32_t> tokens(prefill);
   for (std::size_t i = 0; i < prefill; ++i) tokens[i] = static_cast<std::int32_t>((i * 37 + 11) % std::min<std::size_t>(256, m.vocab()));
-  std::vector<float> logits(std::max<std::size_t>(prefill, 1) * m.vocab());
+  const std::size_t width = m.out_dim();  // a causal classifier decodes class logits
+  std::vector<float> logits(std::max<std::size_t>(prefill, 1) * width);
   using clock = std::chrono::steady_clock;
   double best_prefill = 1e300, best_decode = 1e300;
   for (int rep = 0; rep < 3; ++rep) {
     ds::Session s = m.new_session(prefill + decode);
     auto t0 = clock::now();
-    m.decode(tokens.data(), prefill, s, ds::MatrixView(logits.data(), prefill, m.vocab()));
+    m.decode(tokens.data(), prefill, s, ds::MatrixView(logits.data(), prefill, width));
     best_prefill = std::min(best_prefill, std::chrono::duration<double>(clock::now() - t0).count());
     t0 = clock::now();
     std::int32_t tok = 1;
-    for (std::size_t i = 0; i < decode; ++i) m.decode(&tok, 1, s, ds::MatrixView(logits.data(), 1, m.vocab()));
+    for (std::size_t i = 0; i < decode; ++i) m.decode(&tok, 1, s, ds::MatrixView(logits.data(), 1, width));
     best_decode = std::min(best_decode, std::chrono::duration<double>(clock::now() - t0).count());
   }
   const double prefill_tps = prefill / best_prefill, decode_ms = decode ? best_decode * 1e3 / decode : 0.0;

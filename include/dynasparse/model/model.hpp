@@ -11,8 +11,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "dynasparse/io/safetensors.hpp"
 #include "dynasparse/model/model_config.hpp"
 #include "dynasparse/model/sampling.hpp"
+#include "dynasparse/model/stored_linear.hpp"
 #include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/embedding.hpp"
 #include "dynasparse/nn/feed_forward.hpp"
@@ -184,6 +187,83 @@ class Model {
       blk.attn->for_each_linear(fn);
       blk.ffn.for_each_linear(fn);
     }
+  }
+
+  /// As above, read-only.
+  template <class Fn>
+  void for_each_linear(Fn&& fn) const {
+    for (const auto& blk : blocks_) {
+      std::as_const(*blk.attn).for_each_linear(fn);
+      blk.ffn.for_each_linear(fn);
+    }
+  }
+
+  /// Writes the model as it is now to `path` (safetensors): the config, with each linear
+  /// layer's format, in the metadata; float tensors under examples/python/model.py's names,
+  /// in F32; converted layers as their stored parts (model/stored_linear.hpp) with any
+  /// calibrated activation alpha. load() of the file gives this model back (the same
+  /// outputs) without the original file and without quantizing or pruning again.
+  /// @throws FormatError if the file cannot be written (no partial file is left).
+  void save(const std::string& path) const {
+    io::SafetensorsWriter w;
+    w.add("embed.weight", embed_->table());
+    if (pos_) w.add("pos_embed.weight", pos_->table());
+    auto add_norm = [&](const Norm& n, const std::string& name) {
+      std::visit(
+          [&](const auto& norm) {
+            w.add<float>(name + ".weight", {norm.weight().size()}, norm.weight().data());
+            if constexpr (std::is_same_v<std::decay_t<decltype(norm)>, nn::LayerNorm>) {
+              if (!norm.bias().empty()) w.add<float>(name + ".bias", {norm.bias().size()}, norm.bias().data());
+            }
+          },
+          n);
+    };
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      const Block& blk = blocks_[l];
+      const std::string p = "layers." + std::to_string(l) + ".";
+      add_norm(blk.norm1, p + "norm1");
+      add_norm(blk.norm2, p + "norm2");
+      std::vector<const nn::AnyLinear*> lin;
+      std::as_const(*blk.attn).for_each_linear([&](const nn::AnyLinear& x) { lin.push_back(&x); });
+      // PyTorch's packed in_proj while q, k and v are all float, as the exporter writes it.
+      const bool packed = std::all_of(lin.begin(), lin.begin() + 3, [](const nn::AnyLinear* x) {
+        return std::string(x->format_name()) == "dense_f32";
+      });
+      if (packed) {
+        const std::string base = p + "attn.attention.in_proj_";
+        std::vector<float> weight, bias;
+        for (std::size_t i = 0; i < 3; ++i) {
+          const std::vector<float> wi = lin[i]->to_dense();
+          weight.insert(weight.end(), wi.begin(), wi.end());
+          const std::vector<float>& bi = lin[i]->bias();
+          if (!bi.empty()) bias.insert(bias.end(), bi.begin(), bi.end());
+        }
+        w.add<float>(base + "weight", {3 * cfg_.hidden, cfg_.hidden}, weight.data());
+        if (bias.size() == 3 * cfg_.hidden) {
+          w.add<float>(base + "bias", {bias.size()}, bias.data());
+        } else if (!bias.empty()) {
+          // A packed bias must cover q, k and v: give the missing ones zeros.
+          bias.clear();
+          for (std::size_t i = 0; i < 3; ++i) {
+            const std::vector<float>& bi = lin[i]->bias();
+            if (bi.empty()) bias.insert(bias.end(), cfg_.hidden, 0.0f);
+            else bias.insert(bias.end(), bi.begin(), bi.end());
+          }
+          w.add<float>(base + "bias", {bias.size()}, bias.data());
+        }
+      }
+      for (std::size_t i = packed ? 3 : 0; i < lin.size(); ++i) write_linear(w, *lin[i]);
+      blk.ffn.for_each_linear([&](const nn::AnyLinear& x) { write_linear(w, x); });
+    }
+    add_norm(*norm_f_, "norm_f");
+    if (lm_head_) w.add("lm_head.weight", lm_head_->table());
+    if (classifier_) {
+      w.add("classifier.weight", classifier_->table());
+      w.add<float>("classifier.bias", {classifier_bias_.size()}, classifier_bias_.data());
+    }
+    w.set_metadata("format", "pt");
+    w.set_metadata("dynasparse.config", to_json(cfg_).dump());
+    w.write(path);
   }
 
   /// Static INT8 calibration: runs every sample (a token sequence of at most max_seq_len)
@@ -486,17 +566,27 @@ class Model {
       }
       return nn::RMSNorm(vec(prefix + ".weight", e, true), cfg_.norm_eps, prefix);
     };
-    // Each linear layer in the format the config names for it.
+    // Each linear layer in the format the config names for it (after LoadOptions).
     std::size_t made_bytes = 0;  // bytes of the linear layers made so far
-    auto make_format = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
+    auto wanted_format = [&](const std::string& name) {
       const auto it = cfg_.formats.find(name);
       std::string format = it == cfg_.formats.end() ? "dense_f32" : it->second;
       if (opt.int8) format = format.rfind("gsparse", 0) == 0 ? "gsparse_i8" : "dense_i8";
+      return format;
+    };
+    auto record = [&](const std::string& name, const std::string& format) {
       formats_.emplace_back(name, format);
       if (format != "dense_f32") cfg_.formats[name] = format;
+    };
+    // `blocks`: the stored block structure of a group-sparse layer converted between float
+    // and INT8 (kept as it is, so its block shape survives); otherwise the non-zero blocks.
+    auto make_format = [&](ConstMatrixView w, std::vector<float> b, const std::string& name,
+                           const sparse::BlockMask* blocks = nullptr) -> nn::AnyLinear {
+      const std::string format = wanted_format(name);
+      record(name, format);
       if (format == "dense_i8") return nn::Linear<quant::DenseI8>(quant::DenseI8(w, std::move(b), name));
       if (format == "gsparse_f32" || format == "gsparse_i8") {
-        sparse::BlockMask mask = sparse::nonzero_blocks(w, opt.sparse_block, name);
+        sparse::BlockMask mask = blocks ? *blocks : sparse::nonzero_blocks(w, opt.sparse_block, name);
         if (opt.prune > 0.0 && mask.sparsity() < opt.prune) {
           mask = sparse::prune_by_norm(w, {opt.sparse_block, opt.prune, false}, name);
         }
@@ -507,12 +597,12 @@ class Model {
       }
       return nn::Linear<nn::DenseF32>(nn::DenseF32(w, std::move(b), name));
     };
-    auto make = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
-      nn::AnyLinear l = make_format(w, std::move(b), name);
+    // Counts the layer's bytes and applies a calibrated activation alpha stored with it.
+    auto finish = [&](nn::AnyLinear l) -> nn::AnyLinear {
       made_bytes += l.bytes();
       // A calibrated activation alpha (`dynasparse quantize --calibrate`) travels as a
       // one-element tensor; float loads of the same file ignore it.
-      const std::string alpha_name = name + ".input_alpha";
+      const std::string alpha_name = l.name() + ".input_alpha";
       if (file.contains(alpha_name)) {
         const auto& info = file.info(alpha_name);
         if (info.shape.size() != 1 || info.shape[0] != 1) {
@@ -528,6 +618,33 @@ class Model {
         if (l.quantizes_input()) l.set_activation_alpha(alpha);
       }
       return l;
+    };
+    auto make = [&](ConstMatrixView w, std::vector<float> b, const std::string& name) -> nn::AnyLinear {
+      return finish(make_format(w, std::move(b), name));
+    };
+    // Layer `name` [rows, cols]: from its float `.weight` (and `.bias`), or from the parts
+    // Model::save wrote for a converted layer (model/stored_linear.hpp). Parts are used as
+    // they are when they hold the format asked for (no requantization); otherwise the layer
+    // goes through float into the format asked for.
+    auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) -> nn::AnyLinear {
+      if (!has_stored_parts(file, name)) {
+        const auto w = matrix(name + ".weight", rows, cols);
+        return make(w.view(), vec(name + ".bias", rows, false), name);
+      }
+      nn::AnyLinear stored = read_stored_linear(file, name, rows, cols, used);
+      const std::string format = wanted_format(name);
+      const bool prune_more = opt.prune > 0.0 && format.rfind("gsparse", 0) == 0 && 1.0 - stored.density() < opt.prune;
+      if (format == stored.format_name() && !prune_more) {
+        record(name, format);
+        return finish(std::move(stored));
+      }
+      const std::vector<float> w = stored.to_dense();
+      std::optional<sparse::BlockMask> blocks;
+      if (!prune_more) {
+        if (const auto* f = std::get_if<nn::Linear<sparse::GroupSparseF32>>(&stored.variant())) blocks = f->format().csr().mask();
+        if (const auto* i = std::get_if<nn::Linear<sparse::GroupSparseI8>>(&stored.variant())) blocks = i->format().csr().mask();
+      }
+      return finish(make_format(ConstMatrixView(w.data(), rows, cols), stored.bias(), name, blocks ? &*blocks : nullptr));
     };
     {
       const auto t = matrix("embed.weight", cfg_.vocab, e);
@@ -547,21 +664,40 @@ class Model {
     for (std::size_t l = 0; l < cfg_.layers; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";
       Norm n1 = norm(p + "norm1");
-      // The attention loader reads its own tensors; record them as used and check shapes
-      // through it (it names the tensor on mismatch).
-      for (const char* t : {"attn.attention.in_proj_weight", "attn.attention.in_proj_bias", "attn.attention.out_proj.weight",
-                            "attn.attention.out_proj.bias", "attn.gate.0.weight", "attn.gate.0.bias"}) {
-        if (file.contains(p + t)) used.insert(p + t);
-      }
       const std::size_t bytes_before = made_bytes;
-      auto attn = std::make_unique<nn::GatedAttention<nn::AnyLinear>>(
-          nn::load_gated_attention<nn::AnyLinear>(file, acfg, p + "attn.", make));
+      // q, k and v: slices of PyTorch's packed in_proj_weight while all three are float;
+      // each under its own name once any of them is stored converted.
+      const std::string base = p + "attn.attention";
+      std::vector<nn::AnyLinear> qkv;
+      if (file.contains(base + ".in_proj_weight")) {
+        const auto w = matrix(base + ".in_proj_weight", 3 * e, e);
+        const std::vector<float> b = vec(base + ".in_proj_bias", 3 * e, false);
+        const char* names[] = {".q_proj", ".k_proj", ".v_proj"};
+        for (std::size_t i = 0; i < 3; ++i) {
+          std::vector<float> bi = b.empty() ? std::vector<float>{} : std::vector<float>(b.begin() + i * e, b.begin() + (i + 1) * e);
+          qkv.push_back(make(w.view().row_range(i * e, e), std::move(bi), base + names[i]));
+        }
+      } else {
+        for (const char* n : {".q_proj", ".k_proj", ".v_proj"}) qkv.push_back(linear(base + n, e, e));
+      }
+      nn::AnyLinear out_proj = linear(base + ".out_proj", e, e);
+      std::optional<nn::AnyLinear> gate;
+      if (cfg_.gate != GatePosition::None) {
+        const bool headwise = cfg_.gate == GatePosition::Head && cfg_.gate_granularity == HeadGate::Headwise;
+        gate.emplace(linear(p + "attn.gate.0", headwise ? cfg_.num_heads() : e, e));
+      } else {
+        // Files exported from the seed's module with the gate switched off may still carry it.
+        for (const char* t : {"attn.gate.0.weight", "attn.gate.0.bias"}) {
+          if (file.contains(p + t)) used.insert(p + t);
+        }
+      }
+      auto attn = std::make_unique<nn::GatedAttention<nn::AnyLinear>>(acfg, std::move(qkv[0]), std::move(qkv[1]),
+                                                                       std::move(qkv[2]), std::move(out_proj),
+                                                                       std::move(gate), base);
       const std::size_t attn_bytes = made_bytes - bytes_before;
       Norm n2 = norm(p + "norm2");
-      const auto up_w = matrix(p + "ffn.up.weight", cfg_.ffn, e);
-      nn::AnyLinear up = make(up_w.view(), vec(p + "ffn.up.bias", cfg_.ffn, false), p + "ffn.up");
-      const auto down_w = matrix(p + "ffn.down.weight", e, cfg_.ffn);
-      nn::AnyLinear down = make(down_w.view(), vec(p + "ffn.down.bias", e, false), p + "ffn.down");
+      nn::AnyLinear up = linear(p + "ffn.up", cfg_.ffn, e);
+      nn::AnyLinear down = linear(p + "ffn.down", e, cfg_.ffn);
       blocks_.push_back(Block{std::move(n1), std::move(n2), std::move(attn),
                               nn::FeedForward(std::move(up), std::move(down), cfg_.activation, p + "ffn"), attn_bytes});
     }

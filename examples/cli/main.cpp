@@ -69,43 +69,6 @@ ds::Model load_model(const std::string& path, bool allow_extra) {
   return ds::Model::load(path, opt);
 }
 
-// Copies every tensor of `in` to a writer, letting `edit` replace any float matrix (an
-// edited F16/BF16 matrix is written as F32), and adds the one-element tensors of `extra`.
-template <class Edit>
-void rewrite(const ds::io::SafetensorsFile& in, const ds::ModelConfig& cfg, const std::string& out, Edit edit,
-             const std::map<std::string, float>& extra = {}) {
-  ds::io::SafetensorsWriter w;
-  std::vector<std::vector<float>> keep;  // replaced tensors must outlive write()
-  for (const std::string& name : in.names()) {
-    const auto& info = in.info(name);
-    if (extra.count(name)) continue;  // replaced below
-    const bool floating = info.dtype == ds::DType::F32 || info.dtype == ds::DType::F16 || info.dtype == ds::DType::BF16;
-    if (floating && info.shape.size() == 2) {
-      std::vector<float> values;
-      if (edit(name, in, values)) {
-        keep.push_back(std::move(values));
-        w.add(name, ds::DType::F32, info.shape, keep.back().data(), keep.back().size() * sizeof(float));
-        continue;
-      }
-    }
-    const auto bytes = in.bytes(name);
-    w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
-  }
-  for (const auto& [name, value] : extra) w.add(name, ds::DType::F32, {1}, &value, sizeof(float));
-  for (const auto& [k, v] : in.metadata()) w.set_metadata(k, v);
-  w.set_metadata("dynasparse.config", ds::to_json(cfg).dump());
-  w.write(out);
-}
-
-bool is_linear(const std::string& name, const std::string& which) {
-  const bool ffn = name.find(".ffn.up.weight") != std::string::npos || name.find(".ffn.down.weight") != std::string::npos;
-  const bool attn = name.find(".attn.") != std::string::npos && name.find("weight") != std::string::npos;
-  return which == "all" ? (ffn || attn) : ffn;
-}
-
-// "layers.0.ffn.up.weight" -> "layers.0.ffn.up" (the linear's name in the config).
-std::string linear_name(const std::string& tensor) { return tensor.substr(0, tensor.size() - std::string(".weight").size()); }
-
 void cmd_info(const std::string& path, bool allow_extra) {
   ds::Model m = load_model(path, allow_extra);
   std::printf("%s\n", ds::build_info().c_str());
@@ -184,30 +147,34 @@ void cmd_generate(const std::string& path, const std::string& prompt, std::size_
   }
 }
 
+// Linear layers of `m` that `--layers` selects: "ffn" (up and down) or "all".
+std::vector<std::string> selected_layers(const ds::Model& m, const std::string& which) {
+  std::vector<std::string> names;
+  for (const auto& [name, format] : m.layer_formats()) {
+    if (which == "all" || name.find(".ffn.") != std::string::npos) names.push_back(name);
+  }
+  return names;
+}
+
 void cmd_sparsify(const std::string& path, const std::string& out, double target, const std::string& block,
                   const std::string& which, bool int8, bool allow_extra) {
-  const ds::io::SafetensorsFile in(path);
-  ds::ModelConfig cfg = load_model(path, allow_extra).config();
-  ds::sparse::BlockShape shape{16, 4};
-  if (std::sscanf(block.c_str(), "%zux%zu", &shape.rows, &shape.cols) != 2) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = allow_extra;
+  if (std::sscanf(block.c_str(), "%zux%zu", &opt.sparse_block.rows, &opt.sparse_block.cols) != 2) {
     ds::detail::fail<ds::ConfigError>("cli", "block shape", "RxC such as 16x4", block, "--block");
   }
-  if (shape.rows != 16) {
-    ds::detail::fail<ds::ConfigError>("cli", "block height", "16 (the model loader's block height)", shape.rows, "--block");
+  if (!ds::simd::spmm_supports_block_rows(opt.sparse_block.rows) || opt.sparse_block.cols == 0 ||
+      opt.sparse_block.cols > 64 || (int8 && opt.sparse_block.cols != 4)) {
+    ds::detail::fail<ds::ConfigError>("cli", "block shape", int8 ? "16x4, 32x4 or 64x4 with --int8" : "16xC, 32xC or 64xC",
+                                      block, "--block");
   }
-  rewrite(in, cfg, out, [&](const std::string& name, const ds::io::SafetensorsFile& f, std::vector<float>& values) {
-    if (!is_linear(name, which)) return false;
-    const auto w = f.load<float>(name);
-    const auto mask = ds::sparse::prune_by_norm(w.view(), {shape, target, false}, name);
-    const auto e = ds::sparse::to_element_mask(mask);
-    values.assign(w.data(), w.data() + w.size());
-    for (std::size_t i = 0; i < values.size(); ++i) values[i] *= e[i];
-    cfg.formats[linear_name(name)] = int8 ? "gsparse_i8" : "gsparse_f32";
-    return true;
-  });
-  // The config names the formats: write it again now that every layer is known.
-  rewrite(ds::io::SafetensorsFile(out), cfg, out + ".tmp", [](auto&, auto&, auto&) { return false; });
-  std::rename((out + ".tmp").c_str(), out.c_str());
+  for (const std::string& name : selected_layers(load_model(path, allow_extra), which)) {
+    opt.formats[name] = int8 ? "gsparse_i8" : "gsparse_f32";
+  }
+  opt.prune = target;
+  // The layers are pruned at load and written as block-CSR, so the file holds only the
+  // kept blocks (and INT8 values with --int8).
+  ds::Model::load(path, opt).save(out);
   std::printf("wrote %s: %s layers pruned to %.0f%% of %s blocks%s\n", out.c_str(), which.c_str(), target * 100,
               block.c_str(), int8 ? ", int8" : "");
 }
@@ -221,9 +188,15 @@ struct CalibrateOptions {
 
 void cmd_quantize(const std::string& path, const std::string& out, const std::string& which, bool allow_extra,
                   const CalibrateOptions& cal, bool quiet) {
-  const ds::io::SafetensorsFile in(path);
-  ds::ModelConfig cfg = load_model(path, allow_extra).config();
-  std::map<std::string, float> extra;
+  ds::Model fp = load_model(path, allow_extra);
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = allow_extra;
+  const std::vector<std::string> layers = selected_layers(fp, which);
+  for (const auto& [name, format] : fp.layer_formats()) {
+    if (std::find(layers.begin(), layers.end(), name) == layers.end()) continue;
+    opt.formats[name] = format.rfind("gsparse", 0) == 0 ? "gsparse_i8" : "dense_i8";
+  }
+  ds::Model q = ds::Model::load(path, opt);
   if (!cal.text.empty()) {
     // Samples spread evenly over the text, each run through the float model.
     const auto ids = ds::ByteTokenizer::encode(read_text(cal.text));
@@ -246,24 +219,14 @@ void cmd_quantize(const std::string& path, const std::string& out, const std::st
     copt.warn = [&](const std::string& w) {
       if (!quiet) std::fprintf(stderr, "%s\n", w.c_str());
     };
-    ds::Model fp = load_model(path, allow_extra);
+    std::map<std::string, float> alphas;
     for (const auto& [layer, alpha] : fp.calibrate(samples, copt)) {
-      const bool ffn = layer.find(".ffn.") != std::string::npos;
-      if (which == "all" || ffn) extra[layer + ".input_alpha"] = alpha;
+      if (std::find(layers.begin(), layers.end(), layer) != layers.end()) alphas[layer] = alpha;
     }
+    q.set_activation_alphas(alphas);
   }
-  for (const std::string& name : in.names()) {
-    if (!is_linear(name, which)) continue;
-    const std::string lin = linear_name(name);
-    if (name.find("in_proj_weight") != std::string::npos) {
-      const std::string base = name.substr(0, name.size() - std::string("in_proj_weight").size());
-      for (const char* p : {"q_proj", "k_proj", "v_proj"}) cfg.formats[base.substr(0, base.size() - 1) + "." + p] = "dense_i8";
-      continue;
-    }
-    const auto it = cfg.formats.find(lin);
-    cfg.formats[lin] = (it != cfg.formats.end() && it->second.rfind("gsparse", 0) == 0) ? "gsparse_i8" : "dense_i8";
-  }
-  rewrite(in, cfg, out, [](auto&, auto&, auto&) { return false; }, extra);
+  // INT8 layers are written as their int8 values and alphas (a quarter of the float bytes).
+  q.save(out);
   if (cal.text.empty()) {
     std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, dynamic activations)\n", out.c_str(),
                 which.c_str());

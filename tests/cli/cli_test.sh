@@ -42,6 +42,14 @@ check sparse-info 0 'gsparse_f32' -- "$bin" $x info "$work/s.safetensors"
 check quantize 0 'INT8' -- "$bin" $x quantize "$work/s.safetensors" -o "$work/q.safetensors" --layers all
 check quant-info 0 'gsparse_i8' -- "$bin" $x info "$work/q.safetensors"
 check quant-runs 0 'logits' -- "$bin" $x run "$work/q.safetensors" --tokens "$data/model/tokens.npy" -o "$work/q.npy"
+# A converted file holds its INT8 values and blocks as they run: quantizing it again changes
+# nothing, and it is smaller than the float file it came from.
+"$bin" -q quantize "$work/q.safetensors" -o "$work/q2.safetensors" --layers all >/dev/null 2>&1
+"$bin" run "$work/q2.safetensors" --tokens "$data/model/tokens.npy" -o "$work/q2.npy" >/dev/null 2>&1
+cmp -s "$work/q.npy" "$work/q2.npy" && echo "ok   re-quantizing a quantized file is exact" \
+  || { echo "FAIL re-quantized logits differ"; fails=$((fails + 1)); }
+[ "$(wc -c <"$work/q.safetensors")" -lt "$(wc -c <"$work/s.safetensors")" ] && echo "ok   INT8 file is smaller" \
+  || { echo "FAIL INT8 file is not smaller than the float sparse one"; fails=$((fails + 1)); }
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 20) >"$work/text.txt"
 check eval 0 'bits per byte' -- "$bin" $x eval "$model" --text "$work/text.txt"
 check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \

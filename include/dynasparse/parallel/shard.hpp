@@ -22,6 +22,7 @@
 #include "dynasparse/io/safetensors.hpp"
 #include "dynasparse/model/model.hpp"
 #include "dynasparse/model/model_config.hpp"
+#include "dynasparse/model/stored_linear.hpp"
 #include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/embedding.hpp"
 #include "dynasparse/nn/feed_forward.hpp"
@@ -465,16 +466,46 @@ class ModelShard {
       }
       return f;
     };
+    // Layer `name` [r, c] as a full float weight: from `<name>.weight`, or from the parts of
+    // a converted layer (Model::save), dequantized. Re-quantizing per channel gives the
+    // stored INT8 values back, so shards of an INT8 file hold the file's weights.
+    auto weight = [&](const std::string& name, std::size_t r, std::size_t c) {
+      if (!has_stored_parts(file, name)) {
+        const auto w = matrix(name + ".weight", r, c);
+        return full(w.view(), vec(name + ".bias", r, false), name);
+      }
+      std::set<std::string> parts;
+      const nn::AnyLinear stored = read_stored_linear(file, name, r, c, parts);
+      const std::vector<float> w = stored.to_dense();
+      return full(ConstMatrixView(w.data(), r, c), stored.bias(), name);
+    };
+    // A calibrated activation alpha stored with the layer holds for any slice of it: a
+    // column-parallel slice sees the same inputs, a row-parallel one a subset of them.
+    auto with_alpha = [&](nn::AnyLinear l) {
+      const std::string an = l.name() + ".input_alpha";
+      if (l.quantizes_input() && file.contains(an)) {
+        const auto& info = file.info(an);
+        if (info.shape.size() != 1 || info.shape[0] != 1) {
+          fail<ShapeError>("parallel", "tensor shape", "[1]", std::to_string(info.shape.size()) + "-d tensor", where(an));
+        }
+        const float alpha = file.load<float>(an).data()[0];
+        if (!(alpha >= 0.0f) || !std::isfinite(alpha)) {
+          fail<FormatError>("parallel", "activation alpha must be finite and >= 0", ">= 0", alpha, where(an));
+        }
+        l.set_activation_alpha(alpha);
+      }
+      return l;
+    };
     auto bias_rows = [](const std::vector<float>& b, std::size_t r0, std::size_t n) {
       return b.empty() ? std::vector<float>{} : std::vector<float>(b.begin() + r0, b.begin() + r0 + n);
     };
     // Column-parallel: output rows [r0, r0 + n), all inputs.
     auto rows = [&](const detail::FullWeight& f, std::size_t r0, std::size_t n) {
-      return detail::slice_linear(f, r0, n, 0, f.in, bias_rows(f.bias, r0, n));
+      return with_alpha(detail::slice_linear(f, r0, n, 0, f.in, bias_rows(f.bias, r0, n)));
     };
     // Row-parallel: all outputs, inputs [c0, c0 + n); the bias is added once, by index 0.
     auto cols = [&](const detail::FullWeight& f, std::size_t c0, std::size_t n) {
-      return detail::slice_linear(f, 0, f.out, c0, n, tp0 ? f.bias : std::vector<float>{});
+      return with_alpha(detail::slice_linear(f, 0, f.out, c0, n, tp0 ? f.bias : std::vector<float>{}));
     };
 
     if (first_stage()) {
@@ -498,22 +529,27 @@ class ModelShard {
       const std::string p = "layers." + std::to_string(l) + ".";
       const std::string a = p + "attn.attention.";
       Block blk{norm(p + "norm1"), norm(p + "norm2"), nullptr, nullptr, nullptr};
-      const auto in_w = matrix(a + "in_proj_weight", 3 * e, e);
-      const std::vector<float> in_b = vec(a + "in_proj_bias", 3 * e, false);
-      auto third = [&](std::size_t i, const char* what) {
-        return full(in_w.view().row_range(i * e, e), bias_rows(in_b, i * e, e), a.substr(0, a.size() - 1) + "." + what);
-      };
-      nn::AnyLinear q = rows(third(0, "q_proj"), q0, qn);
-      nn::AnyLinear k = rows(third(1, "k_proj"), q0, qn);
-      nn::AnyLinear v = rows(third(2, "v_proj"), q0, qn);
-      const auto o_w = matrix(a + "out_proj.weight", e, e);
-      nn::AnyLinear o = cols(full(o_w.view(), vec(a + "out_proj.bias", e, false), a + "out_proj"), q0, qn);
+      // q, k and v: PyTorch's packed in_proj, or each by its own name in a converted file.
+      std::vector<detail::FullWeight> qkv;
+      if (file.contains(a + "in_proj_weight")) {
+        const auto in_w = matrix(a + "in_proj_weight", 3 * e, e);
+        const std::vector<float> in_b = vec(a + "in_proj_bias", 3 * e, false);
+        const char* names[] = {"q_proj", "k_proj", "v_proj"};
+        for (std::size_t i = 0; i < 3; ++i) {
+          qkv.push_back(full(in_w.view().row_range(i * e, e), bias_rows(in_b, i * e, e), a + names[i]));
+        }
+      } else {
+        for (const char* n : {"q_proj", "k_proj", "v_proj"}) qkv.push_back(weight(a + n, e, e));
+      }
+      nn::AnyLinear q = rows(qkv[0], q0, qn);
+      nn::AnyLinear k = rows(qkv[1], q0, qn);
+      nn::AnyLinear v = rows(qkv[2], q0, qn);
+      nn::AnyLinear o = cols(weight(a + "out_proj", e, e), q0, qn);
       std::optional<nn::AnyLinear> gate;
       if (cfg_.gate != GatePosition::None) {
         const bool headwise = cfg_.gate == GatePosition::Head && cfg_.gate_granularity == HeadGate::Headwise;
         const std::size_t gw = headwise ? cfg_.num_heads() : e;
-        const auto g_w = matrix(p + "attn.gate.0.weight", gw, e);
-        const auto gf = full(g_w.view(), vec(p + "attn.gate.0.bias", gw, false), p + "attn.gate.0");
+        const auto gf = weight(p + "attn.gate.0", gw, e);
         nn::AnyLinear g = headwise ? rows(gf, place_.first_head, place_.head_count) : rows(gf, q0, qn);
         if (cfg_.gate == GatePosition::Output) {
           blk.out_gate = std::make_unique<nn::AnyLinear>(std::move(g));
@@ -523,12 +559,8 @@ class ModelShard {
       }
       blk.attn = std::make_unique<nn::GatedAttention<nn::AnyLinear>>(acfg, std::move(q), std::move(k), std::move(v),
                                                                       std::move(o), std::move(gate), a + "attention");
-      const auto up_w = matrix(p + "ffn.up.weight", cfg_.ffn, e);
-      nn::AnyLinear up = rows(full(up_w.view(), vec(p + "ffn.up.bias", cfg_.ffn, false), p + "ffn.up"), place_.first_ffn,
-                              place_.ffn_count);
-      const auto down_w = matrix(p + "ffn.down.weight", e, cfg_.ffn);
-      nn::AnyLinear down = cols(full(down_w.view(), vec(p + "ffn.down.bias", e, false), p + "ffn.down"), place_.first_ffn,
-                                place_.ffn_count);
+      nn::AnyLinear up = rows(weight(p + "ffn.up", cfg_.ffn, e), place_.first_ffn, place_.ffn_count);
+      nn::AnyLinear down = cols(weight(p + "ffn.down", e, cfg_.ffn), place_.first_ffn, place_.ffn_count);
       blk.ffn = std::make_unique<nn::FeedForward>(std::move(up), std::move(down), cfg_.activation, p + "ffn");
       blocks_.push_back(std::move(blk));
     }

@@ -55,7 +55,7 @@ TEST(LinearDenseF32, PackedKernelMatchesDoubleSumsAtEveryShape) {
   for (int threads : {1, 3}) {
     ds::set_num_threads(threads);
     for (const Case c : {Case{1, 64, 16}, Case{1, 33, 70}, Case{6, 128, 64}, Case{13, 17, 129}, Case{25, 96, 40},
-                         Case{3, 1, 5}, Case{7, 256, 200}}) {
+                         Case{3, 1, 5}, Case{7, 256, 200}, Case{1, 259, 48}, Case{1, 1031, 70}}) {
       const std::size_t ldx = c.k + 3, ldy = c.n + 5;
       const auto x = uniform_floats(c.m * ldx, -1.0f, 1.0f, 11u);
       const auto w = uniform_floats(c.n * c.k, -1.0f, 1.0f, 12u);

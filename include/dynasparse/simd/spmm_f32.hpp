@@ -83,6 +83,18 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
     const float* v = values + static_cast<std::size_t>(b) * R * c_block;
     std::size_t c = 0;
+    if (cn >= 256) {
+      // A long block (a dense panel) is read as four sequential streams, one per quarter:
+      // with weights streaming from DRAM, one stream per core leaves memory bandwidth idle.
+      const std::size_t q = cn / 4;
+      for (; c < q; ++c) {
+        step(a0, v + c * R, x[k0 + c]);
+        step(a1, v + (c + q) * R, x[k0 + c + q]);
+        step(a2, v + (c + 2 * q) * R, x[k0 + c + 2 * q]);
+        step(a3, v + (c + 3 * q) * R, x[k0 + c + 3 * q]);
+      }
+      c = 4 * q;
+    }
     for (; c + 4 <= cn; c += 4) {
       step(a0, v + c * R, x[k0 + c]);
       step(a1, v + (c + 1) * R, x[k0 + c + 1]);

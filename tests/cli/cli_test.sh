@@ -137,6 +137,14 @@ fi
 # Bad input: one clear line, exit 2.
 check missing-file 2 'cannot open file' -- "$bin" info "$work/nope.safetensors"
 check extra-tensors 2 'tensor not used by the model' -- "$bin" info "$model"
+# A classifier (rotary encoder, 5 classes): run writes class logits; text generation and
+# bits per byte have no meaning for it and exit 2 with one line.
+cls="$data/model/tiny_rotary_classifier.safetensors"
+check classifier-run 0 'logits \[12, 5\]' -- "$bin" $x run "$cls" --tokens "$data/model/tokens.npy" -o "$work/cls.npy"
+check classifier-generate 2 'classifier' -- "$bin" $x generate "$cls" -p "Hi" -n 2
+check classifier-eval 2 'classifier' -- "$bin" $x eval "$cls" --text "$work/text.txt"
+[ "$(wc -l <"$work/err")" -le 1 ] && echo "ok   classifier errors are one line" \
+  || { echo "FAIL classifier error is not one line"; fails=$((fails + 1)); }
 printf 'not a model' >"$work/junk.safetensors"
 check junk-file 2 'dynasparse.io' -- "$bin" info "$work/junk.safetensors"
 check bad-tokens 2 'dynasparse' -- "$bin" $x run "$model" --tokens "$model" -o "$work/x.npy"

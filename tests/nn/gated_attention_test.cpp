@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -422,6 +423,76 @@ TEST(GatedAttentionDecode, PrefillThenDecodeEqualsFullForward) {
   EXPECT_THROW(layer.forward_cached(ds::ConstMatrixView(x.data(), 1, e), 1, wrong, ds::MatrixView(out.data(), 1, e),
                                     ws),
                ds::ConfigError);
+}
+
+// Batched decoding of left-padded sequences with an additive bias: masks given to
+// forward_cached() cover every cached key, and decoding equals the full causal forward with
+// the same masks.
+TEST(GatedAttentionCache, MasksApplyToEveryCachedKey) {
+  const std::size_t e = 64, h = 8, l = 12, batch = 2, pad = 3;
+  const RandomLayer w(e, e, 55u);
+  nn::GatedAttentionConfig cfg;
+  cfg.embed_dim = e;
+  cfg.num_heads = h;
+  cfg.batch_first = true;
+  cfg.gate = nn::GatePosition::Head;
+  cfg.head_gate = nn::HeadGate::Elementwise;
+  const auto layer = w.make(cfg);
+  const auto x = uniform_floats(batch * l * e, -1.0f, 1.0f, 56u);
+  const auto bias = uniform_floats(l * l, -2.0f, 2.0f, 57u);
+  std::unique_ptr<bool[]> padding(new bool[batch * l]);
+  for (std::size_t n = 0; n < batch; ++n) {
+    for (std::size_t j = 0; j < l; ++j) padding[n * l + j] = n == 1 && j < pad;  // sequence 1 is left-padded
+  }
+  nn::AttentionMasks full_masks;
+  full_masks.causal = true;
+  full_masks.attn_mask = ds::ConstMatrixView(bias.data(), l, l);
+  full_masks.key_padding_mask = ds::TensorView<const bool>(padding.get(), batch, l);
+  const auto full = run(layer, x, batch, full_masks);
+
+  nn::KVCache cache(batch, h, e / h, l);
+  ds::Workspace ws;
+  std::vector<float> in(batch * e), out(batch * e);
+  double scale = 0.0;
+  for (float v : full) scale = std::isnan(v) ? scale : std::max(scale, std::fabs(double(v)));
+  for (std::size_t t = 0; t < l; ++t) {
+    for (std::size_t n = 0; n < batch; ++n) std::copy_n(&x[(n * l + t) * e], e, &in[n * e]);
+    nn::AttentionMasks m;
+    m.attn_mask = ds::ConstMatrixView(bias.data() + t * l, 1, t + 1, l);
+    m.key_padding_mask = ds::TensorView<const bool>(padding.get(), batch, t + 1, l);
+    layer.forward_cached(ds::ConstMatrixView(in.data(), batch, e), batch, cache, ds::MatrixView(out.data(), batch, e),
+                         ws, m);
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t c = 0; c < e; ++c) {
+        const float want = full[(n * l + t) * e + c], got = out[n * e + c];
+        if (n == 1 && t < pad) {
+          // Only padding to attend to: NaN, as in PyTorch (and as the full forward).
+          EXPECT_TRUE(std::isnan(want) && std::isnan(got)) << t << "," << c;
+        } else {
+          ASSERT_NEAR(got, want, 1e-5 * scale) << "sequence " << n << " token " << t << " feature " << c;
+        }
+      }
+    }
+  }
+  // The same decoding without the masks gives other outputs: the masks really act.
+  nn::KVCache plain(batch, h, e / h, l);
+  for (std::size_t t = 0; t < l; ++t) {
+    for (std::size_t n = 0; n < batch; ++n) std::copy_n(&x[(n * l + t) * e], e, &in[n * e]);
+    layer.forward_cached(ds::ConstMatrixView(in.data(), batch, e), batch, plain, ds::MatrixView(out.data(), batch, e),
+                         ws);
+  }
+  EXPECT_GT(std::fabs(out[e] - full[(l + l - 1) * e]), 1e-4);
+
+  // A mask shaped for the new tokens only (not every cached key) is refused before the
+  // cache changes.
+  nn::AttentionMasks wrong;
+  wrong.key_padding_mask = ds::TensorView<const bool>(padding.get(), batch, 1, l);
+  nn::KVCache c2(batch, h, e / h, l);
+  layer.forward_cached(ds::ConstMatrixView(in.data(), batch, e), batch, c2, ds::MatrixView(out.data(), batch, e), ws);
+  EXPECT_THROW(layer.forward_cached(ds::ConstMatrixView(in.data(), batch, e), batch, c2,
+                                    ds::MatrixView(out.data(), batch, e), ws, wrong),
+               ds::ShapeError);
+  EXPECT_EQ(c2.size(), 1u);
 }
 
 TEST(GatedAttentionErrors, ShapesAndConfigNameTheTensorAndBothSizes) {

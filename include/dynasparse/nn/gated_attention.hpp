@@ -308,11 +308,15 @@ class GatedAttention {
   /// positions, the new tokens are at cache.size() .. cache.size() + T - 1). Decoding a
   /// sequence token by token gives forward(x, x, x, causal) within float rounding (F32
   /// cache) or within the INT8 quantization error (I8 cache).
+  /// `masks` (optional) apply on top of the causal order, over every cached key including
+  /// the new ones (L_kv = cache.size() + T): attn_mask / bool_attn_mask `[T, L_kv]`,
+  /// key_padding_mask `[N, L_kv]` (batched decoding of sequences padded to one length);
+  /// masks.causal is implied. They are checked before anything is appended.
   /// @throws ShapeError as forward() and KVCache::append() (past max_len, naming the cache
-  /// and both lengths); ConfigError if the cache's batch, heads or head_dim differ from
-  /// this layer's and N.
+  /// and both lengths) or for a mask of the wrong shape; ConfigError if the cache's batch,
+  /// heads or head_dim differ from this layer's and N.
   AttentionStats forward_cached(ConstMatrixView x, std::size_t batch, KVCache& cache, MatrixView out,
-                                Workspace& ws) const {
+                                Workspace& ws, const AttentionMasks& masks = {}) const {
     check_batch(batch);
     const std::size_t e = cfg_.embed_dim;
     check_cols(x, e, "nn", name_ + " query");
@@ -332,6 +336,7 @@ class GatedAttention {
                                "<= " + std::to_string(cache.max_len()) + " tokens",
                                std::to_string(cache.size() + t) + " tokens", cache.name());
     }
+    check_masks(masks, batch, t, cache.size() + t);
     Workspace::Scope scope(ws);
     const std::size_t inner = inner_dim();
     float* qp = ws.allocate<float>(x.rows() * inner);
@@ -348,7 +353,7 @@ class GatedAttention {
       rotate(kp, batch, t, first, inv_freq);
     }
     cache.append(ConstMatrixView(kp, x.rows(), inner), ConstMatrixView(vp, x.rows(), inner), layout());
-    AttentionMasks causal;
+    AttentionMasks causal = masks;
     causal.causal = true;
     const KeySource src{nullptr, nullptr, cache.size(), 0, &cache};
     return attend(x, qp, batch, t, src, causal, out, ws);

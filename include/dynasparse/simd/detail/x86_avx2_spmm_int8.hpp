@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+// AVX2 group-sparse int8 microkernel (no VNNI): MR rows of signed activations against one
+// block-row of R outputs (R = 16, 32 or 64) in blocks of R x 4 inputs, exact in s32.
+//
+// Contract (the scalar reference's, detail/scalar/spmm_int8.hpp, for C = 4): for the stored
+// blocks b0 .. b1 - 1 of a block-row, tile[r * R + i] = sum over b, c < 4 of
+// a[r * lda + 4 * col_idx[b] + c] * values[b * R * 4 + i * 4 + c]. Activations are the signed
+// bytes gemm_prepare_activation_row<I8Avx2> leaves (no shift: the dense AVX2 GEMM reads the
+// same buffer), so there is no start value. All four bytes of a block's quad are read: past
+// `in`, activations are the row's zero padding and weights the block's zero padding.
+//
+// A stored block is R outputs x 4 bytes, [i][c], so 32 bytes hold 8 outputs' quads, the
+// layout vpmaddubsw + vpmaddwd reduce to one s32 lane per output. The activation quad at
+// the block's column is broadcast to every lane; vpabsb gives |a| (u8, |-128| = 128) once
+// per row and block, vpsignb moves a's sign onto the weights, vpmaddubsw forms u8 x s8 pair
+// sums in s16 (at most 2 * 128 * 127 = 32512 < 32767: never saturates) and vpmaddwd by 1
+// adds the two pairs of each output into its s32 lane. Requires weights in [-127, 127]
+// (vpsignb wraps -128 where a < 0), the contract of every int8 kernel here; activations may
+// be -128. The two-stage widening of the dense several-row kernel does not pay here: its
+// activations are widened once per row and chunk, a sparse block's quad once per use.
+//
+// Accumulator: s32 lanes that wrap mod 2^32, so the result is exact whenever the true sum
+// fits in s32 (in * 128 * 127 < 2^31: in <= 131072). Integer sums do not depend on order:
+// bit-exact with the scalar reference.
+//
+// Registers (16 ymm): MR x NV accumulators of 8 outputs, NV weight vectors, the broadcast,
+// |a|, the constant 1 and a temporary. Up to two rows take up to four vectors (one row all
+// of R: its weights are used once and fold into vpsignb's memory operand); more rows take
+// two, and five or six rows run as two halves that reuse the block-row's weights from L1.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "dynasparse/config.hpp"
+
+#if DYNASPARSE_HAS_AVX2
+#include <immintrin.h>
+#endif
+
+DYNASPARSE_NAMESPACE_BEGIN
+namespace simd::detail::avx2 {
+
+template <std::size_t R, std::size_t MR>
+void spmm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::uint32_t* col_idx,
+                        std::uint32_t b0, std::uint32_t b1, const std::int8_t* values,
+                        std::int32_t* tile) noexcept;
+
+#if DYNASPARSE_HAS_AVX2
+// MR rows against outputs [o0, o0 + 8 NV) of every block.
+template <std::size_t R, std::size_t MR, std::size_t NV>
+inline void spmm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::uint32_t* col_idx,
+                              std::uint32_t b0, std::uint32_t b1, const std::int8_t* values,
+                              std::size_t o0, std::int32_t* tile) noexcept {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[MR][NV];
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t j = 0; j < NV; ++j) acc[r][j] = _mm256_setzero_si256();
+  }
+  for (std::uint32_t b = b0; b < b1; ++b) {
+    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4 + o0 * 4;
+    const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * 4;
+    __m256i w[NV];
+    for (std::size_t j = 0; j < NV; ++j)
+      w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
+    for (std::size_t r = 0; r < MR; ++r) {
+      std::int32_t quad;
+      std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
+      const __m256i av = _mm256_set1_epi32(quad);
+      const __m256i ua = _mm256_abs_epi8(av);
+      for (std::size_t j = 0; j < NV; ++j) {
+        const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w[j], av));
+        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(p16, ones));
+      }
+    }
+  }
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t j = 0; j < NV; ++j) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * R + o0 + 8 * j), acc[r][j]);
+    }
+  }
+}
+
+template <std::size_t R, std::size_t MR>
+inline void spmm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::uint32_t* col_idx,
+                               std::uint32_t b0, std::uint32_t b1, const std::int8_t* values,
+                               std::int32_t* tile) noexcept {
+  static_assert(R == 16 || R == 32 || R == 64, "block rows must be 16, 32 or 64");
+  static_assert(MR >= 1, "at least one row");
+  if constexpr (MR > 4) {
+    constexpr std::size_t h = MR / 2;
+    spmm_s8s8_s32_tile<R, h>(a, lda, col_idx, b0, b1, values, tile);
+    spmm_s8s8_s32_tile<R, MR - h>(a + h * lda, lda, col_idx, b0, b1, values, tile + h * R);
+  } else {
+    constexpr std::size_t nv = MR == 1 ? R / 8 : MR == 2 ? (R / 8 < 4 ? R / 8 : 4) : 2;
+    for (std::size_t o0 = 0; o0 < R; o0 += 8 * nv) {
+      spmm_rows_maddubs<R, MR, nv>(a, lda, col_idx, b0, b1, values, o0, tile);
+    }
+  }
+}
+#endif
+
+}  // namespace simd::detail::avx2
+DYNASPARSE_NAMESPACE_END

@@ -146,12 +146,12 @@ int register_all() {
         const std::string name = "BM_Linear/gsparse_f32@" + std::to_string(pct) + "/" + s.str() +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
-          bm_gsparse(st, s, t, pct, {16, 4});
+          bm_gsparse(st, s, t, pct, ds::nn::recommended_block_shape);
         })->UseRealTime();
         const std::string name8 = "BM_Linear/gsparse_i8@" + std::to_string(pct) + "/" + s.str() +
                                   "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name8.c_str(), [=](benchmark::State& st) {
-          bm_gsparse<ds::sparse::GroupSparseI8>(st, s, t, pct, {16, 4});
+          bm_gsparse<ds::sparse::GroupSparseI8>(st, s, t, pct, ds::nn::recommended_block_shape);
         })->UseRealTime();
       }
     }

@@ -96,7 +96,7 @@ def plot_sparsity(times, out):
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Group-sparse linear layers (16x4 blocks): time vs sparsity")
+    fig.suptitle("Group-sparse linear layers (64x4 blocks): time vs sparsity")
     save(fig, out)
     return True
 
@@ -177,7 +177,7 @@ def plot_int8(times, out):
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_xlabel("blocks removed (%)")
     ax.set_ylabel("gsparse_f32 time / gsparse_i8 time")
-    ax.set_title("Group-sparse (16x4): INT8 speed-up over FP32 by sparsity", fontsize=9)
+    ax.set_title("Group-sparse (64x4): INT8 speed-up over FP32 by sparsity", fontsize=9)
     ax.grid(True, alpha=0.3)
     if sp:
         ax.legend(fontsize=7, ncol=2)

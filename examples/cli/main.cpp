@@ -599,13 +599,15 @@ int main(int argc, char** argv) {
   gen->add_option("--seed", sampling.seed);
 
   double target = 0.5;
-  std::string block = "16x4", which = "ffn";
+  std::string block = std::to_string(ds::nn::recommended_block_shape.rows) + "x" +
+                      std::to_string(ds::nn::recommended_block_shape.cols),
+              which = "ffn";
   bool int8 = false;
   auto* sp = app.add_subcommand("sparsify", "prune linear layers to a block sparsity; write a new file");
   sp->add_option("model", model)->required();
   sp->add_option("-o,--out", out)->required();
   sp->add_option("--target", target, "fraction of blocks removed")->check(CLI::Range(0.0, 1.0));
-  sp->add_option("--block", block, "block shape RxC");
+  sp->add_option("--block", block, "block shape RxC (64x4: fastest; 16x4: finer pruning)");
   sp->add_option("--layers", which, "ffn or all")->check(CLI::IsMember({"ffn", "all"}));
   sp->add_flag("--int8", int8, "store the sparse layers as INT8");
 

@@ -141,16 +141,25 @@ inline double crossover_sparsity(sparse::BlockShape shape, bool int8) noexcept {
   return 0.5;
 }
 
+/// The block shape conversions use unless told otherwise: 64 outputs x 4 inputs, the shape
+/// with the lowest measured crossover (BM_SparseBlockShape: sparse at least as fast as dense
+/// from 10% sparsity in float and from 0% in INT8, at 1x4096x4096 and 128x512x2048). Taller
+/// blocks share each activation load among more outputs; the price is coarser pruning (a
+/// block is 256 weights), so at a given sparsity a model may lose more accuracy than with
+/// 16x4 blocks — which pay off in float only from 50% sparsity at M = 128.
+inline constexpr sparse::BlockShape recommended_block_shape{64, 4};
+
 /// Result of a conversion: the layer, and a sentence saying what was done and why.
 struct Converted {
   AnyLinear layer;
   std::string note;
 };
 
-/// Options of sparsify(): pruning (block shape, target, balance) and whether the stored
-/// blocks are quantized to INT8 (16x4, 32x4 and 64x4 blocks only).
+/// Options of sparsify(): pruning (block shape, by default recommended_block_shape; target;
+/// balance) and whether the stored blocks are quantized to INT8 (16x4, 32x4 and 64x4 blocks
+/// only).
 struct SparsifyOptions {
-  sparse::PruneOptions prune{{16, 4}, 0.5, false};
+  sparse::PruneOptions prune{recommended_block_shape, 0.5, false};
   bool int8 = false;
 };
 

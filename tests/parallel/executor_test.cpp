@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -95,6 +96,53 @@ TEST(Executor, PipelineStagesWithoutTensorParallelismAreBitExact) {
   // Stages only move activations between ranks: the same arithmetic in the same order.
   EXPECT_EQ(parallel(f, tokens, {1, 2, 1}), ref);
   EXPECT_EQ(parallel(f, tokens, {1, 4, 1}), ref);
+}
+
+TEST(Executor, MicroBatchBoundsAreWholeRowTilesLargerFirst) {
+  // 512 rows in 8: 42 tiles of 12 rows and 8 left over; two chunks of 6 tiles, then the
+  // leftover with 5 tiles, then 5 tiles each.
+  EXPECT_EQ(par::detail::micro_batch_bounds(512, 8),
+            (std::vector<std::size_t>{0, 72, 144, 212, 272, 332, 392, 452, 512}));
+  // Too short for 2 tiles a chunk: an even split.
+  EXPECT_EQ(par::detail::micro_batch_bounds(19, 4), (std::vector<std::size_t>{0, 4, 9, 14, 19}));
+  EXPECT_EQ(par::detail::micro_batch_bounds(95, 4), (std::vector<std::size_t>{0, 23, 47, 71, 95}));
+  EXPECT_EQ(par::detail::micro_batch_bounds(96, 4), (std::vector<std::size_t>{0, 24, 48, 72, 96}));
+  const std::size_t g = par::detail::micro_batch_granule;
+  for (std::size_t n = 1; n <= 700; n += 7) {
+    for (std::size_t m = 1; m <= std::min<std::size_t>(n, 16); ++m) {
+      const auto b = par::detail::micro_batch_bounds(n, m);
+      ASSERT_EQ(b.size(), m + 1);
+      ASSERT_EQ(b.front(), 0u);
+      ASSERT_EQ(b.back(), n);
+      std::size_t odd = 0;
+      for (std::size_t c = 0; c < m; ++c) {
+        const std::size_t rows = b[c + 1] - b[c];
+        ASSERT_GE(rows, 1u) << "n=" << n << " m=" << m << " chunk " << c;
+        if (n / g < 2 * m) continue;
+        odd += rows % g != 0;
+        if (c > 0) {
+          EXPECT_LE(rows, b[c] - b[c - 1]) << "n=" << n << " m=" << m << " chunk " << c;
+        }
+        EXPECT_LE(rows, b[m] - b[m - 1] + g) << "n=" << n << " m=" << m << " chunk " << c;
+      }
+      EXPECT_LE(odd, 1u) << "n=" << n << " m=" << m;
+    }
+  }
+}
+
+TEST(Executor, MicroBatchesCutAtRowTilesMatchOneDevice) {
+  // 110 tokens in 2 chunks of 60 and 50 rows (the row-tile cut), through 2 stages, alone and
+  // with tensor parallelism.
+  auto cfg = dynasparse_test::small_config();
+  cfg.max_seq_len = 128;
+  const auto bytes = dynasparse_test::write_model(cfg);
+  const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
+  const auto tokens = dynasparse_test::test_tokens(110, cfg.vocab);
+  ASSERT_EQ(par::detail::micro_batch_bounds(110, 2), (std::vector<std::size_t>{0, 60, 110}));
+  const auto ref = one_device(f, tokens);
+  for (const Shape& s : {Shape{1, 2, 2}, Shape{2, 2, 2}}) {
+    EXPECT_LE(relative_error(parallel(f, tokens, s), ref), kFp32Rel) << name(s);
+  }
 }
 
 TEST(Executor, HeadGateSkippingMatchesOneDevice) {

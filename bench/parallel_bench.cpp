@@ -10,13 +10,31 @@
 // ratio is what the second core buys through parallelism across ranks.
 // Model: hidden 1024, 128 heads (the seed's hidden / 8), FFN 4096, 2 layers, head gates,
 // vocab 256, causal; random weights.
+//
+// The partitioner's prediction of each parallel time (parallel::evaluate, a prefill being
+// L tokens in flight with an average causal context of L / 2) is reported as <set>_ms and
+// <set>_ratio = predicted / measured, for three sets of device constants:
+//   pred       device FLOP/s measured by the one-rank runs (gflops_alone: the devices
+//              file's "sustained FLOP/s on this model's kernels", one core alone);
+//   pred_busy  device FLOP/s measured by two one-rank runs at once (gflops_busy: each core
+//              while the other computes too, which is what a rank gets when every rank works);
+//   pred_file  examples/plans/two_cores.json as shipped.
+// The link (link_gb_per_s, link_latency_us) is probed once per benchmark: all_reduce_sum of 1
+// float and of the hidden states of all L tokens on two in-process ranks. chunked_over_one is
+// one rank's pass cut into the pipeline's micro-batches over its pass in one piece: the cost
+// of the chunks alone, so a 2-stage pipeline's speedup is at most 2m / (m + 1) divided by it.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dynasparse/core/build_info.hpp"
@@ -124,46 +142,131 @@ class Deployment {
   std::vector<float> logits_;
 };
 
-void report(benchmark::State& state, double base, double parallel) {
-  state.counters["one_rank_ms"] = benchmark::Counter(base * 1e3 / static_cast<double>(state.iterations()));
-  state.counters["parallel_ms"] = benchmark::Counter(parallel * 1e3 / static_cast<double>(state.iterations()));
-  state.counters["speedup"] = benchmark::Counter(base / parallel);
-  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(kLen) * static_cast<double>(state.iterations()) / parallel);
+// Seconds for two one-rank prefills at once, one per thread (the slower one's).
+double run_two_at_once(Deployment& a, Deployment& b, const std::vector<std::int32_t>& t) {
+  double tb = 0;
+  std::thread other([&] { tb = b.run(t, 1); });
+  const double ta = a.run(t, 1);
+  other.join();
+  return std::max(ta, tb);
+}
+
+// The in-process link, as the partitioner models it: all_reduce_sum over two ranks costs
+// bytes / bandwidth + 2 latency (detail::allreduce_seconds at n = 2). The fastest of five
+// trials, each a run of back-to-back calls: preemption by other processes only slows a trial.
+par::Link probe_link() {
+  auto seconds_per_call = [](std::size_t n, int calls) {
+    double best = std::numeric_limits<double>::infinity();
+    par::ThreadGroup group(2);
+    group.run([&](par::Communicator& c) {
+      std::vector<float> buf(n, 0.0f);
+      for (int trial = 0; trial < 5; ++trial) {
+        c.barrier();
+        const auto t0 = Clock::now();
+        for (int i = 0; i < calls; ++i) c.all_reduce_sum(buf.data(), n);
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count() / calls;
+        if (c.rank() == 0) best = std::min(best, s);
+      }
+    });
+    return best;
+  };
+  const std::size_t big = kLen * kHidden;
+  const double small = seconds_per_call(1, 200), large = seconds_per_call(big, 4);
+  par::Link link;
+  link.latency = small / 2;
+  link.bandwidth = static_cast<double>(big * sizeof(float)) / std::max(large - small, 0.01 * large);
+  return link;
+}
+
+// The partitioner's predicted seconds for one prefill of kLen tokens under a tp x pp plan
+// with `micro` micro-batches, on devices of `flops` FLOP/s joined by `link`.
+double predicted_seconds(std::size_t tp, std::size_t pp, std::size_t micro, double flops, const par::Link& link) {
+  par::Cluster c;
+  c.devices.assign(tp * pp, par::Device{std::numeric_limits<double>::infinity(), flops, 0});
+  c.intra_node = c.inter_node = link;
+  par::Workload w;
+  w.batch = kLen;  // a prefill has all its tokens in flight, as a batch has its sequences
+  w.prompt_len = kLen;
+  w.decode_len = 0;
+  w.micro_batches = micro;
+  const par::Plan p = par::evaluate(par::costs_from_config(bench_config(), 4.0, kLen / 2.0), c, w, tp, pp, 1);
+  return static_cast<double>(kLen) / p.tokens_per_second;
+}
+
+// examples/plans/two_cores.json, the devices file shipped for this kind of machine (empty if
+// the source tree is not where this file was built from).
+par::Cluster shipped_cluster() {
+  std::string path = __FILE__;
+  path = path.substr(0, path.find_last_of('/') + 1) + "../examples/plans/two_cores.json";
+  std::ifstream in(path);
+  if (!in) return {};
+  return par::cluster_from_json(nlohmann::json::parse(in), path);
+}
+
+// Measured seconds, summed over the iterations.
+struct Times {
+  double base = 0, parallel = 0, busy = 0, chunked = 0;
+};
+
+void report(benchmark::State& state, const Times& m, std::size_t tp, std::size_t pp, std::size_t micro,
+            const par::Link& link) {
+  const double n = static_cast<double>(state.iterations());
+  state.counters["one_rank_ms"] = benchmark::Counter(m.base * 1e3 / n);
+  state.counters["parallel_ms"] = benchmark::Counter(m.parallel * 1e3 / n);
+  state.counters["speedup"] = benchmark::Counter(m.base / m.parallel);
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(kLen) * n / m.parallel);
+  // One rank's FLOPs, from the model with unit-speed devices (one rank has no links).
+  const double flop = predicted_seconds(1, 1, 1, 1.0, link);
+  const double measured = m.parallel / n;
+  auto predict = [&](const char* name, double flops) {
+    const double p = predicted_seconds(tp, pp, micro, flops, link);
+    state.counters[std::string(name) + "_ms"] = benchmark::Counter(p * 1e3);
+    state.counters[std::string(name) + "_ratio"] = benchmark::Counter(p / measured);
+  };
+  predict("pred", flop * n / m.base);
+  predict("pred_busy", flop * n / m.busy);
+  state.counters["gflops_alone"] = benchmark::Counter(flop * n / m.base * 1e-9);
+  state.counters["gflops_busy"] = benchmark::Counter(flop * n / m.busy * 1e-9);
+  const par::Cluster file = shipped_cluster();
+  if (!file.devices.empty()) {
+    const double p = predicted_seconds(tp, pp, micro, file.devices[0].flops, file.intra_node);
+    state.counters["pred_file_ms"] = benchmark::Counter(p * 1e3);
+    state.counters["pred_file_ratio"] = benchmark::Counter(p / measured);
+  }
+  if (m.chunked > 0) state.counters["chunked_over_one"] = benchmark::Counter(m.chunked / m.base);
+  state.counters["link_gb_per_s"] = benchmark::Counter(link.bandwidth * 1e-9);
+  state.counters["link_latency_us"] = benchmark::Counter(link.latency * 1e6);
   state.SetLabel(std::string(ds::isa_name()));
 }
 
-void BM_ParallelTpPrefill(benchmark::State& state) {
+// Iterations: the one-rank run, the plan's run, two one-rank runs at once and, with
+// micro-batches, the one rank cutting its pass into the same micro-batches (what the
+// pipeline's chunks cost without any parallelism).
+void run_plan(benchmark::State& state, std::size_t tp, std::size_t pp, std::size_t micro) {
   ds::set_num_threads(1);
   const auto t = tokens();
-  Deployment one(1, 1), tp2(2, 1);
+  Deployment one(1, 1), other(1, 1), plan(tp, pp);
   one.run(t, 1);  // warm the workspaces
-  tp2.run(t, 1);
-  double base = 0, parallel = 0;
+  other.run(t, 1);
+  plan.run(t, micro);
+  const par::Link link = probe_link();
+  Times m;
   for (auto _ : state) {
-    base += one.run(t, 1);
-    const double s = tp2.run(t, 1);
-    parallel += s;
+    m.base += one.run(t, 1);
+    const double s = plan.run(t, micro);
+    m.parallel += s;
+    m.busy += run_two_at_once(one, other, t);
+    if (micro > 1) m.chunked += one.run(t, micro);
     state.SetIterationTime(s);
   }
-  report(state, base, parallel);
+  report(state, m, tp, pp, micro, link);
 }
+
+void BM_ParallelTpPrefill(benchmark::State& state) { run_plan(state, 2, 1, 1); }
 BENCHMARK(BM_ParallelTpPrefill)->Name("BM_ParallelTpPrefill/E1024/L512/layers:2")->UseManualTime()->Iterations(4)->Unit(benchmark::kMillisecond);
 
 void BM_ParallelPipelinePrefill(benchmark::State& state) {
-  ds::set_num_threads(1);
-  const auto micro = static_cast<std::size_t>(state.range(0));
-  const auto t = tokens();
-  Deployment one(1, 1), pp2(1, 2);
-  one.run(t, 1);
-  pp2.run(t, micro);
-  double base = 0, parallel = 0;
-  for (auto _ : state) {
-    base += one.run(t, 1);
-    const double s = pp2.run(t, micro);
-    parallel += s;
-    state.SetIterationTime(s);
-  }
-  report(state, base, parallel);
+  run_plan(state, 1, 2, static_cast<std::size_t>(state.range(0)));
 }
 BENCHMARK(BM_ParallelPipelinePrefill)->Name("BM_ParallelPipelinePrefill/E1024/L512")->ArgName("micro")->Arg(4)->Arg(8)
     ->UseManualTime()->Iterations(4)->Unit(benchmark::kMillisecond);

@@ -101,6 +101,8 @@ struct Partition {
 /// - memory: the stage's weights / TP, its KV cache for batch / dp sequences of
 ///   prompt + decode tokens / TP, embeddings on the first stage (and the LM head's on the
 ///   last).
+/// Compute-bound by construction: see Plan::time_per_token for what that misses in decoding.
+// TODO(#8): a memory-bandwidth roof per device (weights and KV cache read once per step).
 inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workload& work, std::size_t tp,
                      std::size_t pp, std::size_t dp) {
   Plan plan;

@@ -36,7 +36,12 @@ struct ModelCost {
 /// One device (a CPU socket, a phone, a GPU): memory and compute speed.
 struct Device {
   double memory_bytes = 0;
-  double flops = 0;  ///< sustained FLOP/s on this model's kernels
+  /// Sustained FLOP/s on this model's kernels, measured while the other devices of the node
+  /// compute too (cores of one CPU share its memory bandwidth and clock). One forward pass
+  /// gives it: costs_from_config()'s FLOPs per token x tokens / seconds. With it, the
+  /// predicted prefill times of bench/parallel_bench.cpp's 2-rank plans come within 10% of
+  /// the measured ones (AVX-512 core: about 85 GFLOP/s in FP32).
+  double flops = 0;
   std::size_t node = 0;  ///< devices with the same node share the fast link
 };
 
@@ -77,7 +82,11 @@ struct Plan {
   std::size_t tp = 1, pp = 1, dp = 1;
   std::vector<std::size_t> stage_first_layer;  ///< pp + 1 boundaries: stage s has layers [b[s], b[s+1])
   std::vector<RankShard> ranks;
-  double time_per_token = 0;    ///< predicted seconds per decoded token of one sequence (latency)
+  /// Predicted seconds per decoded token of one sequence (latency). NOTE: compute and links
+  /// only: decoding a few tokens at a time reads every weight once per step, so on CPUs it is
+  /// bound by memory bandwidth and takes several times this (the E1024 bench model: 5.7 ms
+  /// measured on one core, 0.6 ms predicted at its measured 87 GFLOP/s).
+  double time_per_token = 0;
   double tokens_per_second = 0; ///< predicted decode throughput of the whole deployment
   double max_memory_bytes = 0;  ///< the largest rank's memory
   bool feasible = true;

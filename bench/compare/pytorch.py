@@ -8,11 +8,16 @@ Needs Debian's python3-torch and numpy. Builds the reference model of examples/p
 (hidden 512, 8 heads, FFN 2048, head-gated attention), exports it, checks that dynasparse's
 logits match PyTorch's, then times prefill in both (best of several runs) and prints them
 side by side, with PyTorch's nn.TransformerEncoderLayer (same shapes) as a second baseline.
-Decode: one token at position `context` (its KV cache holding the context - 1 tokens before
-it). The reference module has no KV cache, so CachedDecoder below runs the same block math
-one token at a time over a preallocated cache; it is checked against the module's full
-forward pass before it is timed. Both sides report the median over 15 runs of the best of 3
-steps (`dynasparse bench --prefill <context - 1> --decode 1` is one run), alternating runs.
+Decode at context C (default 512): the time per token of 64 consecutive decode steps at
+positions C - 31 .. C + 32, after C - 32 prefilled tokens; the cost of attending to the cache
+grows linearly with the position, so their mean is the cost at context C (plus half a token).
+The reference module has no KV cache, so CachedDecoder below runs the same block math one
+token at a time over a preallocated cache; it is checked against the module's full forward
+pass before it is timed. Both sides report the median over 15 runs of the best of 3 windows
+(`dynasparse bench --prefill <C - 32> --decode 64` is one run), alternating runs. These are
+steady steps: the first step after a prefill is several times slower in dynasparse (measured:
+`--prefill 511 --decode 1`), most likely because the prefill's activations pushed weights out
+of the caches, so a single step per prefill would mostly time that.
 INT8: PyTorch's dynamic quantization (torch.ao.quantization.quantize_dynamic on nn.Linear,
 with the first quantized engine the build has; the script says so when it has none) next to
 `dynasparse quantize` (FFN only, the same scope, and every linear layer); both INT8 outputs
@@ -20,6 +25,7 @@ are checked against the FP32 logits. Ends with a Markdown table of all rows.
 """
 import argparse
 import copy
+import ctypes
 import json
 import math
 import os
@@ -72,8 +78,10 @@ def pick_quantized_engine():
 # The cached decode step must reproduce the module's full forward pass to this fraction of the
 # largest |logit| (FP32; it differs only in the order of the sums).
 DECODE_MAX_ERROR = 1e-5
-# Runs of a decode measurement (each the best of 3 steps), whose median is reported.
+# Runs of a decode measurement (each the best of 3 windows), whose median is reported.
 DECODE_RUNS = 15
+# Decode steps timed together, centred on the context length.
+DECODE_WINDOW = 64
 
 
 class CachedDecoder:
@@ -140,6 +148,20 @@ class CachedDecoder:
         return torch.stack([self.step(int(t), p) for p, t in enumerate(tokens)])
 
 
+def set_blas_threads(n):
+    """Debian's PyTorch calls the system BLAS (OpenBLAS through libblas.so.3), whose own thread
+    pool ignores torch.set_num_threads and starts one thread per core: set it too. Returns
+    what the BLAS is, for the report."""
+    try:
+        lib = ctypes.CDLL("libblas.so.3")
+    except OSError:
+        return "BLAS unknown"
+    if not hasattr(lib, "openblas_set_num_threads"):
+        return "BLAS not OpenBLAS"
+    lib.openblas_set_num_threads(n)
+    return f"OpenBLAS at {lib.openblas_get_num_threads()} thread(s)"
+
+
 def cli(*args):
     out = subprocess.run([CLI, *args], check=True, capture_output=True, text=True)
     return out.stdout
@@ -151,13 +173,15 @@ def main():
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--prefill", type=int, default=128)
     ap.add_argument("--context", type=int, default=512,
-                    help="decode the token at this position (1-based), after context - 1 cached tokens")
+                    help=f"decode {DECODE_WINDOW} tokens centred on this position (1-based)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    blas = set_blas_threads(args.threads)
     cfg = default_config(hidden=512, heads=8, ffn=2048, layers=args.layers, max_seq_len=1024, vocab=256)
     model = init_(Model(cfg), seed=1).eval()
     tokens = torch.randint(0, 256, (args.prefill,), generator=torch.Generator().manual_seed(2))
-    context_tokens = torch.randint(0, 256, (args.context,), generator=torch.Generator().manual_seed(3))
+    first = args.context - DECODE_WINDOW // 2  # 0-based position of the first decoded token
+    context_tokens = torch.randint(0, 256, (first + DECODE_WINDOW,), generator=torch.Generator().manual_seed(3))
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         path = os.path.join(tmp, "cmp.safetensors")
         save_model(model, path)
@@ -184,8 +208,9 @@ def main():
                                        "--threads", str(args.threads), "--json"))
         # The cached steps against the full forward pass over the same tokens, at every position.
         full = model(context_tokens).numpy()
-        decoders = {"torch_fp32": CachedDecoder(model, args.context),
-                    "torch_fp32_rows": CachedDecoder(model, args.context, rows=True)}
+        max_len = len(context_tokens)
+        decoders = {"torch_fp32": CachedDecoder(model, max_len),
+                    "torch_fp32_rows": CachedDecoder(model, max_len, rows=True)}
         decode_err = max(float(np.abs(d.fill(context_tokens).numpy() - full).max() / np.abs(full).max())
                          for d in decoders.values())
         if decode_err > DECODE_MAX_ERROR:
@@ -210,26 +235,37 @@ def main():
             # Its decode through the same cached step (dynamic INT8 scales each call's
             # activations, so one row at a time is not bit-identical to the full pass: it is
             # checked against the FP32 logits instead).
-            decoders["torch_int8"] = CachedDecoder(qmodel, args.context, rows=True)
+            decoders["torch_int8"] = CachedDecoder(qmodel, max_len, rows=True)
             errors["torch_int8_decode"] = int8_error(decoders["torch_int8"].fill(context_tokens).numpy(), full)
-        # Decode of the token at position `context`: ours is `dynasparse bench` after context - 1
-        # prefilled tokens (best of 3 steps), PyTorch's the best of 3 cached steps. The runs
+        # Decode: ours is `dynasparse bench` (best of 3 windows), PyTorch's the best of 3 passes
+        # over the same positions (each rewrites the cache entries it appends). The runs
         # alternate between the two, so that both see the same machine load; medians reported.
-        last, pos = int(context_tokens[-1]), args.context - 1
+        window = [(int(context_tokens[p]), p) for p in range(first, first + DECODE_WINDOW)]
+
+        def decode_window(d):
+            for token, p in window:
+                d.step(token, p)
+
         runs = {name: [] for name in [*paths, *decoders]}
         for _ in range(DECODE_RUNS):
             for name, p in paths.items():
-                runs[name].append(json.loads(cli("bench", p, "--prefill", str(pos), "--decode", "1", "--threads",
-                                                 str(args.threads), "--json"))["decode_ms_per_token"] / 1e3)
+                runs[name].append(json.loads(cli("bench", p, "--prefill", str(first), "--decode", str(DECODE_WINDOW),
+                                                 "--threads", str(args.threads), "--json"))["decode_ms_per_token"] / 1e3)
             for name, d in decoders.items():
-                runs[name].append(best_of(lambda: d.step(last, pos), 3))
+                runs[name].append(best_of(lambda: decode_window(d), 3) / DECODE_WINDOW)
+        # For reference: PyTorch's single step at position `context` alone, repeated.
+        one_step = float(np.median([best_of(lambda: decoders["torch_fp32"].step(*window[DECODE_WINDOW // 2 - 1]), 3)
+                                    for _ in range(DECODE_RUNS)]))
         decode_s = {name: float(np.median(r)) for name, r in runs.items()}
-    print(f"prefill of {args.prefill} tokens, decode at context {args.context}, {args.layers} block(s), "
-          f"{args.threads} thread(s); torch {torch.__version__}, "
+    print(f"prefill of {args.prefill} tokens, decode of {DECODE_WINDOW} tokens centred on context {args.context}, "
+          f"{args.layers} block(s), "
+          f"{args.threads} thread(s); torch {torch.__version__} ({blas}), "
           f"quantized engines {torch.backends.quantized.supported_engines}")
     print(f"FP32 logits agree: max |dynasparse - PyTorch| / max |PyTorch| = {rel:.2e}")
-    print(f"PyTorch cached decode vs the module's full forward over {args.context} tokens: max |diff| / max |logit| = "
-          f"{decode_err:.2e}")
+    print(f"PyTorch cached decode vs the module's full forward over {len(context_tokens)} tokens: "
+          f"max |diff| / max |logit| = {decode_err:.2e}")
+    print(f"PyTorch FP32, one step at position {args.context} repeated: {one_step * 1e3:.3f} ms "
+          f"(the window's mean: {decode_s['torch_fp32'] * 1e3:.3f} ms)")
     for name, (err, top1) in errors.items():
         print(f"INT8 vs FP32 logits, {name}: max |int8 - fp32| / max |fp32| = {err:.2e}, same top-1 token at "
               f"{top1 * 100:.1f}% of positions")

@@ -135,7 +135,7 @@ class Communicator {
   std::vector<std::size_t> world_;
 
   std::string world_suffix(std::size_t r, const char* open, const char* close) const {
-    if (r >= world_.size() || world_[r] == r) return {};
+    if (r >= world_.size() || world_[r] == r || world_[r] == static_cast<std::size_t>(-1)) return {};
     return open + std::to_string(world_[r]) + close;
   }
 };

@@ -259,8 +259,9 @@ class MpiCommunicator final : public Communicator {
     Pending p;
     p.bytes.resize(n * sizeof(float));
     if (n) std::memcpy(p.bytes.data(), data, n * sizeof(float));
-    check(MPI_Isend(p.bytes.data(), count_of(n, "send"), MPI_FLOAT, static_cast<int>(peer), tag, data_, &p.request), "send",
-          "send to " + peer_name(peer));
+    const int rc =
+        MPI_Isend(p.bytes.data(), count_of(n, "send"), MPI_FLOAT, static_cast<int>(peer), tag, data_, &p.request);
+    if (rc != MPI_SUCCESS) check(rc, "send", "send to " + peer_name(peer));
     outbox_.push_back(std::move(p));
   }
 

@@ -13,6 +13,7 @@
 #include "dynasparse/core/build_info.hpp"
 #include "dynasparse/core/eigen_interop.hpp"
 #include "dynasparse/core/threading.hpp"
+#include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/nn/linear.hpp"
 #include "dynasparse/sparse/group_sparse_f32.hpp"
 #include "dynasparse/sparse/group_sparse_i8.hpp"

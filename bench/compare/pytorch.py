@@ -6,18 +6,19 @@ Usage (from the repository root, after building the default preset):
     /usr/bin/python3 bench/compare/pytorch.py [--threads 1] [--layers 1] [--prefill 128] [--context 512]
 Needs Debian's python3-torch and numpy. Builds the reference model of examples/python
 (hidden 512, 8 heads, FFN 2048, head-gated attention), exports it, checks that dynasparse's
-logits match PyTorch's, then times prefill in both (best of several runs) and prints them
-side by side, with PyTorch's nn.TransformerEncoderLayer (same shapes) as a second baseline.
+logits match PyTorch's, then times prefill and decode in both and prints them side by side,
+with PyTorch's nn.TransformerEncoderLayer (same shapes) as a second prefill baseline. Every
+figure is the median over 15 runs of the best of 3 calls (`dynasparse bench` is one run of
+ours), the runs alternating between the two libraries so that both see the same load.
 Decode at context C (default 512): the time per token of 64 consecutive decode steps at
 positions C - 31 .. C + 32, after C - 32 prefilled tokens; the cost of attending to the cache
 grows linearly with the position, so their mean is the cost at context C (plus half a token).
 The reference module has no KV cache, so CachedDecoder below runs the same block math one
 token at a time over a preallocated cache; it is checked against the module's full forward
-pass before it is timed. Both sides report the median over 15 runs of the best of 3 windows
-(`dynasparse bench --prefill <C - 32> --decode 64` is one run), alternating runs. These are
-steady steps: the first step after a prefill is several times slower in dynasparse (measured:
-`--prefill 511 --decode 1`), most likely because the prefill's activations pushed weights out
-of the caches, so a single step per prefill would mostly time that.
+pass before it is timed (`dynasparse bench --prefill <C - 32> --decode 64` on our side).
+These are steady steps: the first step after a prefill is several times slower in
+dynasparse (measured: `--prefill 511 --decode 1`), most likely because the prefill's
+activations pushed weights out of the caches, so one step per prefill would mostly time that.
 INT8: PyTorch's dynamic quantization (torch.ao.quantization.quantize_dynamic on nn.Linear,
 with the first quantized engine the build has; the script says so when it has none) next to
 `dynasparse quantize` (FFN only, the same scope, and every linear layer); both INT8 outputs
@@ -46,7 +47,7 @@ from model import Model, default_config, init_  # noqa: E402
 CLI = os.path.join(ROOT, "build", "default", "examples", "dynasparse")
 
 
-def best_of(fn, reps=7):
+def best_of(fn, reps=3):
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -78,8 +79,8 @@ def pick_quantized_engine():
 # The cached decode step must reproduce the module's full forward pass to this fraction of the
 # largest |logit| (FP32; it differs only in the order of the sums).
 DECODE_MAX_ERROR = 1e-5
-# Runs of a decode measurement (each the best of 3 windows), whose median is reported.
-DECODE_RUNS = 15
+# Runs of each measurement (each the best of 3 calls), whose median is reported.
+RUNS = 15
 # Decode steps timed together, centred on the context length.
 DECODE_WINDOW = 64
 
@@ -199,13 +200,11 @@ def main():
         for scope in ("ffn", "all"):
             paths["int8_" + scope] = os.path.join(tmp, f"cmp_i8_{scope}.safetensors")
             cli("quantize", path, "-o", paths["int8_" + scope], "--layers", scope)
-        errors, res = {}, {}
+        errors = {}
         for name, p in paths.items():
             if name != "fp32":
                 cli("run", p, "--tokens", os.path.join(tmp, "tokens.npy"), "-o", os.path.join(tmp, "logits8.npy"))
                 errors[name] = int8_error(np.load(os.path.join(tmp, "logits8.npy")), ref)
-            res[name] = json.loads(cli("bench", p, "--prefill", str(args.prefill), "--decode", "32",
-                                       "--threads", str(args.threads), "--json"))
         # The cached steps against the full forward pass over the same tokens, at every position.
         full = model(context_tokens).numpy()
         max_len = len(context_tokens)
@@ -216,11 +215,10 @@ def main():
         if decode_err > DECODE_MAX_ERROR:
             sys.exit(f"CachedDecoder disagrees with the reference module: {decode_err:.2e} > {DECODE_MAX_ERROR}")
         engine = pick_quantized_engine()
-        t_ref = best_of(lambda: model(tokens))
         enc = torch.nn.TransformerEncoderLayer(512, 8, 2048, dropout=0.0).eval()
         x = torch.randn(args.prefill, 1, 512)
-        t_enc = best_of(lambda: [enc(x) for _ in range(args.layers)])
-        t_q = qscope = None
+        prefills = {"torch_fp32": lambda: model(tokens), "torch_enc": lambda: [enc(x) for _ in range(args.layers)]}
+        qscope = None
         if engine:
             # Dynamic INT8 replaces the nn.Linear modules: FFN up/down and the head gate.
             # nn.MultiheadAttention's projections are not nn.Linear modules (in_proj is a bare
@@ -231,15 +229,24 @@ def main():
                       if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
             qscope = ", ".join(sorted({n.split(".", 2)[-1] for n in qnames})) or "nothing"
             errors["torch_int8"] = int8_error(qmodel(tokens).numpy(), ref)
-            t_q = best_of(lambda: qmodel(tokens))
+            prefills["torch_int8"] = lambda: qmodel(tokens)
             # Its decode through the same cached step (dynamic INT8 scales each call's
             # activations, so one row at a time is not bit-identical to the full pass: it is
             # checked against the FP32 logits instead).
             decoders["torch_int8"] = CachedDecoder(qmodel, max_len, rows=True)
             errors["torch_int8_decode"] = int8_error(decoders["torch_int8"].fill(context_tokens).numpy(), full)
-        # Decode: ours is `dynasparse bench` (best of 3 windows), PyTorch's the best of 3 passes
-        # over the same positions (each rewrites the cache entries it appends). The runs
-        # alternate between the two, so that both see the same machine load; medians reported.
+        # Prefill, then decode: each run times every model once in each library (ours through
+        # `dynasparse bench`, best of 3; PyTorch's best of 3 calls, a decode call being a pass
+        # over the window's positions that rewrites the cache entries it appends).
+        runs = {name: [] for name in [*paths, *prefills]}
+        for _ in range(RUNS):
+            for name, p in paths.items():
+                r = json.loads(cli("bench", p, "--prefill", str(args.prefill), "--decode", "0", "--threads",
+                                   str(args.threads), "--json"))
+                runs[name].append(args.prefill / r["prefill_tokens_per_s"])
+            for name, fn in prefills.items():
+                runs[name].append(best_of(fn, 3))
+        prefill_s = {name: float(np.median(r)) for name, r in runs.items()}
         window = [(int(context_tokens[p]), p) for p in range(first, first + DECODE_WINDOW)]
 
         def decode_window(d):
@@ -247,7 +254,7 @@ def main():
                 d.step(token, p)
 
         runs = {name: [] for name in [*paths, *decoders]}
-        for _ in range(DECODE_RUNS):
+        for _ in range(RUNS):
             for name, p in paths.items():
                 runs[name].append(json.loads(cli("bench", p, "--prefill", str(first), "--decode", str(DECODE_WINDOW),
                                                  "--threads", str(args.threads), "--json"))["decode_ms_per_token"] / 1e3)
@@ -255,7 +262,7 @@ def main():
                 runs[name].append(best_of(lambda: decode_window(d), 3) / DECODE_WINDOW)
         # For reference: PyTorch's single step at position `context` alone, repeated.
         one_step = float(np.median([best_of(lambda: decoders["torch_fp32"].step(*window[DECODE_WINDOW // 2 - 1]), 3)
-                                    for _ in range(DECODE_RUNS)]))
+                                    for _ in range(RUNS)]))
         decode_s = {name: float(np.median(r)) for name, r in runs.items()}
     print(f"prefill of {args.prefill} tokens, decode of {DECODE_WINDOW} tokens centred on context {args.context}, "
           f"{args.layers} block(s), "
@@ -272,21 +279,19 @@ def main():
     if not engine:
         print("PyTorch dynamic INT8: not measured, this torch build has no quantized engine "
               f"(supported_engines = {torch.backends.quantized.supported_engines})")
-    ms = {"fp32": args.prefill / res["fp32"]["prefill_tokens_per_s"]}
-    for scope in ("ffn", "all"):
-        ms["int8_" + scope] = args.prefill / res["int8_" + scope]["prefill_tokens_per_s"]
     # (label, prefill s, decode s or None, INT8 error or None)
-    t_dec = decode_s["torch_fp32"]
+    t_ref, t_dec = prefill_s["torch_fp32"], decode_s["torch_fp32"]
     rows = [("PyTorch reference model, FP32 (decode: matrix-vector products)", t_ref, t_dec, None),
             ("PyTorch reference model, FP32 (decode: [1, E] rows through nn.Linear)", None, decode_s["torch_fp32_rows"],
              None),
-            ("PyTorch nn.TransformerEncoderLayer, FP32 (no gate, same shapes)", t_enc, None, None)]
-    if t_q is not None:
-        rows.append((f"PyTorch dynamic INT8 ({engine}; {qscope})", t_q, decode_s["torch_int8"], errors["torch_int8"]))
-    rows += [("dynasparse FP32", ms["fp32"], decode_s["fp32"], None),
-             ("dynasparse INT8, FFN (`quantize --layers ffn`)", ms["int8_ffn"], decode_s["int8_ffn"],
+            ("PyTorch nn.TransformerEncoderLayer, FP32 (no gate, same shapes)", prefill_s["torch_enc"], None, None)]
+    if engine:
+        rows.append((f"PyTorch dynamic INT8 ({engine}; {qscope})", prefill_s["torch_int8"], decode_s["torch_int8"],
+                     errors["torch_int8"]))
+    rows += [("dynasparse FP32", prefill_s["fp32"], decode_s["fp32"], None),
+             ("dynasparse INT8, FFN (`quantize --layers ffn`)", prefill_s["int8_ffn"], decode_s["int8_ffn"],
               errors["int8_ffn"]),
-             ("dynasparse INT8, every linear (`quantize --layers all`)", ms["int8_all"], decode_s["int8_all"],
+             ("dynasparse INT8, every linear (`quantize --layers all`)", prefill_s["int8_all"], decode_s["int8_all"],
               errors["int8_all"])]
     print()
     print(f"| | prefill {args.prefill} ms | prefill vs PyTorch FP32 | decode ms at context {args.context} "

@@ -60,6 +60,9 @@ inline int num_threads() noexcept {
 /// cheaper than float ones (VNNI, sdot), hence the larger figure.
 inline constexpr std::size_t parallel_min_macs_f32 = std::size_t{1} << 17;
 inline constexpr std::size_t parallel_min_macs_i8 = std::size_t{1} << 19;
+/// Elements of activations worth quantizing on another thread (a pass of max |x|, scale,
+/// round and store: about a nanosecond each).
+inline constexpr std::size_t parallel_min_quantize = std::size_t{1} << 16;
 
 /// Calls `fn(lo, hi)` on disjoint contiguous sub-ranges covering [begin, end), at most one
 /// per thread, each at least `grain` long (except possibly the last). Ranges are split

@@ -124,7 +124,10 @@ class DenseI8 {
     const std::size_t lda = simd::gemm_activation_row_bytes(in_);
     std::int8_t* a = ws.allocate<std::int8_t>(m * lda);
     float* row_scale = ws.allocate<float>(m);
-    simd::gemm_quantize_activations(x.data(), x.stride(), m, in_, activation_alpha_, a, lda, row_scale);
+    parallel_for(0, m, std::max<std::size_t>(1, parallel_min_quantize / (in_ + 1)), [&](std::size_t r0, std::size_t r1) {
+      simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, in_, activation_alpha_, a + r0 * lda, lda,
+                                      row_scale + r0);
+    });
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     constexpr std::size_t tc = simd::gemm_tile_cols;
     const std::size_t panels = (out_ + tc - 1) / tc;

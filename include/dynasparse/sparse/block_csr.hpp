@@ -2,6 +2,7 @@
 // Block-CSR storage of group-sparse weights, its validation and conversions.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -11,6 +12,7 @@
 
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/sparse/block_mask.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
@@ -125,6 +127,29 @@ struct BlockCsr {
       }
     }
     return csr;
+  }
+
+  /// Calls fn(br0, br1) on disjoint block-row ranges covering [0, block_rows()), in parallel
+  /// (parallel_for), cut so that each range holds about the same number of stored blocks —
+  /// pruning leaves block-rows uneven, and tall blocks leave few of them — with at least
+  /// `min_blocks` blocks per range.
+  template <class Fn>
+  void parallel_block_rows(std::size_t min_blocks, Fn&& fn) const {
+    const std::size_t blocks = stored_blocks();
+    if (blocks == 0) {
+      fn(std::size_t{0}, block_rows());  // empty rows still write their bias
+      return;
+    }
+    // A range of blocks [lo, hi) becomes the block-rows from the first one starting at or
+    // after lo; the last range also takes any empty block-rows at the end.
+    auto first_row_at = [&](std::size_t b) {
+      return static_cast<std::size_t>(std::lower_bound(row_ptr.begin(), row_ptr.end() - 1, b) - row_ptr.begin());
+    };
+    parallel_for(0, blocks, min_blocks, [&](std::size_t lo, std::size_t hi) {
+      const std::size_t br0 = lo == 0 ? 0 : first_row_at(lo);
+      const std::size_t br1 = hi == blocks ? block_rows() : first_row_at(hi);
+      if (br0 < br1) fn(br0, br1);
+    });
   }
 
   /// The block mask of the stored blocks.

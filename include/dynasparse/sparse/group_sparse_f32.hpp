@@ -64,11 +64,9 @@ class GroupSparseF32 {
     check_shape(y, x.rows(), csr_.out, "sparse", name_ + " output");
     if (x.rows() == 0) return;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
-    // Grain: keep at least ~32k multiply-adds per thread so small layers stay serial.
-    const std::size_t per_row = std::max<std::size_t>(1, csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows()));
-    const std::size_t grain =
-        std::max<std::size_t>(1, parallel_min_macs_f32 / (per_row * csr_.shape.rows * csr_.shape.cols * x.rows() + 1));
-    parallel_for(0, csr_.block_rows(), grain, [&](std::size_t br0, std::size_t br1) {
+    // Keep at least parallel_min_macs_f32 multiply-adds per thread so small layers stay serial.
+    const std::size_t per_block = csr_.shape.rows * csr_.shape.cols * x.rows();
+    csr_.parallel_block_rows(std::max<std::size_t>(1, parallel_min_macs_f32 / per_block), [&](std::size_t br0, std::size_t br1) {
       simd::spmm_f32(x.data(), x.stride(), x.rows(), csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
                      csr_.values.data(), csr_.shape.rows, csr_.shape.cols, br0, br1, bias, y.data(), y.stride(),
                      csr_.out);

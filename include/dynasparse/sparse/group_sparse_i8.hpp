@@ -141,15 +141,17 @@ class GroupSparseI8 {
     const std::size_t lda4 = std::max(lda, (csr_.in + 3) / 4 * 4);
     std::int8_t* a = ws.allocate<std::int8_t>(m * lda4);
     float* row_scale = ws.allocate<float>(m);
-    simd::gemm_quantize_activations(x.data(), x.stride(), m, csr_.in, activation_alpha_, a, lda4, row_scale);
+    // Rows are quantized on every thread: at high sparsity this pass is a fifth of the call.
+    parallel_for(0, m, std::max<std::size_t>(1, parallel_min_quantize / (csr_.in + 1)), [&](std::size_t r0, std::size_t r1) {
+      simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, csr_.in, activation_alpha_, a + r0 * lda4, lda4,
+                                      row_scale + r0);
+    });
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t out = csr_.out;
     // Keep at least ~64k multiply-adds per thread: below that, starting a thread costs more
     // than it saves (BM_Linear/gsparse_i8@70/1x512x2048/threads:2).
-    const std::size_t per_row = csr_.stored_blocks() * csr_.shape.rows * block_cols * m /
-                                std::max<std::size_t>(1, csr_.block_rows());
-    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (per_row + 1));
-    parallel_for(0, csr_.block_rows(), grain, [&](std::size_t br0, std::size_t br1) {
+    const std::size_t per_block = csr_.shape.rows * block_cols * m;
+    csr_.parallel_block_rows(std::max<std::size_t>(1, parallel_min_macs_i8 / per_block), [&](std::size_t br0, std::size_t br1) {
       simd::spmm_s8s8_s32(a, lda4, m, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(), csr_.values.data(),
                           csr_.shape.rows, br0, br1, shift_init_.data(),
                           [&](std::size_t r0, std::size_t rows, std::size_t n0, const std::int32_t* tile, std::size_t ld) {

@@ -323,6 +323,9 @@ def main():
     busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
     print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
+    if ctx.get("notes"):
+        # Set when part of the run was measured again (its benchmarks merged into the JSON).
+        print(ctx["notes"] + "\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
                          ("Group sparsity", sparse_table(t)), ("Block shapes", block_table(t)),
                          ("Attention", attention_table(t)), ("Roofline", roofline_section(ctx, t, c))]:

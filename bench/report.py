@@ -72,9 +72,15 @@ def linear_table(t, c):
         rows.append("| " + " | ".join(cells) + " |")
     if not rows:
         return ""
+    memory = ""
+    f32 = c.get("BM_Linear/dense_f32/1x4096x4096/threads:1", {}).get("weight_MB")
+    i8 = c.get("BM_Linear/dense_i8/1x4096x4096/threads:1", {}).get("weight_MB")
+    if f32 and i8:
+        memory = (f"\nWeight memory of a 4096x4096 layer (the `weight_MB` counter, packing, scales and sums "
+                  f"included): DenseF32 {f32:.2f} MB, DenseI8 {i8:.2f} MB ({100 * i8 / f32:.1f}%).\n")
     return ("| M x K x N | threads | eigen_f32 ms | dense_f32 ms (x eigen) | dense_i8 ms (x eigen) | "
             "dense_i8_lut ms (x eigen) | dense_i8 GOP/s |\n| --- | --- | --- | --- | --- | --- | --- |\n" +
-            "\n".join(rows) + "\n")
+            "\n".join(rows) + "\n" + memory)
 
 
 def sparse_table(t):

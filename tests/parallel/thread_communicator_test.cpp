@@ -144,10 +144,10 @@ TEST(ThreadCommunicator, AFailingRankStopsTheOthersAtOnceWithItsError) {
 }
 
 TEST(ThreadCommunicator, ARankFailingBetweenCollectivesWakesEveryPeerNamingIt) {
-  // Two tensor-parallel pairs {0, 1} and {2, 3}; rank 1 fails after the first sum. Rank 0 is
-  // left in a sum of its pair, ranks 2 and 3 in the world barrier. With a 20 s timeout, a
-  // peer woken by the failure reads "broken communicator"; one that waited it out would read
-  // "timed out".
+  // Two tensor-parallel pairs {0, 1} and {2, 3}; rank 1 fails after a sum and a world
+  // barrier. Rank 0 is left in a sum of its pair, ranks 2 and 3 in the next world barrier.
+  // With a 20 s timeout, a peer woken by the failure reads "broken communicator"; one that
+  // waited it out would read "timed out".
   par::ThreadGroup group(4, std::chrono::seconds(20));
   std::vector<std::string> errors(4);
   try {
@@ -156,6 +156,7 @@ TEST(ThreadCommunicator, ARankFailingBetweenCollectivesWakesEveryPeerNamingIt) {
       try {
         std::vector<float> v(8, 1.0f);
         tp->all_reduce_sum(v.data(), v.size());
+        c.barrier();  // every rank is past its first sum before rank 1 fails
         if (c.rank() == 1) {
           ds::detail::fail<ds::ShapeError>("test", "rank 1 fails mid-run", "a forward pass", "an error", "rank 1");
         }

@@ -125,7 +125,7 @@ class ThreadCommunicator final : public Communicator {
       for (std::size_t r = 0; r < p; ++r) ptr[r][i] = s;
     }
     lock.lock();
-    barrier_locked(lock, "all_reduce_sum");
+    finish_locked(lock, "all_reduce_sum");
   }
 
   void all_gather(const float* in, std::size_t n, float* out) override {
@@ -136,7 +136,7 @@ class ThreadCommunicator final : public Communicator {
       if (n) std::memcpy(out + r * n, hub_->cptr[r], n * sizeof(float));
     }
     lock.lock();
-    barrier_locked(lock, "all_gather");  // the inputs stay untouched until every rank has read them
+    finish_locked(lock, "all_gather");  // the inputs stay untouched until every rank has read them
   }
 
   void broadcast(float* data, std::size_t n, std::size_t root) override {
@@ -149,7 +149,7 @@ class ThreadCommunicator final : public Communicator {
     lock.unlock();
     if (rank_ != root && n) std::memcpy(data, hub_->ptr[root], n * sizeof(float));
     lock.lock();
-    barrier_locked(lock, "broadcast");
+    finish_locked(lock, "broadcast");
   }
 
   void barrier() override {
@@ -259,7 +259,16 @@ class ThreadCommunicator final : public Communicator {
     }
   }
 
-  void barrier_locked(std::unique_lock<std::mutex>& lock, const char* op) {
+  // The closing barrier of a collective: once every rank has published, peers read and
+  // write this rank's buffer, so no rank may leave (and free it) before all are done — not
+  // even when another rank broke the family meanwhile. They all get here (the work between
+  // is local); the timeout only guards against a thread that never returns.
+  void finish_locked(std::unique_lock<std::mutex>& lock, const char* op) {
+    barrier_locked(lock, op, /*finishing=*/true);
+    check_broken(lock, op);
+  }
+
+  void barrier_locked(std::unique_lock<std::mutex>& lock, const char* op, bool finishing = false) {
     detail::ThreadHub& h = *hub_;
     const std::uint64_t gen = h.generation;
     h.arrived_flag[rank_] = 1;
@@ -271,9 +280,10 @@ class ThreadCommunicator final : public Communicator {
       return;
     }
     const auto deadline = Clock::now() + timeout();
-    const bool done = fam().cv.wait_until(lock, deadline, [&] { return h.generation != gen || fam().broken; });
+    const bool done =
+        fam().cv.wait_until(lock, deadline, [&] { return h.generation != gen || (!finishing && fam().broken); });
     if (h.generation != gen) return;
-    check_broken(lock, op);
+    if (!finishing) check_broken(lock, op);
     if (!done) {
       std::vector<std::size_t> missing;
       for (std::size_t r = 0; r < h.size; ++r) {

@@ -231,26 +231,19 @@ class Model {
       });
       if (packed) {
         const std::string base = p + "attn.attention.in_proj_";
+        // A packed bias covers q, k and v: a projection without one contributes zeros.
+        const bool any_bias = std::any_of(lin.begin(), lin.begin() + 3, [](const nn::AnyLinear* x) { return !x->bias().empty(); });
         std::vector<float> weight, bias;
         for (std::size_t i = 0; i < 3; ++i) {
           const std::vector<float> wi = lin[i]->to_dense();
           weight.insert(weight.end(), wi.begin(), wi.end());
           const std::vector<float>& bi = lin[i]->bias();
-          if (!bi.empty()) bias.insert(bias.end(), bi.begin(), bi.end());
+          if (!any_bias) continue;
+          if (bi.empty()) bias.insert(bias.end(), cfg_.hidden, 0.0f);
+          else bias.insert(bias.end(), bi.begin(), bi.end());
         }
         w.add<float>(base + "weight", {3 * cfg_.hidden, cfg_.hidden}, weight.data());
-        if (bias.size() == 3 * cfg_.hidden) {
-          w.add<float>(base + "bias", {bias.size()}, bias.data());
-        } else if (!bias.empty()) {
-          // A packed bias must cover q, k and v: give the missing ones zeros.
-          bias.clear();
-          for (std::size_t i = 0; i < 3; ++i) {
-            const std::vector<float>& bi = lin[i]->bias();
-            if (bi.empty()) bias.insert(bias.end(), cfg_.hidden, 0.0f);
-            else bias.insert(bias.end(), bi.begin(), bi.end());
-          }
-          w.add<float>(base + "bias", {bias.size()}, bias.data());
-        }
+        if (any_bias) w.add<float>(base + "bias", {bias.size()}, bias.data());
       }
       for (std::size_t i = packed ? 3 : 0; i < lin.size(); ++i) write_linear(w, *lin[i]);
       blk.ffn.for_each_linear([&](const nn::AnyLinear& x) { write_linear(w, x); });

@@ -40,9 +40,11 @@ class SimdSpmmF32 : public ::testing::Test {};
 TYPED_TEST_SUITE(SimdSpmmF32, FloatArches, ArchNames);
 
 TYPED_TEST(SimdSpmmF32, EqualsTheDenseProductOfTheMaskedMatrix) {
+  // One row with in = 301 takes the kernel's four-stream path (>= 256 inputs in a
+  // block-row), with a partial last block-column and a remainder of blocks.
   for (auto [r_block, c_block] : {std::pair<std::size_t, std::size_t>{16, 1}, {16, 4}, {16, 8}, {32, 4}, {64, 1}, {64, 4}}) {
     for (auto [m, in, out] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 37, 20}, {7, 64, 48},
-                              {9, 30, 33}, {13, 5, 16}, {30, 21, 70}}) {
+                              {9, 30, 33}, {13, 5, 16}, {30, 21, 70}, {1, 301, 20}}) {
       for (double target : {0.0, 0.5, 0.9, 1.0}) {
         const auto w = uniform_floats(out * in, -1.0f, 1.0f, static_cast<unsigned>(in * out + c_block));
         const auto x = uniform_floats(m * in, -1.0f, 1.0f, static_cast<unsigned>(m + in));

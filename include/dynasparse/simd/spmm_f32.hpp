@@ -69,8 +69,46 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     const B xb(xs);
     for (std::size_t j = 0; j < nv; ++j) acc[j] = xsimd::fma(xb, B::load_unaligned(v + j * w), acc[j]);
   };
+  auto block = [&](B (&acc)[nv], std::uint32_t bi) {
+    const std::size_t k0 = static_cast<std::size_t>(col_idx[bi]) * c_block;
+    const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
+    const float* v = values + static_cast<std::size_t>(bi) * R * c_block;
+    for (std::size_t c = 0; c < cn; ++c) step(acc, v + c * R, x[k0 + c]);
+  };
   std::uint32_t b = b_begin;
-  if (c_block == 1) {
+  if (static_cast<std::size_t>(b_end - b_begin) * c_block >= 256) {
+    // A long block-row is read as four sequential streams, one per quarter of its blocks:
+    // with weights streaming from DRAM, one stream per core leaves memory bandwidth idle.
+    const std::uint32_t q = (b_end - b_begin) / 4;
+    for (std::uint32_t i = 0; i < q; ++i) {
+      const std::uint32_t bq[4] = {b_begin + i, b_begin + i + q, b_begin + i + 2 * q, b_begin + i + 3 * q};
+      std::size_t k[4];
+      bool full = true;
+      for (int s = 0; s < 4; ++s) {
+        k[s] = static_cast<std::size_t>(col_idx[bq[s]]) * c_block;
+        full = full && in - k[s] >= c_block;
+      }
+      if (full) {
+        // Column by column across the four blocks: consecutive FMAs feed different sums.
+        const float* v0 = values + static_cast<std::size_t>(bq[0]) * R * c_block;
+        const float* v1 = values + static_cast<std::size_t>(bq[1]) * R * c_block;
+        const float* v2 = values + static_cast<std::size_t>(bq[2]) * R * c_block;
+        const float* v3 = values + static_cast<std::size_t>(bq[3]) * R * c_block;
+        for (std::size_t c = 0; c < c_block; ++c) {
+          step(a0, v0 + c * R, x[k[0] + c]);
+          step(a1, v1 + c * R, x[k[1] + c]);
+          step(a2, v2 + c * R, x[k[2] + c]);
+          step(a3, v3 + c * R, x[k[3] + c]);
+        }
+      } else {
+        block(a0, bq[0]);
+        block(a1, bq[1]);
+        block(a2, bq[2]);
+        block(a3, bq[3]);
+      }
+    }
+    b = b_begin + 4 * q;
+  } else if (c_block == 1) {
     for (; b + 4 <= b_end; b += 4) {
       step(a0, values + static_cast<std::size_t>(b) * R, x[col_idx[b]]);
       step(a1, values + static_cast<std::size_t>(b + 1) * R, x[col_idx[b + 1]]);

@@ -148,8 +148,7 @@ class GroupSparseI8 {
     });
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t out = csr_.out;
-    // Keep at least ~64k multiply-adds per thread: below that, starting a thread costs more
-    // than it saves (BM_Linear/gsparse_i8@70/1x512x2048/threads:2).
+    // Keep at least parallel_min_macs_i8 multiply-adds per thread so small layers stay serial.
     const std::size_t per_block = csr_.shape.rows * block_cols * m;
     csr_.parallel_block_rows(std::max<std::size_t>(1, parallel_min_macs_i8 / per_block), [&](std::size_t br0, std::size_t br1) {
       simd::spmm_s8s8_s32(a, lda4, m, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(), csr_.values.data(),

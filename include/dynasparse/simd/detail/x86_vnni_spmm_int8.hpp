@@ -29,54 +29,71 @@ void spmm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::uint3
                         std::int32_t* tile) noexcept;
 
 #if DYNASPARSE_HAS_AVX512VNNI
+// One row (decoding): four accumulator sets take the four quarters of the block-row in step,
+// so consecutive vpdpbusd do not wait on each other and the weights are read as four
+// sequential streams, which one core needs to keep the memory system busy. The sets are
+// named arrays indexed only by unrolled constants so that they stay in registers.
+template <std::size_t R>
+inline void spmm_u8s8_s32_row(const std::uint8_t* a, const std::uint32_t* col_idx, std::uint32_t b0,
+                              std::uint32_t b1, const std::int8_t* values, const std::int32_t* init,
+                              std::int32_t* tile) noexcept {
+  constexpr std::size_t nv = R / 16;
+  __m512i a0[nv], a1[nv], a2[nv], a3[nv];
+#pragma GCC unroll 4
+  for (std::size_t j = 0; j < nv; ++j) {
+    a0[j] = _mm512_loadu_si512(init + 16 * j);
+    a1[j] = a2[j] = a3[j] = _mm512_setzero_si512();
+  }
+  auto step = [&](__m512i(&acc)[nv], std::uint32_t b) {
+    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
+    std::int32_t quad;
+    std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
+    const __m512i av = _mm512_set1_epi32(quad);
+#pragma GCC unroll 4
+    for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(v + 64 * j));
+  };
+  const std::uint32_t q = (b1 - b0) / 4;
+  for (std::uint32_t i = 0; i < q; ++i) {
+    step(a0, b0 + i);
+    step(a1, b0 + i + q);
+    step(a2, b0 + i + 2 * q);
+    step(a3, b0 + i + 3 * q);
+  }
+  for (std::uint32_t b = b0 + 4 * q; b < b1; ++b) step(a0, b);
+#pragma GCC unroll 4
+  for (std::size_t j = 0; j < nv; ++j) {
+    const __m512i t = _mm512_add_epi32(_mm512_add_epi32(a0[j], a1[j]), _mm512_add_epi32(a2[j], a3[j]));
+    _mm512_storeu_si512(tile + 16 * j, t);
+  }
+}
+
 template <std::size_t R, std::size_t MR>
 inline void spmm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::uint32_t* col_idx,
                                std::uint32_t b0, std::uint32_t b1, const std::int8_t* values,
                                const std::int32_t* init, std::int32_t* tile) noexcept {
   constexpr std::size_t nv = R / 16;
-  // With a single row, alternate two accumulator sets so consecutive blocks do not wait on
-  // each other's vpdpbusd.
-  constexpr std::size_t sets = MR == 1 ? 2 : 1;
-  __m512i acc[sets][MR][nv];
-  for (std::size_t j = 0; j < nv; ++j) {
-    const __m512i v = _mm512_loadu_si512(init + 16 * j);
-    for (std::size_t r = 0; r < MR; ++r) {
-      acc[0][r][j] = v;
-      if constexpr (sets == 2) acc[sets - 1][r][j] = _mm512_setzero_si512();
+  if constexpr (MR == 1) {
+    spmm_u8s8_s32_row<R>(a, col_idx, b0, b1, values, init, tile);
+  } else {
+    __m512i acc[MR][nv];
+    for (std::size_t j = 0; j < nv; ++j) {
+      const __m512i v = _mm512_loadu_si512(init + 16 * j);
+      for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
     }
-  }
-  std::uint32_t b = b0;
-  for (; b + sets <= b1; b += sets) {
-    for (std::size_t s = 0; s < sets; ++s) {
-      const std::int8_t* v = values + static_cast<std::size_t>(b + s) * R * 4;
-      const std::size_t k0 = static_cast<std::size_t>(col_idx[b + s]) * 4;
+    for (std::uint32_t b = b0; b < b1; ++b) {
+      const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
+      const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * 4;
       __m512i wv[nv];
       for (std::size_t j = 0; j < nv; ++j) wv[j] = _mm512_loadu_si512(v + 64 * j);
       for (std::size_t r = 0; r < MR; ++r) {
         std::int32_t quad;
         std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
         const __m512i av = _mm512_set1_epi32(quad);
-        for (std::size_t j = 0; j < nv; ++j) acc[s][r][j] = _mm512_dpbusd_epi32(acc[s][r][j], av, wv[j]);
+        for (std::size_t j = 0; j < nv; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, wv[j]);
       }
     }
-  }
-  for (; b < b1; ++b) {
-    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
-    const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * 4;
     for (std::size_t r = 0; r < MR; ++r) {
-      std::int32_t quad;
-      std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
-      const __m512i av = _mm512_set1_epi32(quad);
-      for (std::size_t j = 0; j < nv; ++j) {
-        acc[0][r][j] = _mm512_dpbusd_epi32(acc[0][r][j], av, _mm512_loadu_si512(v + 64 * j));
-      }
-    }
-  }
-  for (std::size_t r = 0; r < MR; ++r) {
-    for (std::size_t j = 0; j < nv; ++j) {
-      __m512i t = acc[0][r][j];
-      if constexpr (sets == 2) t = _mm512_add_epi32(t, acc[sets - 1][r][j]);
-      _mm512_storeu_si512(tile + r * R + 16 * j, t);
+      for (std::size_t j = 0; j < nv; ++j) _mm512_storeu_si512(tile + r * R + 16 * j, acc[r][j]);
     }
   }
 }

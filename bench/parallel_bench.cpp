@@ -3,6 +3,10 @@
 //   BM_ParallelTpPrefill/E1024/L512/layers:2          tensor parallel, TP = 2
 //   BM_ParallelPipelinePrefill/E1024/L512/micro:<m>  a 2-stage pipeline (one layer per
 //                                                    stage), m micro-batches (token chunks)
+//   BM_ParallelPipelineStream/E1024/L512/prompts:<p>/micro:<m>  the same pipeline serving p
+//                                                    prompts back to back: the first stage
+//                                                    starts the next prompt while the second
+//                                                    finishes this one (throughput)
 // Each iteration runs the one-rank forward pass and the parallel one back to back, so both
 // see the same machine load; the reported time is the parallel run's, and the counters give
 // both times and speedup = one-rank time / parallel time (summed over iterations). Every
@@ -113,8 +117,8 @@ class Deployment {
     for (std::size_t r = 0; r < plan_.world(); ++r) shards_.push_back(par::ModelShard::load(model_file(), plan_, r));
     logits_.resize(kLen * bench_config().vocab);
   }
-  // Seconds for one prefill of `t`.
-  double run(const std::vector<std::int32_t>& t, std::size_t micro) {
+  // Seconds for `prompts` prefills of `t`, back to back on every rank.
+  double run(const std::vector<std::int32_t>& t, std::size_t micro, std::size_t prompts = 1) {
     par::ThreadGroup group(plan_.world());
     const auto t0 = Clock::now();
     group.run([&](par::Communicator& c) {
@@ -130,9 +134,34 @@ class Deployment {
         own.resize(logits_.size());
         out = ds::MatrixView(own.data(), t.size(), bench_config().vocab);
       }
-      ex.forward(t.data(), t.size(), out, ws_[c.rank()], opt);
+      for (std::size_t i = 0; i < prompts; ++i) ex.forward(t.data(), t.size(), out, ws_[c.rank()], opt);
     });
     return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
+  // Seconds per decoded token: a prefill of `prompt`, then `steps` single-token decode
+  // steps timed on rank 0 between two barriers.
+  double decode(std::size_t prompt, std::size_t steps) {
+    par::ThreadGroup group(plan_.world());
+    const auto t = tokens();
+    double seconds = 0;
+    group.run([&](par::Communicator& c) {
+      par::Executor ex(shards_[c.rank()], c);
+      par::ShardSession session = ex.new_session(prompt + steps);
+      std::vector<float> own(prompt * bench_config().vocab);
+      const bool writes = ex.writes_logits();
+      ex.decode(t.data(), prompt, session, writes ? ds::MatrixView(own.data(), prompt, bench_config().vocab)
+                                                  : ds::MatrixView(), ws_[c.rank()]);
+      c.barrier();
+      const auto t0 = Clock::now();
+      for (std::size_t i = 0; i < steps; ++i) {
+        ex.decode(t.data() + prompt + i, 1, session, writes ? ds::MatrixView(own.data(), 1, bench_config().vocab)
+                                                            : ds::MatrixView(), ws_[c.rank()]);
+      }
+      c.barrier();
+      if (c.rank() == 0) seconds = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(steps);
+    });
+    return seconds;
   }
 
  private:
@@ -142,11 +171,11 @@ class Deployment {
   std::vector<float> logits_;
 };
 
-// Seconds for two one-rank prefills at once, one per thread (the slower one's).
-double run_two_at_once(Deployment& a, Deployment& b, const std::vector<std::int32_t>& t) {
+// Seconds for two one-rank runs at once, one per thread (the slower one's).
+double run_two_at_once(Deployment& a, Deployment& b, const std::vector<std::int32_t>& t, std::size_t prompts) {
   double tb = 0;
-  std::thread other([&] { tb = b.run(t, 1); });
-  const double ta = a.run(t, 1);
+  std::thread other([&] { tb = b.run(t, 1, prompts); });
+  const double ta = a.run(t, 1, prompts);
   other.join();
   return std::max(ta, tb);
 }
@@ -178,19 +207,21 @@ par::Link probe_link() {
   return link;
 }
 
-// The partitioner's predicted seconds for one prefill of kLen tokens under a tp x pp plan
-// with `micro` micro-batches, on devices of `flops` FLOP/s joined by `link`.
-double predicted_seconds(std::size_t tp, std::size_t pp, std::size_t micro, double flops, const par::Link& link) {
+// The partitioner's predicted seconds for `prompts` prefills of kLen tokens under a tp x pp
+// plan with `micro` micro-batches each, on devices of `flops` FLOP/s joined by `link`:
+// back-to-back prompts fill the pipeline like one batch of prompts x micro micro-batches.
+double predicted_seconds(std::size_t tp, std::size_t pp, std::size_t micro, double flops, const par::Link& link,
+                         std::size_t prompts = 1) {
   par::Cluster c;
   c.devices.assign(tp * pp, par::Device{std::numeric_limits<double>::infinity(), flops, 0});
   c.intra_node = c.inter_node = link;
   par::Workload w;
-  w.batch = kLen;  // a prefill has all its tokens in flight, as a batch has its sequences
+  w.batch = kLen * prompts;  // a prefill has all its tokens in flight, as a batch has its sequences
   w.prompt_len = kLen;
   w.decode_len = 0;
-  w.micro_batches = micro;
+  w.micro_batches = micro * prompts;
   const par::Plan p = par::evaluate(par::costs_from_config(bench_config(), 4.0, kLen / 2.0), c, w, tp, pp, 1);
-  return static_cast<double>(kLen) / p.tokens_per_second;
+  return static_cast<double>(kLen * prompts) / p.tokens_per_second;
 }
 
 // examples/plans/two_cores.json, the devices file shipped for this kind of machine (empty if
@@ -209,17 +240,17 @@ struct Times {
 };
 
 void report(benchmark::State& state, const Times& m, std::size_t tp, std::size_t pp, std::size_t micro,
-            const par::Link& link) {
+            std::size_t prompts, const par::Link& link) {
   const double n = static_cast<double>(state.iterations());
   state.counters["one_rank_ms"] = benchmark::Counter(m.base * 1e3 / n);
   state.counters["parallel_ms"] = benchmark::Counter(m.parallel * 1e3 / n);
   state.counters["speedup"] = benchmark::Counter(m.base / m.parallel);
-  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(kLen) * n / m.parallel);
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(kLen * prompts) * n / m.parallel);
   // One rank's FLOPs, from the model with unit-speed devices (one rank has no links).
-  const double flop = predicted_seconds(1, 1, 1, 1.0, link);
+  const double flop = predicted_seconds(1, 1, 1, 1.0, link, prompts);
   const double measured = m.parallel / n;
   auto predict = [&](const char* name, double flops) {
-    const double p = predicted_seconds(tp, pp, micro, flops, link);
+    const double p = predicted_seconds(tp, pp, micro, flops, link, prompts);
     state.counters[std::string(name) + "_ms"] = benchmark::Counter(p * 1e3);
     state.counters[std::string(name) + "_ratio"] = benchmark::Counter(p / measured);
   };
@@ -229,7 +260,7 @@ void report(benchmark::State& state, const Times& m, std::size_t tp, std::size_t
   state.counters["gflops_busy"] = benchmark::Counter(flop * n / m.busy * 1e-9);
   const par::Cluster file = shipped_cluster();
   if (!file.devices.empty()) {
-    const double p = predicted_seconds(tp, pp, micro, file.devices[0].flops, file.intra_node);
+    const double p = predicted_seconds(tp, pp, micro, file.devices[0].flops, file.intra_node, prompts);
     state.counters["pred_file_ms"] = benchmark::Counter(p * 1e3);
     state.counters["pred_file_ratio"] = benchmark::Counter(p / measured);
   }
@@ -242,7 +273,7 @@ void report(benchmark::State& state, const Times& m, std::size_t tp, std::size_t
 // Iterations: the one-rank run, the plan's run, two one-rank runs at once and, with
 // micro-batches, the one rank cutting its pass into the same micro-batches (what the
 // pipeline's chunks cost without any parallelism).
-void run_plan(benchmark::State& state, std::size_t tp, std::size_t pp, std::size_t micro) {
+void run_plan(benchmark::State& state, std::size_t tp, std::size_t pp, std::size_t micro, std::size_t prompts = 1) {
   ds::set_num_threads(1);
   const auto t = tokens();
   Deployment one(1, 1), other(1, 1), plan(tp, pp);
@@ -252,14 +283,14 @@ void run_plan(benchmark::State& state, std::size_t tp, std::size_t pp, std::size
   const par::Link link = probe_link();
   Times m;
   for (auto _ : state) {
-    m.base += one.run(t, 1);
-    const double s = plan.run(t, micro);
+    m.base += one.run(t, 1, prompts);
+    const double s = plan.run(t, micro, prompts);
     m.parallel += s;
-    m.busy += run_two_at_once(one, other, t);
-    if (micro > 1) m.chunked += one.run(t, micro);
+    m.busy += run_two_at_once(one, other, t, prompts);
+    if (micro > 1) m.chunked += one.run(t, micro, prompts);
     state.SetIterationTime(s);
   }
-  report(state, m, tp, pp, micro, link);
+  report(state, m, tp, pp, micro, prompts, link);
 }
 
 void BM_ParallelTpPrefill(benchmark::State& state) { run_plan(state, 2, 1, 1); }
@@ -270,5 +301,48 @@ void BM_ParallelPipelinePrefill(benchmark::State& state) {
 }
 BENCHMARK(BM_ParallelPipelinePrefill)->Name("BM_ParallelPipelinePrefill/E1024/L512")->ArgName("micro")->Arg(4)->Arg(8)
     ->UseManualTime()->Iterations(4)->Unit(benchmark::kMillisecond);
+
+void BM_ParallelPipelineStream(benchmark::State& state) {
+  run_plan(state, 1, 2, static_cast<std::size_t>(state.range(1)), static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_ParallelPipelineStream)->Name("BM_ParallelPipelineStream/E1024/L512")->ArgNames({"prompts", "micro"})
+    ->Args({4, 1})->Args({4, 4})->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+
+// Cached decoding of one sequence, one token per step after a 256-token prompt, under a
+// tp x pp plan, against the partitioner's prediction with examples/plans/two_cores.json
+// (whose memory_bandwidth makes decoding memory-bound, as it is: every step reads all
+// weights). Counters: ms_per_token, one_rank_ms (the same on one rank, measured in the same
+// iteration), pred_file_ms and pred_file_ratio = predicted / measured.
+void BM_ParallelDecode(benchmark::State& state) {
+  ds::set_num_threads(1);
+  const std::size_t tp = static_cast<std::size_t>(state.range(0)), pp = static_cast<std::size_t>(state.range(1));
+  constexpr std::size_t prompt = 256, steps = 32;
+  Deployment one(1, 1), plan(tp, pp);
+  double base = 0, measured = 0;
+  for (auto _ : state) {
+    base += one.decode(prompt, steps);
+    const double s = plan.decode(prompt, steps);
+    measured += s;
+    state.SetIterationTime(s);
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["ms_per_token"] = benchmark::Counter(measured / n * 1e3);
+  state.counters["one_rank_ms"] = benchmark::Counter(base / n * 1e3);
+  state.counters["speedup"] = benchmark::Counter(base / measured);
+  par::Cluster file = shipped_cluster();
+  if (!file.devices.empty()) {
+    file.devices.resize(tp * pp, file.devices[0]);
+    par::Workload w;
+    w.batch = 1;
+    w.prompt_len = prompt;
+    w.decode_len = steps;
+    const par::Plan p = par::evaluate(par::costs_from_config(bench_config(), 4.0, prompt + steps / 2.0), file, w, tp, pp, 1);
+    state.counters["pred_file_ms"] = benchmark::Counter(p.time_per_token * 1e3);
+    state.counters["pred_file_ratio"] = benchmark::Counter(p.time_per_token / (measured / n));
+    state.SetLabel(p.bound);
+  }
+}
+BENCHMARK(BM_ParallelDecode)->Name("BM_ParallelDecode/E1024/ctx:256")->ArgNames({"tp", "pp"})->Args({1, 1})
+    ->Args({2, 1})->Args({1, 2})->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -89,7 +89,7 @@ check devices-bad-field 2 "expected a number > 0, got -1 \[$work/negative.json: 
   "$bin" $x plan "$model" --devices "$work/negative.json"
 printf '{"devices": [{"memory": 4e9, "flops": 1e10}], "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
   >"$work/typo.json"
-check devices-unknown-field 2 'unknown field; expected one of memory_bytes, flops, count, node, comment, got "memory"' -- \
+check devices-unknown-field 2 'unknown field; expected one of memory_bytes, flops, memory_bandwidth, count, node, comment, got "memory"' -- \
   "$bin" $x plan "$model" --devices "$work/typo.json"
 printf '{"devices": [{"memory_bytes": 4e9, "flops": 1e10, "count": 2}], "devices_per_node": 1, "links": {"intra_node": {"bandwidth": 1e10, "latency": 1e-6}}}' \
   >"$work/nolink.json"

@@ -145,6 +145,46 @@ TEST(Executor, MicroBatchesCutAtRowTilesMatchOneDevice) {
   }
 }
 
+TEST(Executor, BackToBackPromptsOverlapOnTheStagesAndEachMatchesOneDevice) {
+  // Each rank runs three prompts of different lengths back to back with no barrier: the
+  // first stage starts the next prompt while the last one finishes this one. Messages of
+  // consecutive calls reuse the same tags and must still pair up in order.
+  auto cfg = dynasparse_test::small_config();
+  cfg.max_seq_len = 64;
+  const auto bytes = dynasparse_test::write_model(cfg);
+  const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
+  const std::vector<std::vector<std::int32_t>> prompts = {dynasparse_test::test_tokens(30, cfg.vocab),
+                                                          dynasparse_test::test_tokens(7, cfg.vocab),
+                                                          dynasparse_test::test_tokens(41, cfg.vocab)};
+  for (const Shape& s : {Shape{1, 2, 2}, Shape{2, 2, 3}, Shape{1, 4, 1}}) {
+    const par::Plan plan = par::fixed_plan(cfg, s.tp, s.pp);
+    std::vector<std::vector<float>> got(prompts.size());
+    par::ThreadGroup group(plan.world(), std::chrono::seconds(20));
+    group.run([&](par::Communicator& comm) {
+      const par::ModelShard shard = par::ModelShard::load(f, plan, comm.rank());
+      par::Executor ex(shard, comm);
+      ds::Workspace ws;
+      par::ExecutorOptions opt;
+      opt.micro_batches = s.micro;
+      const bool report = comm.rank() == (plan.pp - 1) * plan.tp;
+      std::vector<float> own;
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const std::size_t n = prompts[i].size();
+        std::vector<float>& out = report ? got[i] : own;
+        ds::MatrixView view;
+        if (ex.writes_logits(opt)) {
+          out.assign(n * cfg.vocab, 0.0f);
+          view = ds::MatrixView(out.data(), n, cfg.vocab);
+        }
+        ex.forward(prompts[i].data(), n, view, ws, opt);
+      }
+    });
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_LE(relative_error(got[i], one_device(f, prompts[i])), kFp32Rel) << name(s) << " prompt " << i;
+    }
+  }
+}
+
 TEST(Executor, HeadGateSkippingMatchesOneDevice) {
   auto cfg = dynasparse_test::small_config();
   cfg.skip_threshold = 0.6f;  // gate biases in [0, 0.5]: a good share of pairs is skipped

@@ -93,6 +93,59 @@ TEST(Partitioner, RefusesWhenNothingFitsAndSaysWhy) {
   }
 }
 
+TEST(Partitioner, DecodingIsBoundByReadingTheWeightsWhenDevicesGiveTheirBandwidth) {
+  // One sequence decoding through 4 layers of hidden 1024 in FP32: 2 FLOPs per weight per
+  // token, 4 bytes per weight. At 1e11 FLOP/s and 2e10 B/s the weights take 10x longer to
+  // read than to multiply.
+  ds::ModelConfig c;
+  c.hidden = 1024;
+  c.layers = 4;
+  c.gate = ds::GatePosition::None;
+  const auto model = par::costs_from_config(c, 4.0, 256);
+  par::Workload w;
+  w.batch = 1;
+  w.prompt_len = 200;
+  w.decode_len = 100;
+  auto cl = cluster_of(2, 2, 8e9, 1e11, {1e12, 0}, {1e12, 0});
+  const par::Plan compute_only = par::evaluate(model, cl, w, 1, 1, 2);
+  ASSERT_TRUE(compute_only.feasible) << compute_only.reason;
+  EXPECT_EQ(compute_only.bound, "compute");
+  for (auto& d : cl.devices) d.memory_bandwidth = 2e10;
+  double params = 0, kv = 0;
+  for (const auto& l : model.layers) {
+    params += l.param_bytes;
+    kv += l.kv_bytes_per_token;
+  }
+  const double read_ctx = 200 + 100 / 2.0;  // the cache grows from the prompt to prompt + decode
+  const double want = (params + kv * read_ctx) / 2e10;
+  const par::Plan one = par::evaluate(model, cl, w, 1, 1, 2);
+  EXPECT_NEAR(one.time_per_token, want, 1e-9 * want);
+  EXPECT_EQ(one.bound, "memory-bandwidth");
+  EXPECT_GT(one.time_per_token, 5 * compute_only.time_per_token);
+  // Tensor parallelism splits the weights, and so the reads: half the time, over free links.
+  const par::Plan tp2 = par::evaluate(model, cl, w, 2, 1, 1);
+  EXPECT_NEAR(tp2.time_per_token, want / 2, 0.01 * want);
+  // A slow device's bandwidth sets its stage's pace.
+  cl.devices[1].memory_bandwidth = 1e10;
+  EXPECT_NEAR(par::evaluate(model, cl, w, 2, 1, 1).time_per_token, want, 0.01 * want);
+}
+
+TEST(Partitioner, DevicesFileReadsMemoryBandwidthAndRejectsABadOne) {
+  const auto j = nlohmann::json::parse(R"({"devices": [{"memory_bytes": 4e9, "flops": 8e10, "memory_bandwidth": 1.6e10,
+      "count": 2}], "links": {"intra_node": {"bandwidth": 1e9, "latency": 1e-5}}})");
+  const par::Cluster c = par::cluster_from_json(j, "two.json");
+  ASSERT_EQ(c.devices.size(), 2u);
+  EXPECT_EQ(c.devices[1].memory_bandwidth, 1.6e10);
+  auto bad = j;
+  bad["devices"][0]["memory_bandwidth"] = -1;
+  try {
+    par::cluster_from_json(bad, "two.json");
+    FAIL();
+  } catch (const ds::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("two.json: devices[0].memory_bandwidth"), std::string::npos) << e.what();
+  }
+}
+
 // The design document's deployment: a 100B-parameter model on 16 A100-80GB (8 per node,
 // 600 GB/s NVLink within a node, 200 Gb/s between nodes). GPT-3-like shape: 80 layers,
 // hidden 10240, FFN 40960, 80 heads, FP16 weights; 150 TFLOP/s sustained per GPU.

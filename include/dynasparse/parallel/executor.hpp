@@ -135,7 +135,10 @@ class Executor {
   /// Forward pass of one whole sequence `tokens` [n] (every rank of the replica passes the
   /// same tokens): logits [n, vocab] on the ranks that writes_logits() (others may pass an
   /// empty view). Equals Model::forward within the stated numerics. Returns the attention
-  /// statistics of this rank's heads and layers.
+  /// statistics of this rank's heads and layers. Sends are buffered (both communicators), so
+  /// a rank returns once its own part is done: calls made back to back overlap across the
+  /// stages, the first stage starting the next prompt while the last finishes this one,
+  /// which is how a pipeline serves a stream of prompts (BM_ParallelPipelineStream).
   /// @throws ShapeError for n beyond max_seq_len or logits of another shape; ConfigError for
   /// micro_batches of 0 or above n; UnsupportedError for micro_batches > 1 on a
   /// bidirectional model; CommError if a peer fails or times out.

@@ -94,6 +94,9 @@ struct Partition {
 /// Evaluates one TP x PP x DP shape on the cluster. Ranks are laid out TP-innermost, so a
 /// TP group shares a node whenever it fits in one. The cost model:
 /// - compute: a stage's FLOPs per token / (TP x device FLOP/s) of its slowest device;
+/// - memory (devices with memory_bandwidth): each stage slot reads the rank's weights (the
+///   stage's / TP) once and the KV cache of the sequences in flight (context of prompt +
+///   decode / 2 tokens on average); a slot takes the longer of compute and these reads;
 /// - tensor parallel: two all-reduces of the hidden state per layer (after out_proj and
 ///   FFN-down), ring algorithm on the intra- or inter-node link;
 /// - pipeline: one hidden-state transfer per stage boundary; with m micro-batches a batch
@@ -101,8 +104,6 @@ struct Partition {
 /// - memory: the stage's weights / TP, its KV cache for batch / dp sequences of
 ///   prompt + decode tokens / TP, embeddings on the first stage (and the LM head's on the
 ///   last).
-/// Compute-bound by construction: see Plan::time_per_token for what that misses in decoding.
-// TODO(#8): a memory-bandwidth roof per device (weights and KV cache read once per step).
 inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workload& work, std::size_t tp,
                      std::size_t pp, std::size_t dp) {
   Plan plan;
@@ -140,7 +141,9 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
   const double micro = static_cast<double>(std::max<std::size_t>(1, std::min(work.micro_batches, work.batch)));
   const double tokens_in_flight = seqs / micro;  // decode: one token per sequence per step
   const double ctx = static_cast<double>(work.prompt_len + work.decode_len);
+  const double read_ctx = static_cast<double>(work.prompt_len) + static_cast<double>(work.decode_len) / 2.0;
   double stage_max = 0.0, latency = 0.0, tp_time_total = 0.0, compute_total = 0.0;
+  std::size_t memory_bound_stages = 0;
   for (std::size_t s = 0; s < pp; ++s) {
     const std::size_t l0 = plan.stage_first_layer[s], l1 = plan.stage_first_layer[s + 1];
     double f = 0, params = 0, kv = 0;
@@ -149,13 +152,20 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
       params += model.layers[l].param_bytes;
       kv += model.layers[l].kv_bytes_per_token;
     }
-    double slowest = std::numeric_limits<double>::infinity();
+    double slowest = std::numeric_limits<double>::infinity(), narrowest = std::numeric_limits<double>::infinity();
     for (std::size_t d = 0; d < dp; ++d) {
       for (std::size_t t = 0; t < tp; ++t) {
-        slowest = std::min(slowest, cluster.devices[(d * pp + s) * tp + t].flops);
+        const Device& dev = cluster.devices[(d * pp + s) * tp + t];
+        slowest = std::min(slowest, dev.flops);
+        if (dev.memory_bandwidth > 0) narrowest = std::min(narrowest, dev.memory_bandwidth);
       }
     }
-    const double compute = f * tokens_in_flight / (static_cast<double>(tp) * slowest);
+    const double flops_time = f * tokens_in_flight / (static_cast<double>(tp) * slowest);
+    // Sequences in one slot each read their own cache: tokens_in_flight of them at decode.
+    const double read_bytes = (params + kv * tokens_in_flight * read_ctx) / static_cast<double>(tp);
+    const double memory_time = std::isfinite(narrowest) ? read_bytes / narrowest : 0.0;
+    const double compute = std::max(flops_time, memory_time);
+    memory_bound_stages += memory_time > flops_time ? 1 : 0;
     const double comm = 2.0 * static_cast<double>(l1 - l0) *
                         detail::allreduce_seconds(model.hidden_bytes_per_token * tokens_in_flight, tp, tp_link);
     double transfer = 0.0;
@@ -204,6 +214,8 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
     plan.bound = "tp-communication";
   } else if (pp > 1 && static_cast<double>(pp) - 1.0 > micro) {
     plan.bound = "pipeline-bubble";
+  } else if (2 * memory_bound_stages > pp) {
+    plan.bound = "memory-bandwidth";
   } else {
     plan.bound = "compute";
   }

@@ -43,6 +43,11 @@ struct Device {
   /// the measured ones (AVX-512 core: about 85 GFLOP/s in FP32).
   double flops = 0;
   std::size_t node = 0;  ///< devices with the same node share the fast link
+  /// Bytes per second the device streams its weights and KV cache at while the other
+  /// devices of its node do too (cores of one CPU share its memory bandwidth): a decoding
+  /// step reads every weight of the stage once, so few tokens in flight are bound by it,
+  /// not by FLOPs. 0 leaves memory traffic out of the predictions.
+  double memory_bandwidth = 0;
 };
 
 /// A link: bandwidth in bytes per second, latency in seconds.
@@ -82,15 +87,15 @@ struct Plan {
   std::size_t tp = 1, pp = 1, dp = 1;
   std::vector<std::size_t> stage_first_layer;  ///< pp + 1 boundaries: stage s has layers [b[s], b[s+1])
   std::vector<RankShard> ranks;
-  /// Predicted seconds per decoded token of one sequence (latency). NOTE: compute and links
-  /// only: decoding a few tokens at a time reads every weight once per step, so on CPUs it is
-  /// bound by memory bandwidth and takes several times this (the E1024 bench model: 5.7 ms
-  /// measured on one core, 0.6 ms predicted at its measured 87 GFLOP/s).
+  /// Predicted seconds per decoded token of one sequence (latency): each stage takes the
+  /// longer of its compute and, when the devices give memory_bandwidth, its weight and KV
+  /// reads, plus its links. Without memory_bandwidth a CPU decode is predicted several times
+  /// too fast (it reads every weight once per step).
   double time_per_token = 0;
   double tokens_per_second = 0; ///< predicted decode throughput of the whole deployment
   double max_memory_bytes = 0;  ///< the largest rank's memory
   bool feasible = true;
-  std::string bound;            ///< what limits it: "compute", "tp-communication", "pipeline", ...
+  std::string bound;            ///< what limits it: "compute", "memory-bandwidth", "tp-communication", "pipeline-bubble"
   std::string reason;           ///< why it was rejected (when !feasible)
 
   std::size_t world() const noexcept { return tp * pp * dp; }
@@ -148,13 +153,15 @@ inline double json_positive(const nlohmann::json& j, const char* key, const std:
 
 /// A devices file (`dynasparse plan --devices`), the Cluster it describes:
 /// ```
-/// { "devices": [ {"memory_bytes": 8e9, "flops": 5e10, "count": 2, "node": 0} ],
+/// { "devices": [ {"memory_bytes": 8e9, "flops": 5e10, "memory_bandwidth": 2e10,
+///                 "count": 2, "node": 0} ],
 ///   "devices_per_node": 2,
 ///   "links": { "intra_node": {"bandwidth": 1e10, "latency": 2e-6},
 ///              "inter_node": {"bandwidth": 1.25e9, "latency": 2e-5} } }
 /// ```
 /// - devices (required, non-empty): memory_bytes (bytes) and flops (sustained FLOP/s on
-///   this model's kernels) are required and positive; count (default 1) repeats the entry;
+///   this model's kernels) are required and positive; memory_bandwidth (optional, bytes/s,
+///   > 0; Device::memory_bandwidth) bounds decoding; count (default 1) repeats the entry;
 ///   node (optional) places it on a node.
 /// - devices_per_node (optional): a device without "node" sits on node i / devices_per_node
 ///   (i counted over the expanded list); without it, on node 0.
@@ -174,10 +181,12 @@ inline Cluster cluster_from_json(const nlohmann::json& j, const std::string& sou
   for (std::size_t i = 0; i < j.at("devices").size(); ++i) {
     const nlohmann::json& d = j.at("devices")[i];
     const std::string where = "devices[" + std::to_string(i) + "]";
-    detail::json_only_keys(d, {"memory_bytes", "flops", "count", "node", "comment"}, source, where);
+    detail::json_only_keys(d, {"memory_bytes", "flops", "memory_bandwidth", "count", "node", "comment"}, source,
+                           where);
     Device dev;
     dev.memory_bytes = detail::json_positive(d, "memory_bytes", source, where);
     dev.flops = detail::json_positive(d, "flops", source, where);
+    if (d.contains("memory_bandwidth")) dev.memory_bandwidth = detail::json_positive(d, "memory_bandwidth", source, where);
     const std::size_t count = detail::json_size(d, "count", source, where, 1, false, 1);
     if (count > 1000000) json_fail(source, where + ".count", "at most 1000000", d.at("count"));
     const bool named = d.contains("node");

@@ -166,6 +166,51 @@ def attention_table(t):
     return out
 
 
+def parallel_table(c):
+    """BM_Parallel*: speed-up over one rank measured in the same iterations, and the
+    partitioner's prediction over the measured time for each set of device constants."""
+    def get(b, k):
+        v = b.get(k)
+        return f"{v:.2f}" if isinstance(v, (int, float)) else "-"
+
+    rows, dec = [], []
+    for name, b in sorted(c.items()):
+        m = re.match(r"BM_Parallel(TpPrefill|PipelinePrefill|PipelineStream)/E\d+/L(\d+)(.*?)(?:/iterations:\d+)?$", name)
+        if m:
+            kind = {"TpPrefill": "TP=2 prefill", "PipelinePrefill": "2-stage pipeline prefill",
+                    "PipelineStream": "2-stage pipeline, prompts back to back"}[m.group(1)]
+            detail = m.group(3).strip("/").replace("layers:2", "").replace("/", ", ").replace(":", " ").strip(", ")
+            ideal = ""
+            mi = re.search(r"micro:(\d+)", name)
+            pr = re.search(r"prompts:(\d+)", name)
+            if mi and m.group(1) != "TpPrefill":
+                k = int(mi.group(1)) * (int(pr.group(1)) if pr else 1)
+                ideal = f"{2 * k / (k + 1):.2f}x"
+            rows.append(f"| {kind} | {detail or '-'} | {b['one_rank_ms']:.0f} | {b['parallel_ms']:.0f} | "
+                        f"{b['speedup']:.2f}x | {ideal or '-'} | {get(b, 'pred_ratio')} | {get(b, 'pred_busy_ratio')} | "
+                        f"{get(b, 'pred_file_ratio')} |")
+        m = re.match(r"BM_ParallelDecode/E\d+/ctx:(\d+)/tp:(\d+)/pp:(\d+)", name)
+        if m:
+            dec.append(f"| tp={m.group(2)} pp={m.group(3)} | {m.group(1)} | {b['one_rank_ms']:.2f} | "
+                       f"{b['ms_per_token']:.2f} | {b['speedup']:.2f}x | {get(b, 'pred_file_ms')} | "
+                       f"{get(b, 'pred_file_ratio')} | {b.get('label', '')} |")
+    out = ""
+    if rows:
+        out += ("In-process ranks on threads, one thread each, model hidden 1024, FFN 4096, 2 layers, 512 tokens "
+                "(`bench/parallel_bench.cpp`). Ideal: 2m / (m + 1) for m micro-batches in flight. Prediction / "
+                "measured: `pred` with the FLOP/s one rank reached alone, `pred_busy` with the FLOP/s of two "
+                "one-rank runs at once, `pred_file` with `examples/plans/two_cores.json`.\n\n"
+                "| plan | setting | one rank ms | parallel ms | speed-up | ideal | pred / measured | "
+                "pred_busy / measured | pred_file / measured |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" +
+                "\n".join(rows) + "\n")
+    if dec:
+        out += ("\nCached decoding of one sequence (one token per step after a 256-token prompt), predicted with "
+                "`two_cores.json` (its `memory_bandwidth` bounds decoding):\n\n| plan | context | one rank ms/token | "
+                "plan ms/token | speed-up | predicted ms | predicted / measured | bound |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(dec) + "\n")
+    return out
+
+
 # ---------------------------------------------------------------- roofline
 
 def thread_count(name):
@@ -334,7 +379,8 @@ def main():
         print(ctx["notes"] + "\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
                          ("Group sparsity", sparse_table(t)), ("Block shapes", block_table(t)),
-                         ("Attention", attention_table(t)), ("Roofline", roofline_section(ctx, t, c))]:
+                         ("Attention", attention_table(t)), ("Parallel", parallel_table(c)),
+                         ("Roofline", roofline_section(ctx, t, c))]:
         if table:
             print(f"#### {title}\n\n{table}")
 

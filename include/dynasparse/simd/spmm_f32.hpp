@@ -35,7 +35,9 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in, const
   using B = xsimd::batch<float, Arch>;
   constexpr std::size_t w = B::size, nv = R / w;
   B acc[MR][nv];
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) acc[r][j] = B(0.0f);
   }
   for (std::uint32_t b = b_begin; b < b_end; ++b) {
@@ -44,14 +46,19 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in, const
     const float* v = values + static_cast<std::size_t>(b) * R * c_block;
     for (std::size_t c = 0; c < cn; ++c) {
       B wv[nv];
+      DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < nv; ++j) wv[j] = B::load_unaligned(v + c * R + j * w);
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         const B xb(x[r * ldx + k0 + c]);
+        DYNASPARSE_UNROLL(8)
         for (std::size_t j = 0; j < nv; ++j) acc[r][j] = xsimd::fma(xb, wv[j], acc[r][j]);
       }
     }
   }
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) acc[r][j].store_unaligned(out + r * R + j * w);
   }
 }
@@ -64,9 +71,11 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
   using B = xsimd::batch<float, Arch>;
   constexpr std::size_t w = B::size, nv = R / w;
   B a0[nv], a1[nv], a2[nv], a3[nv];
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) a0[j] = a1[j] = a2[j] = a3[j] = B(0.0f);
   auto step = [&](B (&acc)[nv], const float* v, float xs) {
     const B xb(xs);
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) acc[j] = xsimd::fma(xb, B::load_unaligned(v + j * w), acc[j]);
   };
   auto block = [&](B (&acc)[nv], std::uint32_t bi) {
@@ -141,6 +150,7 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     }
     for (; c < cn; ++c) step(a0, v + c * R, x[k0 + c]);
   }
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) ((a0[j] + a1[j]) + (a2[j] + a3[j])).store_unaligned(out + j * w);
 }
 

@@ -80,10 +80,12 @@ inline void gemm_s8s8_s32_tile_smull(const std::int8_t* a, std::size_t lda, cons
     // Columns 0-7, then 8-15: MR x 2 accumulators and MR x 2 products stay in registers.
     for (std::size_t h = 0; h < 2; ++h) {
       int32x4_t acc[MR][2];
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = vdupq_n_s32(0);
       for (std::size_t kq = 0; kq < kq_count; ++kq) {
         const std::int8_t* b = panel + kq * 64 + 32 * h;
         const int8x16_t w0 = vld1q_s8(b), w1 = vld1q_s8(b + 16);
+        DYNASPARSE_UNROLL(12)
         for (std::size_t r = 0; r < MR; ++r) {
           std::int32_t quad;
           std::memcpy(&quad, a + r * lda + kq * 4, sizeof(quad));
@@ -96,6 +98,7 @@ inline void gemm_s8s8_s32_tile_smull(const std::int8_t* a, std::size_t lda, cons
           acc[r][1] = vpadalq_s16(acc[r][1], p1);
         }
       }
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         vst1q_s32(c + r * ldc + s * gemm_nr + 8 * h, acc[r][0]);
         vst1q_s32(c + r * ldc + s * gemm_nr + 8 * h + 4, acc[r][1]);
@@ -112,6 +115,7 @@ template <int L, std::size_t MR>
 inline void sdot_group_lane(int32x4_t (&acc)[MR][4], const int8x8_t (&av)[MR], const std::int8_t* b) noexcept {
   const int8x16_t b0 = vld1q_s8(b + L * 64), b1 = vld1q_s8(b + L * 64 + 16);
   const int8x16_t b2 = vld1q_s8(b + L * 64 + 32), b3 = vld1q_s8(b + L * 64 + 48);
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
     acc[r][0] = vdotq_lane_s32(acc[r][0], b0, av[r], L);
     acc[r][1] = vdotq_lane_s32(acc[r][1], b1, av[r], L);
@@ -128,12 +132,15 @@ inline void gemm_s8s8_s32_tile_sdot(const std::int8_t* a, std::size_t lda, const
   for (std::size_t s = 0; s < subs; ++s) {
     const std::int8_t* panel = panels + s * panel_stride;
     int32x4_t acc[MR][4];
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) {
+      DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < 4; ++j) acc[r][j] = vdupq_n_s32(0);
     }
     std::size_t kq = 0;
     for (; kq + 2 <= kq_count; kq += 2) {
       int8x8_t av[MR];
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) av[r] = vld1_s8(a + r * lda + kq * 4);
       const std::int8_t* b = panel + kq * 64;
       sdot_group_lane<0, MR>(acc, av, b);
@@ -142,6 +149,7 @@ inline void gemm_s8s8_s32_tile_sdot(const std::int8_t* a, std::size_t lda, const
     for (; kq < kq_count; ++kq) {
       const std::int8_t* b = panel + kq * 64;
       const int8x16_t b0 = vld1q_s8(b), b1 = vld1q_s8(b + 16), b2 = vld1q_s8(b + 32), b3 = vld1q_s8(b + 48);
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         std::int32_t quad;
         std::memcpy(&quad, a + r * lda + kq * 4, sizeof(quad));
@@ -152,7 +160,9 @@ inline void gemm_s8s8_s32_tile_sdot(const std::int8_t* a, std::size_t lda, const
         acc[r][3] = vdotq_s32(acc[r][3], b3, av);
       }
     }
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) {
+      DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < 4; ++j) vst1q_s32(c + r * ldc + s * gemm_nr + 4 * j, acc[r][j]);
     }
   }

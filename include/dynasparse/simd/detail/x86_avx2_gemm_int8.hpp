@@ -71,6 +71,7 @@ inline void gemm_row_maddubs(const std::int8_t* a, const std::int8_t* panels, st
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i* w[NV];
   __m256i acc[NV];
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < NV; ++j) {
     w[j] = reinterpret_cast<const __m256i*>(panels + j * panel_stride);
     acc[j] = _mm256_setzero_si256();
@@ -80,11 +81,13 @@ inline void gemm_row_maddubs(const std::int8_t* a, const std::int8_t* panels, st
     std::memcpy(&quad, a + kq * gemm_kgroup, sizeof(quad));
     const __m256i av = _mm256_set1_epi32(quad);
     const __m256i ua = _mm256_abs_epi8(av);
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j) {
       const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(_mm256_loadu_si256(w[j] + kq), av));
       acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
     }
   }
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < NV; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + j * gemm_nr), acc[j]);
 }
 
@@ -109,6 +112,7 @@ inline void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std:
     for (std::size_t q0 = 0; q0 == 0 || q0 < kq_count; q0 += kc_quads) {
       const std::size_t qn = kq_count - q0 < kc_quads ? kq_count - q0 : kc_quads;
       const std::size_t bytes = qn * gemm_kgroup;
+      DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         const std::int8_t* src = a + r * lda + q0 * gemm_kgroup;
         std::size_t i = 0;
@@ -125,19 +129,23 @@ inline void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std:
         __m256i half[2][MR];
         for (std::size_t h = 0; h < 2; ++h) {
           __m256i acc[MR];
+          DYNASPARSE_UNROLL(12)
           for (std::size_t r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
           for (std::size_t q = 0; q < qn; ++q) {
             const __m256i w =
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + q * 32 + 16 * h)));
+            DYNASPARSE_UNROLL(12)
             for (std::size_t r = 0; r < MR; ++r) {
               long long quad;
               std::memcpy(&quad, &wide[r][q * gemm_kgroup], sizeof(quad));
               acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_set1_epi64x(quad), w));
             }
           }
+          DYNASPARSE_UNROLL(12)
           for (std::size_t r = 0; r < MR; ++r) half[h][r] = acc[r];
         }
         std::int32_t* cs = c + s * gemm_nr;
+        DYNASPARSE_UNROLL(12)
         for (std::size_t r = 0; r < MR; ++r) {
           // hadd gives columns (0 1 4 5 | 2 3 6 7); vpermq restores their order.
           __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(half[0][r], half[1][r]), 0xD8);

@@ -57,24 +57,31 @@ inline void gemm_u8s8_s32_panels_256(const std::uint8_t* a, std::size_t lda, con
                                      std::int32_t* c, std::size_t ldc) noexcept {
   constexpr std::size_t nv = 2 * NP;  // 8 columns per vector
   __m256i acc[MR][nv];
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(init + 8 * j));
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
   }
   for (std::size_t kq = 0; kq < kq_count; ++kq) {
     __m256i b[nv];
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) {
       b[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panels + (j / 2) * panel_stride +
                                                                    kq * (gemm256_nr * gemm256_kgroup) + 32 * (j % 2)));
     }
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) {
       std::int32_t quad;
       std::memcpy(&quad, a + r * lda + kq * gemm256_kgroup, sizeof(quad));
       const __m256i av = _mm256_set1_epi32(quad);
+      DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < nv; ++j) acc[r][j] = dpbusd256(acc[r][j], av, b[j]);
     }
   }
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + 8 * j), acc[r][j]);
   }
 }

@@ -49,8 +49,10 @@ inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std
                                std::size_t ldc) noexcept {
   static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
   __m512i acc[MR][4];
+  DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < 4; ++j) {
     const __m512i v = _mm512_loadu_si512(init + 16 * j);
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
   }
   for (std::size_t kq = 0; kq < kq_count; ++kq) {
@@ -59,6 +61,7 @@ inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std
     const __m512i b1 = _mm512_loadu_si512(b + 64);
     const __m512i b2 = _mm512_loadu_si512(b + 128);
     const __m512i b3 = _mm512_loadu_si512(b + 192);
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) {
       std::int32_t quad;
       std::memcpy(&quad, a + r * lda + kq * gemm_kgroup, sizeof(quad));
@@ -69,7 +72,9 @@ inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std
       acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, b3);
     }
   }
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < 4; ++j) _mm512_storeu_si512(c + r * ldc + 16 * j, acc[r][j]);
   }
 }

@@ -39,7 +39,7 @@ inline void spmm_u8s8_s32_row(const std::uint8_t* a, const std::uint32_t* col_id
                               std::int32_t* tile) noexcept {
   constexpr std::size_t nv = R / 16;
   __m512i a0[nv], a1[nv], a2[nv], a3[nv];
-#pragma GCC unroll 4
+  DYNASPARSE_UNROLL(4)
   for (std::size_t j = 0; j < nv; ++j) {
     a0[j] = _mm512_loadu_si512(init + 16 * j);
     a1[j] = a2[j] = a3[j] = _mm512_setzero_si512();
@@ -49,7 +49,7 @@ inline void spmm_u8s8_s32_row(const std::uint8_t* a, const std::uint32_t* col_id
     std::int32_t quad;
     std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
     const __m512i av = _mm512_set1_epi32(quad);
-#pragma GCC unroll 4
+    DYNASPARSE_UNROLL(4)
     for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(v + 64 * j));
   };
   const std::uint32_t q = (b1 - b0) / 4;
@@ -60,7 +60,7 @@ inline void spmm_u8s8_s32_row(const std::uint8_t* a, const std::uint32_t* col_id
     step(a3, b0 + i + 3 * q);
   }
   for (std::uint32_t b = b0 + 4 * q; b < b1; ++b) step(a0, b);
-#pragma GCC unroll 4
+  DYNASPARSE_UNROLL(4)
   for (std::size_t j = 0; j < nv; ++j) {
     const __m512i t = _mm512_add_epi32(_mm512_add_epi32(a0[j], a1[j]), _mm512_add_epi32(a2[j], a3[j]));
     _mm512_storeu_si512(tile + 16 * j, t);
@@ -75,24 +75,33 @@ inline void spmm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std
   if constexpr (MR == 1) {
     spmm_u8s8_s32_row<R>(a, col_idx, b0, b1, values, init, tile);
   } else {
+    // Every loop over rows and vectors is unrolled whole: GCC otherwise keeps acc in memory
+    // (a load and a store around each vpdpbusd).
     __m512i acc[MR][nv];
+    DYNASPARSE_UNROLL(4)
     for (std::size_t j = 0; j < nv; ++j) {
       const __m512i v = _mm512_loadu_si512(init + 16 * j);
+      DYNASPARSE_UNROLL(8)
       for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
     }
     for (std::uint32_t b = b0; b < b1; ++b) {
       const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
       const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * 4;
       __m512i wv[nv];
+      DYNASPARSE_UNROLL(4)
       for (std::size_t j = 0; j < nv; ++j) wv[j] = _mm512_loadu_si512(v + 64 * j);
+      DYNASPARSE_UNROLL(8)
       for (std::size_t r = 0; r < MR; ++r) {
         std::int32_t quad;
         std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
         const __m512i av = _mm512_set1_epi32(quad);
+        DYNASPARSE_UNROLL(4)
         for (std::size_t j = 0; j < nv; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, wv[j]);
       }
     }
+    DYNASPARSE_UNROLL(8)
     for (std::size_t r = 0; r < MR; ++r) {
+      DYNASPARSE_UNROLL(4)
       for (std::size_t j = 0; j < nv; ++j) _mm512_storeu_si512(tile + r * R + 16 * j, acc[r][j]);
     }
   }

@@ -24,8 +24,8 @@
 // bit-exact with the scalar reference.
 //
 // Registers (16 ymm): MR x NV accumulators of 8 outputs, NV weight vectors, the broadcast,
-// |a|, the constant 1 and a temporary. Up to two rows take up to four vectors (one row all
-// of R: its weights are used once and fold into vpsignb's memory operand); more rows take
+// |a|, the constant 1 and a temporary. One row has its own kernel (spmm_s8s8_s32_row) that
+// takes all of R at once (R / 8 accumulators); two rows take up to four vectors, more rows
 // two, and five or six rows run as two halves that reuse the block-row's weights from L1.
 #pragma once
 
@@ -55,31 +55,72 @@ inline void spmm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
                               std::size_t o0, std::int32_t* tile) noexcept {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[MR][NV];
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j) acc[r][j] = _mm256_setzero_si256();
   }
   for (std::uint32_t b = b0; b < b1; ++b) {
     const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4 + o0 * 4;
     const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * 4;
     __m256i w[NV];
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j)
       w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
+    DYNASPARSE_UNROLL(12)
     for (std::size_t r = 0; r < MR; ++r) {
       std::int32_t quad;
       std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
       const __m256i av = _mm256_set1_epi32(quad);
       const __m256i ua = _mm256_abs_epi8(av);
+      DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < NV; ++j) {
         const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w[j], av));
         acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(p16, ones));
       }
     }
   }
+  DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
+    DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * R + o0 + 8 * j), acc[r][j]);
     }
   }
+}
+
+// One row (decoding): all R outputs at once, in R / 8 accumulators. The loops over vectors
+// are unrolled explicitly: GCC 12 at -O2 left the generic kernel's rolled, which kept the
+// sums and a copy of every block's weights on the stack (one row at R = 32 and 64 took three
+// to four times as long). Unlike the VNNI row kernels, this one reads the blocks as one
+// stream: at three instructions per 32 bytes where VNNI has one, the four quarters of the
+// block-row in step measured no faster from DRAM (8192 x 8192) and 10-20% slower from L3
+// (4096 x 4096) on Zen 4.
+template <std::size_t R>
+inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx, std::uint32_t b0,
+                              std::uint32_t b1, const std::int8_t* values,
+                              std::int32_t* tile) noexcept {
+  constexpr std::size_t nv = R / 8;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[nv];
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm256_setzero_si256();
+  for (std::uint32_t b = b0; b < b1; ++b) {
+    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
+    std::int32_t quad;
+    std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
+    const __m256i av = _mm256_set1_epi32(quad);
+    const __m256i ua = _mm256_abs_epi8(av);
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t j = 0; j < nv; ++j) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
+      const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w, av));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
+    }
+  }
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < nv; ++j)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + 8 * j), acc[j]);
 }
 
 template <std::size_t R, std::size_t MR>
@@ -88,12 +129,14 @@ inline void spmm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std:
                                std::int32_t* tile) noexcept {
   static_assert(R == 16 || R == 32 || R == 64, "block rows must be 16, 32 or 64");
   static_assert(MR >= 1, "at least one row");
-  if constexpr (MR > 4) {
+  if constexpr (MR == 1) {
+    spmm_s8s8_s32_row<R>(a, col_idx, b0, b1, values, tile);
+  } else if constexpr (MR > 4) {
     constexpr std::size_t h = MR / 2;
     spmm_s8s8_s32_tile<R, h>(a, lda, col_idx, b0, b1, values, tile);
     spmm_s8s8_s32_tile<R, MR - h>(a + h * lda, lda, col_idx, b0, b1, values, tile + h * R);
   } else {
-    constexpr std::size_t nv = MR == 1 ? R / 8 : MR == 2 ? (R / 8 < 4 ? R / 8 : 4) : 2;
+    constexpr std::size_t nv = MR == 2 ? (R / 8 < 4 ? R / 8 : 4) : 2;
     for (std::size_t o0 = 0; o0 < R; o0 += 8 * nv) {
       spmm_rows_maddubs<R, MR, nv>(a, lda, col_idx, b0, b1, values, o0, tile);
     }

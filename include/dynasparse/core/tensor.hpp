@@ -102,4 +102,19 @@ inline void check_cols(const TensorView<T>& v, std::size_t cols, std::string_vie
   }
 }
 
+/// check_shape with the name given in two parts (e.g. a layer's name and " output"), joined
+/// only when the check fails: the per-call checks of hot paths then allocate nothing.
+template <class T>
+inline void check_shape(const TensorView<T>& v, std::size_t rows, std::size_t cols, std::string_view module,
+                        std::string_view name, std::string_view suffix) {
+  if (v.rows() != rows || v.cols() != cols) check_shape(v, rows, cols, module, std::string(name).append(suffix));
+}
+
+/// check_cols with the name given in two parts, joined only when the check fails.
+template <class T>
+inline void check_cols(const TensorView<T>& v, std::size_t cols, std::string_view module, std::string_view name,
+                       std::string_view suffix) {
+  if (v.cols() != cols) check_cols(v, cols, module, std::string(name).append(suffix));
+}
+
 DYNASPARSE_NAMESPACE_END

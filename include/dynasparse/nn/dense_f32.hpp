@@ -90,8 +90,8 @@ class DenseF32 {
   /// double-precision sum within float rounding (fused multiply-adds, one fixed order per
   /// output). @throws ShapeError on mismatched shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& /*ws*/) const {
-    check_cols(x, in_, "nn", name_ + " input");
-    check_shape(y, x.rows(), out_, "nn", name_ + " output");
+    check_cols(x, in_, "nn", name_, " input");
+    check_shape(y, x.rows(), out_, "nn", name_, " output");
     if (x.rows() == 0) return;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * x.rows() + 1));

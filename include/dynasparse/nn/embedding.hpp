@@ -32,7 +32,7 @@ class Embedding {
   /// y [n, E] = rows of the table for tokens[0..n). @throws ShapeError on y's shape;
   /// ConfigError naming the position for a token id outside [0, vocab).
   void forward(const std::int32_t* tokens, std::size_t n, MatrixView y) const {
-    check_shape(y, n, dim_, "nn", name_ + " output");
+    check_shape(y, n, dim_, "nn", name_, " output");
     for (std::size_t i = 0; i < n; ++i) {
       if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab_) {
         ::dynasparse::detail::fail<ConfigError>("nn", "token id outside the vocabulary", "0 <= id < " + std::to_string(vocab_),

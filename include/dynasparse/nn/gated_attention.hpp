@@ -249,13 +249,13 @@ class GatedAttention {
                          MatrixView out, Workspace& ws, const AttentionMasks& masks = {}) const {
     check_batch(batch);
     const std::size_t e = cfg_.embed_dim;
-    check_cols(query, e, "nn", name_ + " query");
-    check_cols(key, e, "nn", name_ + " key");
-    check_cols(value, e, "nn", name_ + " value");
+    check_cols(query, e, "nn", name_, " query");
+    check_cols(key, e, "nn", name_, " key");
+    check_cols(value, e, "nn", name_, " value");
     check_rows_multiple(query, batch, "query");
     check_rows_multiple(key, batch, "key");
-    check_shape(value, key.rows(), e, "nn", name_ + " value");
-    check_shape(out, query.rows(), e, "nn", name_ + " output");
+    check_shape(value, key.rows(), e, "nn", name_, " value");
+    check_shape(out, query.rows(), e, "nn", name_, " output");
     const std::size_t lq = query.rows() / batch, lkv = key.rows() / batch;
     check_masks(masks, batch, lq, lkv);
 
@@ -319,9 +319,9 @@ class GatedAttention {
                                 Workspace& ws, const AttentionMasks& masks = {}) const {
     check_batch(batch);
     const std::size_t e = cfg_.embed_dim;
-    check_cols(x, e, "nn", name_ + " query");
+    check_cols(x, e, "nn", name_, " query");
     check_rows_multiple(x, batch, "query");
-    check_shape(out, x.rows(), e, "nn", name_ + " output");
+    check_shape(out, x.rows(), e, "nn", name_, " output");
     if (cache.num_heads() != cfg_.local_heads || cache.head_dim() != head_dim() || cache.batch() != batch) {
       ::dynasparse::detail::fail<ConfigError>(
           "nn", "kv cache does not fit the layer (batch, heads, head_dim)",
@@ -443,10 +443,10 @@ class GatedAttention {
     }
   }
   void check_masks(const AttentionMasks& m, std::size_t batch, std::size_t lq, std::size_t lkv) const {
-    if (m.attn_mask.data() != nullptr) check_shape(m.attn_mask, lq, lkv, "nn", name_ + " attn_mask");
-    if (m.bool_attn_mask.data() != nullptr) check_shape(m.bool_attn_mask, lq, lkv, "nn", name_ + " attn_mask");
+    if (m.attn_mask.data() != nullptr) check_shape(m.attn_mask, lq, lkv, "nn", name_, " attn_mask");
+    if (m.bool_attn_mask.data() != nullptr) check_shape(m.bool_attn_mask, lq, lkv, "nn", name_, " attn_mask");
     if (m.key_padding_mask.data() != nullptr) {
-      check_shape(m.key_padding_mask, batch, lkv, "nn", name_ + " key_padding_mask");
+      check_shape(m.key_padding_mask, batch, lkv, "nn", name_, " key_padding_mask");
     }
   }
 

@@ -114,9 +114,9 @@ class KVCache {
   /// a multiple of batch(), or the cache would exceed max_len (message names the cache,
   /// the limit and the length asked for).
   void append(ConstMatrixView k, ConstMatrixView v, SeqLayout layout = SeqLayout::SeqBatch) {
-    check_cols(k, embed_dim(), "nn", name_ + " keys");
-    check_cols(v, embed_dim(), "nn", name_ + " values");
-    check_shape(v, k.rows(), embed_dim(), "nn", name_ + " values");
+    check_cols(k, embed_dim(), "nn", name_, " keys");
+    check_cols(v, embed_dim(), "nn", name_, " values");
+    check_shape(v, k.rows(), embed_dim(), "nn", name_, " values");
     if (k.rows() % batch_ != 0) {
       ::dynasparse::detail::fail<ShapeError>("nn", "rows are not a whole number of tokens per sequence",
                                "a multiple of " + std::to_string(batch_), k.rows(), name_ + " keys");

@@ -38,8 +38,8 @@ class LayerNorm {
   /// y [M, E] = layer_norm(x [M, E]); y may be x. @throws ShapeError on other widths.
   void forward(ConstMatrixView x, MatrixView y) const {
     const std::size_t e = features();
-    check_cols(x, e, "nn", name_ + " input");
-    check_shape(y, x.rows(), e, "nn", name_ + " output");
+    check_cols(x, e, "nn", name_, " input");
+    check_shape(y, x.rows(), e, "nn", name_, " output");
     for (std::size_t r = 0; r < x.rows(); ++r) {
       const float* xr = x.row(r);
       float* yr = y.row(r);
@@ -80,8 +80,8 @@ class RMSNorm {
   /// y [M, E] = rms_norm(x [M, E]); y may be x. @throws ShapeError on other widths.
   void forward(ConstMatrixView x, MatrixView y) const {
     const std::size_t e = features();
-    check_cols(x, e, "nn", name_ + " input");
-    check_shape(y, x.rows(), e, "nn", name_ + " output");
+    check_cols(x, e, "nn", name_, " input");
+    check_shape(y, x.rows(), e, "nn", name_, " output");
     for (std::size_t r = 0; r < x.rows(); ++r) {
       const float* xr = x.row(r);
       float* yr = y.row(r);

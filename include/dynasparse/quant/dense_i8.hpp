@@ -116,8 +116,8 @@ class DenseI8 {
   /// Scratch: M * (in rounded up to 4) bytes + 4 M bytes from `ws`. Splits output columns
   /// across num_threads() threads. @throws ShapeError on mismatched shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
-    check_cols(x, in_, "quant", name_ + " input");
-    check_shape(y, x.rows(), out_, "quant", name_ + " output");
+    check_cols(x, in_, "quant", name_, " input");
+    check_shape(y, x.rows(), out_, "quant", name_, " output");
     const std::size_t m = x.rows();
     if (m == 0) return;
     Workspace::Scope scope(ws);
@@ -150,8 +150,8 @@ class DenseI8 {
   /// each channel's scale applies once, after its sum. @throws ShapeError on mismatched
   /// shapes.
   void forward_weight_only(ConstMatrixView x, MatrixView y, Workspace& ws) const {
-    check_cols(x, in_, "quant", name_ + " input");
-    check_shape(y, x.rows(), out_, "quant", name_ + " output");
+    check_cols(x, in_, "quant", name_, " input");
+    check_shape(y, x.rows(), out_, "quant", name_, " output");
     const std::size_t m = x.rows();
     if (m == 0) return;
     constexpr std::size_t tc = simd::gemm_tile_cols, kc = 256;

@@ -60,8 +60,8 @@ class GroupSparseF32 {
   /// y [M, out] = x [M, in] W^T + bias; block-rows split across num_threads() threads.
   /// @throws ShapeError on mismatched shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& /*ws*/) const {
-    check_cols(x, csr_.in, "sparse", name_ + " input");
-    check_shape(y, x.rows(), csr_.out, "sparse", name_ + " output");
+    check_cols(x, csr_.in, "sparse", name_, " input");
+    check_shape(y, x.rows(), csr_.out, "sparse", name_, " output");
     if (x.rows() == 0) return;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     // Keep at least parallel_min_macs_f32 multiply-adds per thread so small layers stay serial.

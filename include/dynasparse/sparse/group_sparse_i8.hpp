@@ -131,8 +131,8 @@ class GroupSparseI8 {
   /// y [M, out] = x [M, in] W^T + bias, W8A8 over stored blocks only. Rows of x with NaN or
   /// +-inf give NaN rows. Scratch: M * (in rounded up to 4) + 4 M bytes. @throws ShapeError.
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
-    check_cols(x, csr_.in, "sparse", name_ + " input");
-    check_shape(y, x.rows(), csr_.out, "sparse", name_ + " output");
+    check_cols(x, csr_.in, "sparse", name_, " input");
+    check_shape(y, x.rows(), csr_.out, "sparse", name_, " output");
     const std::size_t m = x.rows();
     if (m == 0) return;
     Workspace::Scope scope(ws);

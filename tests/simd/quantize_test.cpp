@@ -69,4 +69,15 @@ TYPED_TEST(SimdQuantize, DequantizeIsBitExactWithReference) {
   }
 }
 
+TYPED_TEST(SimdQuantize, DequantizeWithAScaleEachIsBitExactWithThePlainLoop) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto q = uniform_int8(n, -128, 127, 41u + static_cast<unsigned>(n));
+    const auto scales = uniform_floats(n, 1e-4f, 2.0f, 43u + static_cast<unsigned>(n));
+    std::vector<float> want(n), got(n, -1.0f);
+    for (std::size_t i = 0; i < n; ++i) want[i] = static_cast<float>(q[i]) * scales[i];
+    simd::dequantize_s8f32_each<TypeParam>(q.data(), scales.data(), got.data(), n);
+    EXPECT_EQ(want, got) << "n=" << n;
+  }
+}
+
 }  // namespace

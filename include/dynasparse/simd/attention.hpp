@@ -21,6 +21,7 @@
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/attention_args.hpp"
 #include "dynasparse/simd/detail/scalar/attention.hpp"
+#include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
 #include "dynasparse/simd/softmax.hpp"
 
@@ -81,16 +82,11 @@ inline void attention_scores(const float* qs, std::size_t d, const float* kp, st
 }
 
 /// k(c, j) = k8(c, j0 + j) * scale(j0 + j) for a block of n keys, into a [d, block] buffer.
+template <class A>
 inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale,
                                 std::size_t j0, std::size_t n, std::size_t d, float* kf,
                                 std::size_t kf_stride) noexcept {
-  // A plain loop: compilers widen, convert and multiply it in vector registers (see
-  // simd::dequantize_s8f32 for why xsimd 8 is not used here).
-  for (std::size_t c = 0; c < d; ++c) {
-    const std::int8_t* src = k8 + c * stride + j0;
-    float* dst = kf + c * kf_stride;
-    for (std::size_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]) * scale[j0 + j];
-  }
+  for (std::size_t c = 0; c < d; ++c) dequantize_s8f32_each<A>(k8 + c * stride + j0, scale + j0, kf + c * kf_stride, n);
 }
 
 /// Query rows whose scores and value sums share each load of K and V (register blocking).
@@ -106,16 +102,19 @@ inline void attention_scores_group(const float* const* qs, std::size_t d, const 
   std::size_t j = 0;
   for (; j + 2 * w <= n; j += 2 * w) {
     B a0[R], a1[R];
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) a0[r] = a1[r] = B(0.0f);
     for (std::size_t c = 0; c < d; ++c) {
       const B k0 = B::load_unaligned(kp + c * ks + j);
       const B k1 = B::load_unaligned(kp + c * ks + j + w);
+      DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) {
         const B qc(qs[r][c]);
         a0[r] = xsimd::fma(qc, k0, a0[r]);
         a1[r] = xsimd::fma(qc, k1, a1[r]);
       }
     }
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) {
       a0[r].store_unaligned(s[r] + j);
       a1[r].store_unaligned(s[r] + j + w);
@@ -123,14 +122,18 @@ inline void attention_scores_group(const float* const* qs, std::size_t d, const 
   }
   for (; j + w <= n; j += w) {
     B a0[R];
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) a0[r] = B(0.0f);
     for (std::size_t c = 0; c < d; ++c) {
       const B k0 = B::load_unaligned(kp + c * ks + j);
+      DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) a0[r] = xsimd::fma(B(qs[r][c]), k0, a0[r]);
     }
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) a0[r].store_unaligned(s[r] + j);
   }
   for (; j < n; ++j) {
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) {
       float t = 0.0f;
       for (std::size_t c = 0; c < d; ++c) t += qs[r][c] * kp[c * ks + j];
@@ -200,15 +203,19 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
   for (std::size_t c = 0; c < d; ++c) {
     const float* v = vp + c * kvs;
     B av[R];
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) av[r] = B::load_aligned(accs[r] + c * w) * B(alpha[r]);
     for (std::size_t j = 0; j < nv; j += w) {
       const B vv = B::load_unaligned(v + j);
+      DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) av[r] = xsimd::fma(B::load_unaligned(s[r] + j), vv, av[r]);
     }
+    DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) av[r].store_aligned(accs[r] + c * w);
     // Reading a lane back right after the vector store stalls on store forwarding, so only
     // blocks with a tail pay for it.
     if (nv < n) {
+      DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) {
         float t = 0.0f;
         for (std::size_t j = nv; j < n; ++j) t += s[r][j] * v[j];
@@ -254,8 +261,8 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
       const float* vp;
       std::size_t kvs;
       if constexpr (Int8) {
-        dequantize_kv_block(a.kt_s8, a.kv_stride, a.k_scale, j0, nb, d, kf, bk);
-        dequantize_kv_block(a.vt_s8, a.kv_stride, a.v_scale, j0, nb, d, vf, bk);
+        dequantize_kv_block<A>(a.kt_s8, a.kv_stride, a.k_scale, j0, nb, d, kf, bk);
+        dequantize_kv_block<A>(a.vt_s8, a.kv_stride, a.v_scale, j0, nb, d, vf, bk);
         kp = kf;
         vp = vf;
         kvs = bk;

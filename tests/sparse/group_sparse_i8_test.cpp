@@ -119,6 +119,25 @@ TEST(GroupSparseI8, StaysWithinQuantizationErrorOfTheFloatSparseLayer) {
   EXPECT_LE(q70.bytes(), 512u * 512u * sizeof(float) * 10 / 100);
 }
 
+TEST(GroupSparseI8, RowSplitAcrossThreadsGivesTheSameBits) {
+  // 61 rows of a layer big enough to be split across two threads by rows of x, against one
+  // thread: quantization and the integer sums are per row, so the bits must not change.
+  const std::size_t m = 61, out = 192, in = 512;
+  const auto w = uniform_floats(out * in, -1.0f, 1.0f, 22u);
+  const auto x = uniform_floats(m * in, -1.0f, 1.0f, 23u);
+  const auto b = uniform_floats(out, -1.0f, 1.0f, 24u);
+  const ds::ConstMatrixView wv(w.data(), out, in);
+  const sparse::GroupSparseI8 layer(wv, sparse::prune_by_norm(wv, {{64, 4}, 0.3, false}), b, "fc");
+  std::vector<float> y1(m * out), y2(m * out, -7.0f);
+  ds::Workspace ws;
+  ds::set_num_threads(1);
+  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y1.data(), m, out), ws);
+  ds::set_num_threads(2);
+  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y2.data(), m, out), ws);
+  ds::set_num_threads(0);
+  EXPECT_EQ(y1, y2);
+}
+
 TEST(GroupSparseI8, RejectsUnsupportedShapesAndCorruptParts) {
   const auto w = uniform_floats(32 * 16, -1.0f, 1.0f, 6u);
   const ds::ConstMatrixView wv(w.data(), 32, 16);

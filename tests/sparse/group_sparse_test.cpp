@@ -79,6 +79,25 @@ TEST(GroupSparseF32, DenseSparseDenseRoundTripKeepsExactlyTheMaskedWeights) {
   EXPECT_NEAR(layer.density(), 1.0 - mask.sparsity(), 1e-12);
 }
 
+TEST(GroupSparseF32, RowSplitAcrossThreadsGivesTheSameBits) {
+  // 61 rows (not a multiple of any register tile) of a layer big enough to be split across
+  // two threads by rows of x (parallel_rows_or_block_rows), against one thread.
+  const std::size_t m = 61, out = 128, in = 512;
+  const auto w = uniform_floats(out * in, -1.0f, 1.0f, 19u);
+  const auto x = uniform_floats(m * in, -1.0f, 1.0f, 20u);
+  const auto b = uniform_floats(out, -1.0f, 1.0f, 21u);
+  const auto mask = sparse::prune_by_norm(ds::ConstMatrixView(w.data(), out, in), {{64, 4}, 0.5, false});
+  const sparse::GroupSparseF32 layer(ds::ConstMatrixView(w.data(), out, in), mask, b, "fc");
+  std::vector<float> y1(m * out), y2(m * out, -7.0f);
+  ds::Workspace ws;
+  ds::set_num_threads(1);
+  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y1.data(), m, out), ws);
+  ds::set_num_threads(2);
+  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y2.data(), m, out), ws);
+  ds::set_num_threads(0);
+  EXPECT_EQ(y1, y2);
+}
+
 TEST(GroupSparseF32, ForwardIsIndependentOfThreadCountAndMatchesDense) {
   const std::size_t m = 5, out = 100, in = 70;
   const auto w = uniform_floats(out * in, -1.0f, 1.0f, 9u);

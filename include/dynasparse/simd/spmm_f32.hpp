@@ -154,6 +154,14 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
   for (std::size_t j = 0; j < nv; ++j) ((a0[j] + a1[j]) + (a2[j] + a3[j])).store_unaligned(out + j * w);
 }
 
+// Rows of x one register tile holds for blocks of R outputs.
+template <class Arch, std::size_t R>
+constexpr std::size_t spmm_f32_tile_rows_for() noexcept {
+  constexpr std::size_t nv = R / xsimd::batch<float, Arch>::size;
+  constexpr std::size_t budget = spmm_register_budget<Arch>();
+  return budget / nv > 12 ? 12 : (budget / nv < 1 ? 1 : budget / nv);
+}
+
 template <class Arch, std::size_t R>
 inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::size_t in,
                           const std::uint32_t* row_ptr, const std::uint32_t* col_idx, const float* values,
@@ -161,9 +169,7 @@ inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::s
                           std::size_t ldy, std::size_t out) noexcept {
   constexpr std::size_t w = xsimd::batch<float, Arch>::size;
   static_assert(R % w == 0, "block height must be a multiple of the vector width");
-  constexpr std::size_t nv = R / w;
-  constexpr std::size_t budget = spmm_register_budget<Arch>();
-  constexpr std::size_t mr = budget / nv > 12 ? 12 : (budget / nv < 1 ? 1 : budget / nv);
+  constexpr std::size_t mr = spmm_f32_tile_rows_for<Arch, R>();
   alignas(64) float tile[mr * R];
   for (std::size_t br = br0; br < br1; ++br) {
     const std::size_t n0 = br * R, nn = out - n0 < R ? out - n0 : R;
@@ -194,6 +200,19 @@ inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::s
 }
 
 }  // namespace detail
+
+/// Rows of x the kernel takes per register tile with blocks of r_block outputs (1 on the
+/// scalar path): splitting rows across threads at multiples of it keeps every tile whole.
+template <class Arch = arch>
+constexpr std::size_t spmm_f32_tile_rows(std::size_t r_block) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    return 1;
+  } else {
+    return r_block == 16 ? detail::spmm_f32_tile_rows_for<Arch, 16>()
+                         : r_block == 32 ? detail::spmm_f32_tile_rows_for<Arch, 32>()
+                                         : detail::spmm_f32_tile_rows_for<Arch, 64>();
+  }
+}
 
 /// Computes block-rows [br0, br1) of y [m, out] = x [m, in] W^T + bias (bias may be null),
 /// with W in block-CSR with blocks of R outputs x C inputs (R in {16, 32, 64}): row_ptr

@@ -152,6 +152,27 @@ struct BlockCsr {
     });
   }
 
+  /// Splits a product with m rows of input across threads for `fn(r0, r1, br0, br1)`: by
+  /// rows of the input, in multiples of `tile_rows`, when there are enough of them (every row
+  /// costs the same, whatever the pattern of stored blocks, where a split by block-rows can
+  /// only cut between block-rows and leaves a few uneven ones); else by block-rows
+  /// (parallel_block_rows). Each part does at least `min_macs` multiply-adds.
+  template <class Fn>
+  void parallel_rows_or_block_rows(std::size_t m, std::size_t tile_rows, std::size_t min_macs, Fn&& fn) const {
+    const std::size_t per_block = shape.rows * shape.cols;
+    const std::size_t tiles = (m + tile_rows - 1) / tile_rows;
+    const std::size_t threads = static_cast<std::size_t>(num_threads());
+    if (threads > 1 && tiles >= 4 * threads && stored_blocks() > 0) {
+      const std::size_t per_tile = std::max<std::size_t>(1, stored_blocks() * per_block * tile_rows);
+      parallel_for(0, tiles, std::max<std::size_t>(1, min_macs / per_tile), [&](std::size_t t0, std::size_t t1) {
+        fn(t0 * tile_rows, std::min(m, t1 * tile_rows), std::size_t{0}, block_rows());
+      });
+      return;
+    }
+    parallel_block_rows(std::max<std::size_t>(1, min_macs / std::max<std::size_t>(1, per_block * m)),
+                        [&](std::size_t br0, std::size_t br1) { fn(std::size_t{0}, m, br0, br1); });
+  }
+
   /// The block mask of the stored blocks.
   BlockMask mask() const {
     BlockMask m;

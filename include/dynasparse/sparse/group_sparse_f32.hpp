@@ -57,7 +57,8 @@ class GroupSparseF32 {
   /// Bytes of values, indices and bias.
   std::size_t bytes() const noexcept { return csr_.bytes() + bias_.size() * sizeof(float); }
 
-  /// y [M, out] = x [M, in] W^T + bias; block-rows split across num_threads() threads.
+  /// y [M, out] = x [M, in] W^T + bias; rows of x (or, for few rows, block-rows) split across
+  /// num_threads() threads.
   /// @throws ShapeError on mismatched shapes.
   void forward(ConstMatrixView x, MatrixView y, Workspace& /*ws*/) const {
     check_cols(x, csr_.in, "sparse", name_, " input");
@@ -65,12 +66,13 @@ class GroupSparseF32 {
     if (x.rows() == 0) return;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     // Keep at least parallel_min_macs_f32 multiply-adds per thread so small layers stay serial.
-    const std::size_t per_block = csr_.shape.rows * csr_.shape.cols * x.rows();
-    csr_.parallel_block_rows(std::max<std::size_t>(1, parallel_min_macs_f32 / per_block), [&](std::size_t br0, std::size_t br1) {
-      simd::spmm_f32(x.data(), x.stride(), x.rows(), csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
-                     csr_.values.data(), csr_.shape.rows, csr_.shape.cols, br0, br1, bias, y.data(), y.stride(),
-                     csr_.out);
-    });
+    csr_.parallel_rows_or_block_rows(
+        x.rows(), simd::spmm_f32_tile_rows(csr_.shape.rows), parallel_min_macs_f32,
+        [&](std::size_t r0, std::size_t r1, std::size_t br0, std::size_t br1) {
+          simd::spmm_f32(x.row(r0), x.stride(), r1 - r0, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
+                         csr_.values.data(), csr_.shape.rows, csr_.shape.cols, br0, br1, bias, y.row(r0), y.stride(),
+                         csr_.out);
+        });
   }
 
  private:

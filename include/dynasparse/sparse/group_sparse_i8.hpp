@@ -149,18 +149,20 @@ class GroupSparseI8 {
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t out = csr_.out;
     // Keep at least parallel_min_macs_i8 multiply-adds per thread so small layers stay serial.
-    const std::size_t per_block = csr_.shape.rows * block_cols * m;
-    csr_.parallel_block_rows(std::max<std::size_t>(1, parallel_min_macs_i8 / per_block), [&](std::size_t br0, std::size_t br1) {
-      simd::spmm_s8s8_s32(a, lda4, m, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(), csr_.values.data(),
-                          csr_.shape.rows, br0, br1, shift_init_.data(),
-                          [&](std::size_t r0, std::size_t rows, std::size_t n0, const std::int32_t* tile, std::size_t ld) {
-                            const std::size_t nn = std::min(ld, out - n0);
-                            for (std::size_t r = 0; r < rows; ++r) {
-                              simd::dequantize_s32f32(tile + r * ld, nn, row_scale[r0 + r], w_scale_.data() + n0,
-                                                      bias ? bias + n0 : nullptr, y.row(r0 + r) + n0);
-                            }
-                          });
-    });
+    csr_.parallel_rows_or_block_rows(
+        m, simd::spmm_int8_tile_rows, parallel_min_macs_i8,
+        [&](std::size_t r0, std::size_t r1, std::size_t br0, std::size_t br1) {
+          simd::spmm_s8s8_s32(a + r0 * lda4, lda4, r1 - r0, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
+                              csr_.values.data(), csr_.shape.rows, br0, br1, shift_init_.data(),
+                              [&](std::size_t t0, std::size_t rows, std::size_t n0, const std::int32_t* tile,
+                                  std::size_t ld) {
+                                const std::size_t nn = std::min(ld, out - n0);
+                                for (std::size_t r = 0; r < rows; ++r) {
+                                  simd::dequantize_s32f32(tile + r * ld, nn, row_scale[r0 + t0 + r], w_scale_.data() + n0,
+                                                          bias ? bias + n0 : nullptr, y.row(r0 + t0 + r) + n0);
+                                }
+                              });
+        });
   }
 
  private:

@@ -311,14 +311,16 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
 // The devices file's schema; also the tail of `dynasparse plan --help`.
 constexpr const char* kDevicesHelp = R"(Devices file (JSON):
   {"devices": [{"memory_bytes": 8e9, "flops": 5e10, "memory_bandwidth": 2e10, "count": 2, "node": 0}, ...],
-   "devices_per_node": 2,
+   "devices_per_node": 2, "node_memory_bandwidth": 3e10,
    "links": {"intra_node": {"bandwidth": 1e10, "latency": 2e-6},
              "inter_node": {"bandwidth": 1.25e9, "latency": 2e-5}}}
   devices           required, non-empty. memory_bytes: bytes; flops: sustained FLOP/s on
-                    this model's kernels; memory_bandwidth: optional, bytes/s each device
-                    reads weights and KV cache at while the others do too (bounds decoding);
+                    this model's kernels; memory_bandwidth: optional, bytes/s the device
+                    reads weights and KV cache at alone (bounds decoding);
                     count: repeats the entry (default 1); node: optional, else device i is
                     on node i / devices_per_node (default node 0)
+  node_memory_bandwidth  optional, bytes/s a node's devices read at together (shared
+                    equally by the devices busy at once)
   links             bandwidth in bytes/s, latency in seconds; intra_node required,
                     inter_node required when the devices span several nodes
   comment           free text, at the top level and in a device entry

@@ -128,14 +128,27 @@ TEST(Partitioner, DecodingIsBoundByReadingTheWeightsWhenDevicesGiveTheirBandwidt
   // A slow device's bandwidth sets its stage's pace.
   cl.devices[1].memory_bandwidth = 1e10;
   EXPECT_NEAR(par::evaluate(model, cl, w, 2, 1, 1).time_per_token, want, 0.01 * want);
+  // Cores of one CPU share its memory: with a node limit of 3e10, two devices reading at
+  // once get 1.5e10 each, while the two stages of a one-sequence pipeline take turns and
+  // each reads at its own 2e10.
+  cl.devices[1].memory_bandwidth = 2e10;
+  cl.node_memory_bandwidth = 3e10;
+  EXPECT_NEAR(par::evaluate(model, cl, w, 2, 1, 1).time_per_token, want / 2 * 2e10 / 1.5e10, 0.01 * want);
+  EXPECT_NEAR(par::evaluate(model, cl, w, 1, 2, 1).time_per_token, want, 0.01 * want);
+  par::Workload full = w;
+  full.batch = 2;
+  full.micro_batches = 2;  // both stages busy: they share the node
+  const par::Plan pp_full = par::evaluate(model, cl, full, 1, 2, 1);
+  EXPECT_GT(pp_full.time_per_token, 1.3 * par::evaluate(model, cl, w, 1, 2, 1).time_per_token);
 }
 
 TEST(Partitioner, DevicesFileReadsMemoryBandwidthAndRejectsABadOne) {
   const auto j = nlohmann::json::parse(R"({"devices": [{"memory_bytes": 4e9, "flops": 8e10, "memory_bandwidth": 1.6e10,
-      "count": 2}], "links": {"intra_node": {"bandwidth": 1e9, "latency": 1e-5}}})");
+      "count": 2}], "node_memory_bandwidth": 2.5e10, "links": {"intra_node": {"bandwidth": 1e9, "latency": 1e-5}}})");
   const par::Cluster c = par::cluster_from_json(j, "two.json");
   ASSERT_EQ(c.devices.size(), 2u);
   EXPECT_EQ(c.devices[1].memory_bandwidth, 1.6e10);
+  EXPECT_EQ(c.node_memory_bandwidth, 2.5e10);
   auto bad = j;
   bad["devices"][0]["memory_bandwidth"] = -1;
   try {

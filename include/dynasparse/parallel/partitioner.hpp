@@ -96,7 +96,9 @@ struct Partition {
 /// - compute: a stage's FLOPs per token / (TP x device FLOP/s) of its slowest device;
 /// - memory (devices with memory_bandwidth): each stage slot reads the rank's weights (the
 ///   stage's / TP) once and the KV cache of the sequences in flight (context of prompt +
-///   decode / 2 tokens on average); a slot takes the longer of compute and these reads;
+///   decode / 2 tokens on average); a slot takes the longer of compute and these reads. The
+///   devices busy at once (TP x DP x the stages that micro-batches keep busy, at most a
+///   node's devices) share node_memory_bandwidth equally;
 /// - tensor parallel: two all-reduces of the hidden state per layer (after out_proj and
 ///   FFN-down), ring algorithm on the intra- or inter-node link;
 /// - pipeline: one hidden-state transfer per stage boundary; with m micro-batches a batch
@@ -163,6 +165,11 @@ inline Plan evaluate(const ModelCost& model, const Cluster& cluster, const Workl
     const double flops_time = f * tokens_in_flight / (static_cast<double>(tp) * slowest);
     // Sequences in one slot each read their own cache: tokens_in_flight of them at decode.
     const double read_bytes = (params + kv * tokens_in_flight * read_ctx) / static_cast<double>(tp);
+    if (cluster.node_memory_bandwidth > 0 && std::isfinite(narrowest)) {
+      const double busy = std::min(static_cast<double>(per_node),
+                                   static_cast<double>(tp * dp) * std::min(static_cast<double>(pp), micro));
+      narrowest = std::min(narrowest, cluster.node_memory_bandwidth / std::max(1.0, busy));
+    }
     const double memory_time = std::isfinite(narrowest) ? read_bytes / narrowest : 0.0;
     const double compute = std::max(flops_time, memory_time);
     memory_bound_stages += memory_time > flops_time ? 1 : 0;

@@ -43,10 +43,10 @@ struct Device {
   /// the measured ones (AVX-512 core: about 85 GFLOP/s in FP32).
   double flops = 0;
   std::size_t node = 0;  ///< devices with the same node share the fast link
-  /// Bytes per second the device streams its weights and KV cache at while the other
-  /// devices of its node do too (cores of one CPU share its memory bandwidth): a decoding
-  /// step reads every weight of the stage once, so few tokens in flight are bound by it,
-  /// not by FLOPs. 0 leaves memory traffic out of the predictions.
+  /// Bytes per second the device streams its weights and KV cache at when it reads alone: a
+  /// decoding step reads every weight of the stage once, so few tokens in flight are bound
+  /// by it, not by FLOPs. Cluster::node_memory_bandwidth caps what devices reading at the
+  /// same time share. 0 leaves memory traffic out of the predictions.
   double memory_bandwidth = 0;
 };
 
@@ -61,6 +61,10 @@ struct Cluster {
   std::vector<Device> devices;
   Link intra_node;
   Link inter_node;
+  /// Bytes per second all the devices of one node read at together (cores of one CPU share
+  /// its memory): devices busy at the same time get at most an equal share of it. 0: no
+  /// shared limit.
+  double node_memory_bandwidth = 0;
 };
 
 /// What the deployment must serve, and what to optimize.
@@ -155,7 +159,7 @@ inline double json_positive(const nlohmann::json& j, const char* key, const std:
 /// ```
 /// { "devices": [ {"memory_bytes": 8e9, "flops": 5e10, "memory_bandwidth": 2e10,
 ///                 "count": 2, "node": 0} ],
-///   "devices_per_node": 2,
+///   "devices_per_node": 2, "node_memory_bandwidth": 3e10,
 ///   "links": { "intra_node": {"bandwidth": 1e10, "latency": 2e-6},
 ///              "inter_node": {"bandwidth": 1.25e9, "latency": 2e-5} } }
 /// ```
@@ -165,13 +169,14 @@ inline double json_positive(const nlohmann::json& j, const char* key, const std:
 ///   node (optional) places it on a node.
 /// - devices_per_node (optional): a device without "node" sits on node i / devices_per_node
 ///   (i counted over the expanded list); without it, on node 0.
+/// - node_memory_bandwidth (optional, bytes/s, > 0): Cluster::node_memory_bandwidth.
 /// - links: bandwidth in bytes per second (> 0), latency in seconds (>= 0). intra_node is
 ///   required; inter_node is required when the devices span more than one node.
 /// Unknown fields are errors (a misspelt field would otherwise silently take a default).
 /// @throws FormatError naming `source` and the field, with expected and actual values.
 inline Cluster cluster_from_json(const nlohmann::json& j, const std::string& source = "devices") {
   using detail::json_fail;
-  detail::json_only_keys(j, {"devices", "devices_per_node", "links", "comment"}, source, "");
+  detail::json_only_keys(j, {"devices", "devices_per_node", "links", "node_memory_bandwidth", "comment"}, source, "");
   Cluster c;
   if (!j.contains("devices") || !j.at("devices").is_array() || j.at("devices").empty()) {
     json_fail(source, "devices", "a non-empty array of devices", j.contains("devices") ? j.at("devices") : nlohmann::json());
@@ -214,6 +219,9 @@ inline Cluster cluster_from_json(const nlohmann::json& j, const std::string& sou
     return l;
   };
   c.intra_node = link("intra_node", true, Link{});
+  if (j.contains("node_memory_bandwidth")) {
+    c.node_memory_bandwidth = detail::json_positive(j, "node_memory_bandwidth", source, "");
+  }
   c.inter_node = link("inter_node", nodes > 1, c.intra_node);
   return c;
 }

@@ -9,6 +9,7 @@
 #include "dynasparse/simd/spmm_f32.hpp"
 #include "support/arches.hpp"
 #include "support/random.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -88,14 +89,7 @@ TEST(GroupSparseF32, RowSplitAcrossThreadsGivesTheSameBits) {
   const auto b = uniform_floats(out, -1.0f, 1.0f, 21u);
   const auto mask = sparse::prune_by_norm(ds::ConstMatrixView(w.data(), out, in), {{64, 4}, 0.5, false});
   const sparse::GroupSparseF32 layer(ds::ConstMatrixView(w.data(), out, in), mask, b, "fc");
-  std::vector<float> y1(m * out), y2(m * out, -7.0f);
-  ds::Workspace ws;
-  ds::set_num_threads(1);
-  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y1.data(), m, out), ws);
-  ds::set_num_threads(2);
-  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y2.data(), m, out), ws);
-  ds::set_num_threads(0);
-  EXPECT_EQ(y1, y2);
+  EXPECT_EQ(forward_on_threads(layer, x, m, in, out, 1), forward_on_threads(layer, x, m, in, out, 2));
 }
 
 TEST(GroupSparseF32, ForwardIsIndependentOfThreadCountAndMatchesDense) {
@@ -105,14 +99,8 @@ TEST(GroupSparseF32, ForwardIsIndependentOfThreadCountAndMatchesDense) {
   const auto b = uniform_floats(out, -1.0f, 1.0f, 11u);
   const auto mask = sparse::prune_by_norm(ds::ConstMatrixView(w.data(), out, in), {{16, 4}, 0.7, true});
   const sparse::GroupSparseF32 layer(ds::ConstMatrixView(w.data(), out, in), mask, b, "fc");
-  std::vector<float> y1(m * out), y2(m * out);
-  ds::Workspace ws;
-  ds::set_num_threads(1);
-  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y1.data(), m, out), ws);
-  ds::set_num_threads(2);
-  layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(y2.data(), m, out), ws);
-  ds::set_num_threads(0);
-  EXPECT_EQ(y1, y2);
+  const auto y1 = forward_on_threads(layer, x, m, in, out, 1);
+  EXPECT_EQ(y1, forward_on_threads(layer, x, m, in, out, 2));
   std::vector<double> want, mag;
   dense_reference(x, layer.csr().to_dense(), b, m, in, out, want, mag);
   for (std::size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(y1[i], want[i], 1e-5 * mag[i] + 1e-7);

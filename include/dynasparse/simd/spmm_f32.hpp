@@ -78,11 +78,13 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j) acc[j] = xsimd::fma(xb, B::load_unaligned(v + j * w), acc[j]);
   };
-  auto block = [&](B (&acc)[nv], std::uint32_t bi) {
-    const std::size_t k0 = static_cast<std::size_t>(col_idx[bi]) * c_block;
-    const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
-    const float* v = values + static_cast<std::size_t>(bi) * R * c_block;
-    for (std::size_t c = 0; c < cn; ++c) step(acc, v + c * R, x[k0 + c]);
+  // A block's first input and weights; its last block-column may hold fewer than c_block.
+  auto inputs_of = [&](std::uint32_t bi) { return static_cast<std::size_t>(col_idx[bi]) * c_block; };
+  auto weights_of = [&](std::uint32_t bi) { return values + static_cast<std::size_t>(bi) * R * c_block; };
+  auto width = [&](std::size_t k0) { return in - k0 < c_block ? in - k0 : c_block; };
+  // Columns [c0, width) of one block into one set of sums.
+  auto columns = [&](B (&acc)[nv], const float* v, std::size_t k0, std::size_t c0) {
+    for (std::size_t c = c0; c < width(k0); ++c) step(acc, v + c * R, x[k0 + c]);
   };
   std::uint32_t b = b_begin;
   if (static_cast<std::size_t>(b_end - b_begin) * c_block >= 256) {
@@ -90,30 +92,28 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     // with weights streaming from DRAM, one stream per core leaves memory bandwidth idle.
     const std::uint32_t q = (b_end - b_begin) / 4;
     for (std::uint32_t i = 0; i < q; ++i) {
-      const std::uint32_t bq[4] = {b_begin + i, b_begin + i + q, b_begin + i + 2 * q, b_begin + i + 3 * q};
-      std::size_t k[4];
-      bool full = true;
-      for (int s = 0; s < 4; ++s) {
-        k[s] = static_cast<std::size_t>(col_idx[bq[s]]) * c_block;
-        full = full && in - k[s] >= c_block;
+      std::size_t k[4], cn = c_block;
+      const float* v[4];
+      DYNASPARSE_UNROLL(4)
+      for (std::uint32_t s = 0; s < 4; ++s) {
+        k[s] = inputs_of(b_begin + i + s * q);
+        v[s] = weights_of(b_begin + i + s * q);
+        cn = width(k[s]) < cn ? width(k[s]) : cn;
       }
-      if (full) {
-        // Column by column across the four blocks: consecutive FMAs feed different sums.
-        const float* v0 = values + static_cast<std::size_t>(bq[0]) * R * c_block;
-        const float* v1 = values + static_cast<std::size_t>(bq[1]) * R * c_block;
-        const float* v2 = values + static_cast<std::size_t>(bq[2]) * R * c_block;
-        const float* v3 = values + static_cast<std::size_t>(bq[3]) * R * c_block;
-        for (std::size_t c = 0; c < c_block; ++c) {
-          step(a0, v0 + c * R, x[k[0] + c]);
-          step(a1, v1 + c * R, x[k[1] + c]);
-          step(a2, v2 + c * R, x[k[2] + c]);
-          step(a3, v3 + c * R, x[k[3] + c]);
-        }
-      } else {
-        block(a0, bq[0]);
-        block(a1, bq[1]);
-        block(a2, bq[2]);
-        block(a3, bq[3]);
+      // Column by column across the four blocks, so consecutive FMAs feed different sums;
+      // a partial last block-column finishes alone.
+      std::size_t c = 0;
+      for (; c < cn; ++c) {
+        step(a0, v[0] + c * R, x[k[0] + c]);
+        step(a1, v[1] + c * R, x[k[1] + c]);
+        step(a2, v[2] + c * R, x[k[2] + c]);
+        step(a3, v[3] + c * R, x[k[3] + c]);
+      }
+      if (c < c_block) {
+        columns(a0, v[0], k[0], c);
+        columns(a1, v[1], k[1], c);
+        columns(a2, v[2], k[2], c);
+        columns(a3, v[3], k[3], c);
       }
     }
     b = b_begin + 4 * q;
@@ -126,9 +126,8 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     }
   }
   for (; b < b_end; ++b) {
-    const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * c_block;
-    const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
-    const float* v = values + static_cast<std::size_t>(b) * R * c_block;
+    const std::size_t k0 = inputs_of(b), cn = width(k0);
+    const float* v = weights_of(b);
     std::size_t c = 0;
     if (cn >= 256) {
       // A long block (a dense panel) is read as four sequential streams, one per quarter:

@@ -249,6 +249,19 @@ TYPED_TEST(SimdAttention, SelectedRowsOnlyAreWritten) {
   }
 }
 
+// p's queries, masks and output with INT8 K and V (same layout as p's float ones).
+simd::AttentionArgs int8_args(const Problem& p, float* out, const std::vector<std::int8_t>& k8,
+                              const std::vector<std::int8_t>& v8, const std::vector<float>& ks,
+                              const std::vector<float>& vs) {
+  auto a = p.args(out);
+  a.kt = a.vt = nullptr;
+  a.kt_s8 = k8.data();
+  a.vt_s8 = v8.data();
+  a.k_scale = ks.data();
+  a.v_scale = vs.data();
+  return a;
+}
+
 TYPED_TEST(SimdAttention, Int8KeysAndValuesMatchTheirDequantizedFloats) {
   for (std::size_t d : {8u, 64u}) {
     Problem p(9, 333, d, 51u);
@@ -264,16 +277,126 @@ TYPED_TEST(SimdAttention, Int8KeysAndValuesMatchTheirDequantizedFloats) {
       }
     }
     std::vector<float> out(p.lq * d);
-    auto a = p.args(out.data());
-    a.kt = a.vt = nullptr;
-    a.kt_s8 = k8.data();
-    a.vt_s8 = v8.data();
-    a.k_scale = ks.data();
-    a.v_scale = vs.data();
+    const auto a = int8_args(p, out.data(), k8, v8, ks, vs);
     ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
     simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
     const auto want = p.reference();
     for (std::size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], want[i], kAttentionRel) << i;
+  }
+}
+
+// The same K and V in the cache's long layouts: K in panels of 16 keys, V in blocks of 256
+// keys with a row stride over 256, both padded with NaN that the kernel may read
+// (kv_padded) but must never let through.
+struct Relaid {
+  std::vector<float> kp, vb;
+  std::size_t vstride, vblock_stride;
+};
+
+Relaid relay(const Problem& p) {
+  constexpr std::size_t panel = simd::attention_k_panel, block = simd::attention_kv_block;
+  Relaid r;
+  r.vstride = block + 3;
+  r.vblock_stride = p.d * r.vstride + 5;
+  const std::size_t blocks = (p.lkv + block - 1) / block;
+  r.kp.assign((p.lkv + panel - 1) / panel * panel * p.d, kNaN);
+  r.vb.assign(blocks * r.vblock_stride, kNaN);
+  for (std::size_t c = 0; c < p.d; ++c) {
+    for (std::size_t j = 0; j < p.lkv; ++j) {
+      r.kp[j / panel * panel * p.d + c * panel + j % panel] = p.kt[c * p.stride + j];
+      r.vb[j / block * r.vblock_stride + c * r.vstride + j % block] = p.vt[c * p.stride + j];
+    }
+  }
+  return r;
+}
+
+TYPED_TEST(SimdAttention, PaneledKBlockedVAndPaddedRowsGiveThePlainResult) {
+  std::uint32_t seed = 300;
+  for (std::size_t d : {1u, 8u, 17u, 64u}) {
+    for (std::size_t lq : {1u, 6u}) {
+      for (std::size_t lkv : {1u, 17u, 300u, 530u}) {
+        Problem p(lq, lkv, d, seed += 13);
+        p.causal = lq > 1;
+        p.use_padding = lkv > 100;
+        const auto want = p.reference();
+        const Relaid r = relay(p);
+        std::vector<float> out(lq * d, 7.0f);
+        auto a = p.args(out.data());
+        a.kt = r.kp.data();
+        a.k_panels = true;
+        a.vt = r.vb.data();
+        a.kv_stride = r.vstride;
+        a.kv_block = simd::attention_kv_block;
+        a.kv_block_stride = r.vblock_stride;
+        a.kv_padded = true;
+        ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+        simd::attention_f32<TypeParam>(a, scratch.data());
+        expect_close(out, want, p, "paneled K, blocked V");
+
+        // Plain layout, rows padded to a multiple of 16 with NaN.
+        Problem q = p;
+        q.stride = (lkv + 15) / 16 * 16;
+        q.kt.assign(d * q.stride, kNaN);
+        q.vt.assign(d * q.stride, kNaN);
+        for (std::size_t c = 0; c < d; ++c) {
+          std::copy_n(p.kt.begin() + c * p.stride, lkv, q.kt.begin() + c * q.stride);
+          std::copy_n(p.vt.begin() + c * p.stride, lkv, q.vt.begin() + c * q.stride);
+        }
+        std::vector<float> plain(lq * d, 7.0f);
+        auto b = q.args(plain.data());
+        b.kv_padded = true;
+        simd::attention_f32<TypeParam>(b, scratch.data());
+        expect_close(plain, want, p, "plain, padded");
+      }
+    }
+  }
+}
+
+TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
+  constexpr std::size_t block = simd::attention_kv_block;
+  const std::size_t d = 8, lkv = 603, stride = block, block_stride = d * block + 64;
+  const std::size_t blocks = (lkv + block - 1) / block;
+  Problem p(3, lkv, d, 61u);
+  p.causal = true;
+  // Past lkv the int8 storage holds -128, which no quantizer writes: it must not be read.
+  std::vector<std::int8_t> k8(blocks * block_stride, -128), v8(blocks * block_stride, -128);
+  const auto kq = uniform_int8(d * lkv, -127, 127, 62u);
+  const auto vq = uniform_int8(d * lkv, -127, 127, 63u);
+  // Scales padded to a multiple of 16 with NaN, which a padded read must not let through.
+  auto ks = uniform_floats(608, 0.001f, 0.02f, 64u);
+  auto vs = uniform_floats(608, 0.001f, 0.01f, 65u);
+  std::fill(ks.begin() + lkv, ks.end(), kNaN);
+  std::fill(vs.begin() + lkv, vs.end(), kNaN);
+  for (std::size_t c = 0; c < d; ++c) {
+    for (std::size_t j = 0; j < lkv; ++j) {
+      const std::size_t at = j / block * block_stride + c * stride + j % block;
+      k8[at] = kq[c * lkv + j];
+      v8[at] = vq[c * lkv + j];
+      p.kt[c * p.stride + j] = static_cast<float>(kq[c * lkv + j]) * ks[j];
+      p.vt[c * p.stride + j] = static_cast<float>(vq[c * lkv + j]) * vs[j];
+    }
+  }
+  std::vector<float> out(p.lq * d);
+  auto a = int8_args(p, out.data(), k8, v8, ks, vs);
+  a.kv_stride = stride;
+  a.kv_block = block;
+  a.kv_block_stride = block_stride;
+  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+  const auto want = p.reference();
+  // Not padded: blocks dequantized first. Padded, with one and with three rows: K and V
+  // read as stored where the arch can widen int8 loads.
+  for (bool padded : {false, true}) {
+    for (std::size_t rows : {1u, 3u}) {
+      std::fill(out.begin(), out.end(), 7.0f);
+      a.kv_padded = padded;
+      const std::uint32_t last[3] = {0, 1, 2};
+      a.rows = last + 3 - rows;
+      a.num_rows = rows;
+      simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+      for (std::size_t i = (3 - rows) * d; i < out.size(); ++i) {
+        EXPECT_NEAR(out[i], want[i], kAttentionRel) << i << " padded " << padded << " rows " << rows;
+      }
+    }
   }
 }
 

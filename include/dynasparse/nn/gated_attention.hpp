@@ -545,6 +545,7 @@ class GatedAttention {
             a.vt = src.vt + nh * d * src.stride;
             a.kv_stride = src.stride;
             a.lkv = src.lkv;
+            a.kv_padded = true;  // rows of attention_kv_stride(lkv)
           }
           if (int8) {
             simd::attention_s8kv_f32(a, sp);

@@ -81,62 +81,163 @@ inline void attention_scores(const float* qs, std::size_t d, const float* kp, st
   }
 }
 
-/// k(c, j) = k8(c, j0 + j) * scale(j0 + j) for a block of n keys, into a [d, block] buffer.
+/// k(c, j) = k8[c * stride + j] * scale[j] for a block of n keys, into a [d, block] buffer.
 template <class A>
-inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale,
-                                std::size_t j0, std::size_t n, std::size_t d, float* kf,
-                                std::size_t kf_stride) noexcept {
-  for (std::size_t c = 0; c < d; ++c) dequantize_s8f32_each<A>(k8 + c * stride + j0, scale + j0, kf + c * kf_stride, n);
+inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale, std::size_t n,
+                                std::size_t d, float* kf, std::size_t kf_stride) noexcept {
+  for (std::size_t c = 0; c < d; ++c) dequantize_s8f32_each<A>(k8 + c * stride, scale, kf + c * kf_stride, n);
 }
+
+/// 0, 1, 2, ... for lane masks (as many as the widest float vector has lanes).
+alignas(64) inline constexpr float attention_lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 /// Query rows whose scores and value sums share each load of K and V (register blocking).
 inline constexpr std::size_t attention_group_rows = 4;
 
-/// Scores of R query rows against keys [0, n) of a block: s[r][j] = qs[r] . k_j. Each K
-/// vector loaded feeds R rows, which is what makes head_dim 8 fast.
-template <class A, std::size_t R>
-inline void attention_scores_group(const float* const* qs, std::size_t d, const float* kp, std::size_t ks,
-                                   std::size_t n, float* const* s) noexcept {
+/// Float K of one kernel block: element (c, j) at p + c * row_stride + j in the plain or
+/// blocked layout (panel_stride 0), at p + (j / 16) * panel_stride + c * 16 + j % 16 in
+/// panels (AttentionArgs::k_panels; row_stride 16).
+struct KeyRows {
+  static constexpr bool int8 = false;
+  const float* p;
+  std::size_t row_stride;
+  std::size_t panel_stride;
+  /// Row 0 of key j (a multiple of the vector width, so a vector never crosses a panel).
+  const float* key(std::size_t j) const noexcept {
+    return panel_stride == 0 ? p + j
+                             : p + j / attention_k_panel * panel_stride + j % attention_k_panel;
+  }
+  /// Whether one row's scores should load key vector after key vector (see
+  /// attention_scores_step).
+  bool in_address_order() const noexcept { return panel_stride != 0; }
+};
+
+/// INT8 K of one kernel block, read as it is stored: k(c, j) = p[c * row_stride + j] *
+/// scale[j]. The scores sum q . k8 in float and apply the key's scale once.
+struct KeyRowsS8 {
+  static constexpr bool int8 = true;
+  const std::int8_t* p;
+  std::size_t row_stride;
+  const float* scale;
+  const std::int8_t* key(std::size_t j) const noexcept { return p + j; }
+  bool in_address_order() const noexcept { return false; }
+};
+
+/// Float V of one kernel block: v(c, j) = p[c * row_stride + j].
+struct ValueRows {
+  static constexpr bool int8 = false;
+  const float* p;
+  std::size_t row_stride;
+  const float* scale;  // unused
+};
+
+/// INT8 V of one kernel block: v(c, j) = p[c * row_stride + j] * scale[j]; the scale is
+/// folded into the softmax weight of key j once, not applied per element.
+struct ValueRowsS8 {
+  static constexpr bool int8 = true;
+  const std::int8_t* p;
+  std::size_t row_stride;
+  const float* scale;
+};
+
+/// One float vector of keys or values from p.
+template <class A>
+inline xsimd::batch<float, A> load_keys(const float* p) noexcept {
+  return xsimd::batch<float, A>::load_unaligned(p);
+}
+template <class A>
+inline xsimd::batch<float, A> load_keys(const std::int8_t* p) noexcept {
+  return load_s8_f32<A>(p);
+}
+
+/// Scores of R query rows against J vectors of keys from j: s[r][j..] = qs[r] . k_j. The
+/// R x J accumulators are independent FMA chains of length d.
+template <class A, std::size_t R, std::size_t J, class KR>
+inline void attention_scores_step(const float* const* qs, std::size_t d, const KR& kr, std::size_t j,
+                                  float* const* s) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
-  std::size_t j = 0;
-  for (; j + 2 * w <= n; j += 2 * w) {
-    B a0[R], a1[R];
-    DYNASPARSE_UNROLL(4)
-    for (std::size_t r = 0; r < R; ++r) a0[r] = a1[r] = B(0.0f);
-    for (std::size_t c = 0; c < d; ++c) {
-      const B k0 = B::load_unaligned(kp + c * ks + j);
-      const B k1 = B::load_unaligned(kp + c * ks + j + w);
-      DYNASPARSE_UNROLL(4)
-      for (std::size_t r = 0; r < R; ++r) {
-        const B qc(qs[r][c]);
-        a0[r] = xsimd::fma(qc, k0, a0[r]);
-        a1[r] = xsimd::fma(qc, k1, a1[r]);
-      }
+  B acc[R][J];
+  DYNASPARSE_UNROLL(32)
+  for (std::size_t r = 0; r < R; ++r) {
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t v = 0; v < J; ++v) acc[r][v] = B(0.0f);
+  }
+  decltype(kr.key(0)) kv[J];
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t v = 0; v < J; ++v) kv[v] = kr.key(j + v * w);
+  const std::size_t ks = kr.row_stride;
+  if (R == 1 && kr.in_address_order()) {
+    // Paneled K is a long cache read from memory: key vector by key vector keeps the loads
+    // in address order. Interleaving the loads of two panels cut the bandwidth prefetchers
+    // gave a decoding step at 16384 tokens by a third; for K in cache the interleaved
+    // order below is a quarter faster (its chains overlap better).
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t v = 0; v < J; ++v) {
+      for (std::size_t c = 0; c < d; ++c) acc[0][v] = xsimd::fma(B(qs[0][c]), load_keys<A>(kv[v] + c * ks), acc[0][v]);
     }
+  } else {
+  for (std::size_t c = 0; c < d; ++c) {
+    B k[J];
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t v = 0; v < J; ++v) k[v] = load_keys<A>(kv[v] + c * ks);
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) {
-      a0[r].store_unaligned(s[r] + j);
-      a1[r].store_unaligned(s[r] + j + w);
+      const B qc(qs[r][c]);
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t v = 0; v < J; ++v) acc[r][v] = xsimd::fma(qc, k[v], acc[r][v]);
     }
   }
-  for (; j + w <= n; j += w) {
-    B a0[R];
-    DYNASPARSE_UNROLL(4)
-    for (std::size_t r = 0; r < R; ++r) a0[r] = B(0.0f);
-    for (std::size_t c = 0; c < d; ++c) {
-      const B k0 = B::load_unaligned(kp + c * ks + j);
+  }
+  if constexpr (KR::int8) {
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t v = 0; v < J; ++v) {
+      const B sc = B::load_unaligned(kr.scale + j + v * w);
       DYNASPARSE_UNROLL(4)
-      for (std::size_t r = 0; r < R; ++r) a0[r] = xsimd::fma(B(qs[r][c]), k0, a0[r]);
+      for (std::size_t r = 0; r < R; ++r) acc[r][v] *= sc;
     }
-    DYNASPARSE_UNROLL(4)
-    for (std::size_t r = 0; r < R; ++r) a0[r].store_unaligned(s[r] + j);
+  }
+  DYNASPARSE_UNROLL(4)
+  for (std::size_t r = 0; r < R; ++r) {
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t v = 0; v < J; ++v) acc[r][v].store_unaligned(s[r] + j + v * w);
+  }
+}
+
+/// Scores of R query rows against keys [0, n) of a block: s[r][j] = qs[r] . k_j. Each K
+/// vector loaded feeds R rows, which is what makes head_dim 8 fast; fewer rows take more
+/// key vectors per step so that about eight FMA chains hide the FMA latency.
+template <class A, std::size_t R, class KR>
+inline void attention_scores_group(const float* const* qs, std::size_t d, const KR& kr, std::size_t n,
+                                   float* const* s) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t w = B::size;
+  constexpr std::size_t J = R >= 4 ? 2 : 8 / R;
+  std::size_t j = 0;
+  for (; j + J * w <= n; j += J * w) attention_scores_step<A, R, J>(qs, d, kr, j, s);
+  if constexpr (J >= 8) {
+    if (j + 4 * w <= n) {
+      attention_scores_step<A, R, 4>(qs, d, kr, j, s);
+      j += 4 * w;
+    }
+  }
+  if constexpr (J >= 4) {
+    if (j + 2 * w <= n) {
+      attention_scores_step<A, R, 2>(qs, d, kr, j, s);
+      j += 2 * w;
+    }
+  }
+  if (j + w <= n) {
+    attention_scores_step<A, R, 1>(qs, d, kr, j, s);
+    j += w;
   }
   for (; j < n; ++j) {
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) {
       float t = 0.0f;
-      for (std::size_t c = 0; c < d; ++c) t += qs[r][c] * kp[c * ks + j];
+      const auto* k = kr.key(j);
+      for (std::size_t c = 0; c < d; ++c) t += qs[r][c] * static_cast<float>(k[c * kr.row_stride]);
+      if constexpr (KR::int8) t *= kr.scale[j];
       s[r][j] = t;
     }
   }
@@ -144,9 +245,12 @@ inline void attention_scores_group(const float* const* qs, std::size_t d, const 
 
 /// Folds one block into R rows' online-softmax state: masks, running max, exp, running sum,
 /// then acc(r, c) = acc(r, c) * alpha_r + sum_j p(r, j) v(c, j) with V loads shared by rows.
-template <class A, std::size_t R>
+/// With `padded`, K and V rows may be read up to the next multiple of the vector width past
+/// the block (values there arbitrary): the block's last partial vector is then loaded whole,
+/// its extra scores set to -inf and its extra values to zero, instead of a scalar tail.
+template <class A, std::size_t R, class KR, class VR>
 inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std::size_t j0, std::size_t nb,
-                            const float* kp, const float* vp, std::size_t kvs, float* const* accs, float* const* ms,
+                            const KR& kr, const VR& vr, bool padded, float* const* accs, float* const* ms,
                             float* const* ls, float* const* s, float* const* qs) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
@@ -162,26 +266,29 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
     for (std::size_t c = 0; c < d; ++c) qs[r][c] = q[c] * a.scale;
   }
   if (n == 0) return;
-  attention_scores_group<A, R>(qs, d, kp, kvs, n, s);
+  // np: keys whose scores are computed and exponentiated, n rounded up to whole vectors
+  // when the buffers allow it.
+  const std::size_t np = padded ? (n + w - 1) / w * w : n;
+  attention_scores_group<A, R>(qs, d, kr, np, s);
 
   float alpha[R];
   for (std::size_t r = 0; r < R; ++r) {
     float* sr = s[r];
     // Keys past this row's causal end are assigned -inf (not added), so whatever they hold
     // does not reach the row.
-    std::fill(sr + nr[r], sr + n, ninf);
+    std::fill(sr + nr[r], sr + np, ninf);
     scalar::add_attention_masks(a, rows[r], j0, nr[r], sr);
     float& m = *ms[r];
-    const float mb = max_f32<A>(sr, n);  // NaN if any score is NaN
+    const float mb = max_f32<A>(sr, np);  // NaN if any score is NaN
     const float m_new = (mb != mb || m != m) ? std::numeric_limits<float>::quiet_NaN() : (mb > m ? mb : m);
     if (m_new == ninf) {  // nothing admissible yet: contribute nothing
-      std::fill(sr, sr + n, 0.0f);
+      std::fill(sr, sr + np, 0.0f);
       alpha[r] = 1.0f;
       continue;
     }
     alpha[r] = scalar::exp(m - m_new);
     const B vm(m_new);
-    const std::size_t nv = n - n % w;
+    const std::size_t nv = np - np % w;
     B sum(0.0f);
     for (std::size_t j = 0; j < nv; j += w) {
       const B e = xsimd::exp(B::load_unaligned(sr + j) - vm);
@@ -189,7 +296,7 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
       sum += e;
     }
     float tail = 0.0f;
-    for (std::size_t j = nv; j < n; ++j) {
+    for (std::size_t j = nv; j < np; ++j) {
       sr[j] = scalar::exp(sr[j] - m_new);
       tail += sr[j];
     }
@@ -200,25 +307,48 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
   // acc(r, c) holds w partial sums per output element; they are added up once per row at
   // the end instead of once per block.
   const std::size_t nv = n - n % w;
+  // Lanes of the last partial vector that hold keys; the others may hold anything, NaN
+  // included, so they are zeroed rather than multiplied by a zero weight.
+  const auto in_block = B::load_aligned(attention_lane_index) < B(static_cast<float>(n - nv));
+  const bool vector_tail = padded && nv < n;
+  if constexpr (VR::int8) {
+    // p(r, j) * v_scale(j); the scales past n may hold anything.
+    for (std::size_t r = 0; r < R; ++r) {
+      for (std::size_t j = 0; j < nv; j += w) {
+        (B::load_unaligned(s[r] + j) * B::load_unaligned(vr.scale + j)).store_unaligned(s[r] + j);
+      }
+      if (vector_tail) {
+        const B p = B::load_unaligned(s[r] + nv) * B::load_unaligned(vr.scale + nv);
+        xsimd::select(in_block, p, B(0.0f)).store_unaligned(s[r] + nv);
+      } else {
+        for (std::size_t j = nv; j < n; ++j) s[r][j] *= vr.scale[j];
+      }
+    }
+  }
   for (std::size_t c = 0; c < d; ++c) {
-    const float* v = vp + c * kvs;
+    const auto* v = vr.p + c * vr.row_stride;
     B av[R];
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) av[r] = B::load_aligned(accs[r] + c * w) * B(alpha[r]);
     for (std::size_t j = 0; j < nv; j += w) {
-      const B vv = B::load_unaligned(v + j);
+      const B vv = load_keys<A>(v + j);
       DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) av[r] = xsimd::fma(B::load_unaligned(s[r] + j), vv, av[r]);
+    }
+    if (vector_tail) {
+      const B vv = xsimd::select(in_block, load_keys<A>(v + nv), B(0.0f));
+      DYNASPARSE_UNROLL(4)
+      for (std::size_t r = 0; r < R; ++r) av[r] = xsimd::fma(B::load_unaligned(s[r] + nv), vv, av[r]);
     }
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) av[r].store_aligned(accs[r] + c * w);
     // Reading a lane back right after the vector store stalls on store forwarding, so only
     // blocks with a tail pay for it.
-    if (nv < n) {
+    if (nv < n && !vector_tail) {
       DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) {
         float t = 0.0f;
-        for (std::size_t j = nv; j < n; ++j) t += s[r][j] * v[j];
+        for (std::size_t j = nv; j < n; ++j) t += s[r][j] * static_cast<float>(v[j]);
         accs[r][c * w] += t;
       }
     }
@@ -244,6 +374,10 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   float* kf = qbuf + g * d;
   float* vf = kf + d * bk;
 
+  // Dequantized blocks sit in scratch of bk keys per row, a multiple of any vector width.
+  const bool padded = Int8 || a.kv_padded;
+  static_assert(bk % w == 0 && w <= sizeof(attention_lane_index) / sizeof(float));
+  static_assert(attention_kv_block % bk == 0, "a kernel block must not straddle two storage blocks");
   const std::size_t nrows = a.row_count();
   for (std::size_t t0 = 0; t0 < nrows; t0 += tile) {
     const std::size_t t1 = std::min(nrows, t0 + tile);
@@ -255,25 +389,14 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
     }
     std::fill(acc, acc + (t1 - t0) * d * w, 0.0f);
 
+    // INT8 K and V are read as stored when the tile has a group of rows or fewer (decoding):
+    // dequantizing a block first costs a store and a load per element, which only pays
+    // when many rows share the block.
+    [[maybe_unused]] bool direct = false;
+    if constexpr (Int8 && has_load_s8_f32<A>()) direct = a.kv_padded && t1 - t0 <= g;
     for (std::size_t j0 = 0; j0 < tile_end; j0 += bk) {
       const std::size_t nb = std::min(bk, tile_end - j0);
-      const float* kp;
-      const float* vp;
-      std::size_t kvs;
-      if constexpr (Int8) {
-        dequantize_kv_block<A>(a.kt_s8, a.kv_stride, a.k_scale, j0, nb, d, kf, bk);
-        dequantize_kv_block<A>(a.vt_s8, a.kv_stride, a.v_scale, j0, nb, d, vf, bk);
-        kp = kf;
-        vp = vf;
-        kvs = bk;
-      } else {
-        kp = a.kt + j0;
-        vp = a.vt + j0;
-        kvs = a.kv_stride;
-      }
-      std::size_t r = t0;
-      for (; r < t1; r += g) {
-        const std::size_t cnt = std::min(g, t1 - r);
+      auto fold = [&](const auto& kr, const auto& vr, std::size_t r, std::size_t cnt) {
         std::size_t rows[g];
         float* accs[g];
         float* ms[g];
@@ -290,12 +413,32 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
           qs[k] = qbuf + k * d;
         }
         if (cnt == g) {
-          attention_group<A, g>(a, rows, j0, nb, kp, vp, kvs, accs, ms, ls, ss, qs);
+          attention_group<A, g>(a, rows, j0, nb, kr, vr, padded, accs, ms, ls, ss, qs);
         } else {
           for (std::size_t k = 0; k < cnt; ++k) {
-            attention_group<A, 1>(a, rows + k, j0, nb, kp, vp, kvs, accs + k, ms + k, ls + k, ss, qs);
+            attention_group<A, 1>(a, rows + k, j0, nb, kr, vr, padded, accs + k, ms + k, ls + k, ss, qs);
           }
         }
+      };
+      auto fold_tile = [&](const auto& kr, const auto& vr) {
+        for (std::size_t r = t0; r < t1; r += g) fold(kr, vr, r, std::min(g, t1 - r));
+      };
+      if constexpr (Int8) {
+        const std::size_t at = a.kv_index(0, j0);
+        if constexpr (has_load_s8_f32<A>()) {
+          if (direct) {
+            fold_tile(KeyRowsS8{a.kt_s8 + at, a.kv_stride, a.k_scale + j0},
+                      ValueRowsS8{a.vt_s8 + at, a.kv_stride, a.v_scale + j0});
+            continue;
+          }
+        }
+        dequantize_kv_block<A>(a.kt_s8 + at, a.kv_stride, a.k_scale + j0, nb, d, kf, bk);
+        dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, a.v_scale + j0, nb, d, vf, bk);
+        fold_tile(KeyRows{kf, bk, 0}, ValueRows{vf, bk, nullptr});
+      } else {
+        const KeyRows kr = a.k_panels ? KeyRows{a.kt + a.k_index(0, j0), attention_k_panel, attention_k_panel * d}
+                                      : KeyRows{a.kt + a.k_index(0, j0), a.kv_stride, 0};
+        fold_tile(kr, ValueRows{a.vt + a.kv_index(0, j0), a.kv_stride, nullptr});
       }
     }
 
@@ -365,9 +508,9 @@ inline std::size_t attention_naive_scratch_floats(const AttentionArgs& a) noexce
 }
 
 /// The straightforward kernel: materializes scores [rows, lkv], applies the masks, runs
-/// softmax_f32 on each row, then out = P V. Float K and V only. Same results as
-/// attention_f32 within the stated budget, except that keys removed by `causal` are read
-/// (with weight 0). Quadratic memory: a baseline and an oracle, not a production path.
+/// softmax_f32 on each row, then out = P V. Float K and V in the plain (not blocked)
+/// layout only. Same results as attention_f32 within the stated budget, except that keys
+/// removed by `causal` are read (with weight 0). Quadratic memory: a baseline and an oracle, not a production path.
 /// `scratch` holds attention_naive_scratch_floats(a) floats.
 template <class Arch = arch>
 inline void attention_naive_f32(const AttentionArgs& a, float* scratch) noexcept {

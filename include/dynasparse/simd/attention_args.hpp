@@ -11,6 +11,15 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
+/// Keys per storage block of a blocked K/V layout (AttentionArgs::kv_block is 0 or a
+/// multiple of it). It is also the streaming kernel's block, so no kernel block straddles
+/// two storage blocks.
+inline constexpr std::size_t attention_kv_block = 256;
+
+/// Keys per panel of a paneled float K (AttentionArgs::k_panels): a multiple of every
+/// float vector width.
+inline constexpr std::size_t attention_k_panel = 16;
+
 /// One attention head: out[i] = softmax_j(scale * q[i] . k[j] + mask[i, j]) . v for the
 /// query rows i selected by `rows`. Lengths and strides are in elements, never bytes.
 ///
@@ -43,6 +52,30 @@ struct AttentionArgs {
   const float* v_scale = nullptr;
   std::size_t kv_stride = 0;
   std::size_t lkv = 0;
+  /// Blocked layout (0: not blocked). Keys come in blocks of kv_block, each a `[d, kv_block]`
+  /// matrix of row stride kv_stride, blocks kv_block_stride elements apart: element (c, j)
+  /// is at kv_index(c, j). A pass over a long cache then reads one stretch of memory per
+  /// block for K and one for V (plus the INT8 scales), where the plain layout reads d rows
+  /// far apart; hardware prefetchers follow a dozen or so streams and lose the rest, which
+  /// halved decoding's read bandwidth at d = 8. Scales stay one per key, unblocked.
+  /// attention_naive_f32 reads the plain layout only.
+  std::size_t kv_block = 0;
+  std::size_t kv_block_stride = 0;
+  /// Float K in panels of attention_k_panel (16) keys, each `[d, 16]` in one stretch:
+  /// element (c, j) of K at k_index(c, j) = (j / 16) * 16 d + c * 16 + j % 16; kv_stride
+  /// and the blocks then describe V alone. The scores read K key-major (all d rows of a
+  /// few keys at a time), which panels turn into one sequential stream; V is read
+  /// row-major, which a block keeps sequential. Paneled K must be readable up to lkv
+  /// rounded up to 16. attention_naive_f32 reads the plain layout only.
+  bool k_panels = false;
+  /// Every row of K and V (float or INT8) may be read up to the end of its block (key
+  /// index kv_stride - 1 when not blocked), that end is at least lkv rounded up to 16, and
+  /// so are the INT8 scales: the kernel then loads whole vectors at the end of the keys
+  /// and discards the lanes past lkv instead of finishing key by key, and INT8 decoding
+  /// reads K and V as stored instead of dequantizing them first. What those elements hold
+  /// does not matter (NaN included). Buffers laid out with attention_kv_stride(lkv) per
+  /// row and the KV cache qualify.
+  bool kv_padded = false;
   /// Multiplies q . k (PyTorch: 1 / sqrt(d)).
   float scale = 1.0f;
   /// Optional additive mask `[lq, lkv]`.
@@ -62,6 +95,16 @@ struct AttentionArgs {
   float* out = nullptr;
   std::size_t out_stride = 0;
 
+  /// Offset of element (c, j) of K or V (and of the INT8 ones) from kt, vt.
+  std::size_t kv_index(std::size_t c, std::size_t j) const noexcept {
+    const std::size_t at = kv_block == 0 ? j : j / kv_block * kv_block_stride + j % kv_block;
+    return at + c * kv_stride;
+  }
+  /// Offset of element (c, j) of float K from kt (kv_index unless k_panels).
+  std::size_t k_index(std::size_t c, std::size_t j) const noexcept {
+    if (!k_panels) return kv_index(c, j);
+    return j / attention_k_panel * attention_k_panel * d + c * attention_k_panel + j % attention_k_panel;
+  }
   /// Number of rows the kernel will compute.
   std::size_t row_count() const noexcept { return rows != nullptr ? num_rows : lq; }
   /// Query index of the s-th computed row.

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "dynasparse/simd/arch.hpp"
@@ -82,6 +83,55 @@ inline std::size_t dequantize_s8f32_vectors(const std::int8_t* q, float* y, std:
 #endif
   }
   return i;
+}
+}  // namespace detail
+
+namespace detail {
+/// Whether load_s8_f32<Arch> exists: a widening load of one float vector's worth of int8
+/// (AVX-512, AVX2, NEON64). Elsewhere callers dequantize into a buffer first.
+template <class Arch>
+constexpr bool has_load_s8_f32() noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    return false;
+  } else {
+#if DYNASPARSE_HAS_AVX512BW
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) return true;
+#endif
+#if DYNASPARSE_HAS_AVX2
+    if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) return true;
+#endif
+#if DYNASPARSE_HAS_NEON
+    if constexpr (std::is_base_of_v<xsimd::neon64, Arch>) return true;
+#endif
+    return false;
+  }
+}
+
+/// float(p[0 .. w)) for the float vector width w of Arch; reads exactly w bytes. Only where
+/// has_load_s8_f32<Arch>().
+template <class Arch>
+inline xsimd::batch<float, Arch> load_s8_f32(const std::int8_t* p) noexcept {
+  static_assert(has_load_s8_f32<Arch>(), "no widening int8 load for this arch");
+#if DYNASPARSE_HAS_AVX512BW
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+#endif
+#if DYNASPARSE_HAS_AVX2
+  if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+#endif
+#if DYNASPARSE_HAS_NEON
+  if constexpr (std::is_base_of_v<xsimd::neon64, Arch>) {
+    std::int32_t four;
+    std::memcpy(&four, p, sizeof four);
+    const int16x8_t v = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(v)));
+  }
+#endif
+  (void)p;
+  return xsimd::batch<float, Arch>(0.0f);
 }
 }  // namespace detail
 

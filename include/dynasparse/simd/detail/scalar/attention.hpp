@@ -22,6 +22,7 @@ namespace simd::detail::scalar {
 
 /// Keys per block of the streaming loop.
 inline constexpr std::size_t attention_block_keys = 128;
+static_assert(attention_kv_block % attention_block_keys == 0, "a block must not straddle two storage blocks");
 
 /// Floats of scratch the scalar kernels need.
 inline constexpr std::size_t attention_scratch_floats(std::size_t d) noexcept {
@@ -110,8 +111,8 @@ inline void attention_rows(const AttentionArgs& a, float* scratch, Key key, Valu
 /// Streaming attention over float K and V (see simd::attention_f32).
 inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
   attention_rows(
-      a, scratch, [&](std::size_t c, std::size_t j) { return a.kt[c * a.kv_stride + j]; },
-      [&](std::size_t c, std::size_t j) { return a.vt[c * a.kv_stride + j]; });
+      a, scratch, [&](std::size_t c, std::size_t j) { return a.kt[a.k_index(c, j)]; },
+      [&](std::size_t c, std::size_t j) { return a.vt[a.kv_index(c, j)]; });
 }
 
 /// Streaming attention over INT8 K and V with per-key scales (see simd::attention_s8kv_f32).
@@ -119,10 +120,10 @@ inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept 
   attention_rows(
       a, scratch,
       [&](std::size_t c, std::size_t j) {
-        return static_cast<float>(a.kt_s8[c * a.kv_stride + j]) * a.k_scale[j];
+        return static_cast<float>(a.kt_s8[a.kv_index(c, j)]) * a.k_scale[j];
       },
       [&](std::size_t c, std::size_t j) {
-        return static_cast<float>(a.vt_s8[c * a.kv_stride + j]) * a.v_scale[j];
+        return static_cast<float>(a.vt_s8[a.kv_index(c, j)]) * a.v_scale[j];
       });
 }
 

@@ -316,8 +316,9 @@ TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
 // Full causal forward vs token-by-token decoding through a cache. For INT8 the layer has
 // no gate and an identity out_proj, so the output is the heads' attention, where the
 // error bound of nn::KVDType::I8 applies directly.
-void decode_matches_full(nn::KVDType dtype, bool batch_first) {
-  const std::size_t e = 64, h = 8, d = 8, l = 33, batch = 2;
+// A cache longer than 256 tokens takes the blocked and paneled layouts.
+void decode_matches_full(nn::KVDType dtype, bool batch_first, std::size_t l = 33, std::size_t max_len = 36) {
+  const std::size_t e = 64, h = 8, d = 8, batch = 2;
   const bool int8 = dtype == nn::KVDType::I8;
   const RandomLayer w(e, e, 41u, int8);
   nn::GatedAttentionConfig cfg;
@@ -331,7 +332,7 @@ void decode_matches_full(nn::KVDType dtype, bool batch_first) {
   causal.causal = true;
   const auto full = run(layer, x, batch, causal);
 
-  nn::KVCache cache(batch, h, d, l + 3, dtype);
+  nn::KVCache cache(batch, h, d, max_len, dtype);
   ds::Workspace ws;
   std::vector<float> step_in(batch * e), step_out(batch * e), decoded(full.size());
   const auto layout = layer.layout();
@@ -391,6 +392,11 @@ TEST(GatedAttentionDecode, Float32CacheEqualsFullCausalForward) {
 }
 
 TEST(GatedAttentionDecode, Int8CacheStaysWithinBound) { decode_matches_full(nn::KVDType::I8, false); }
+
+TEST(GatedAttentionDecode, LongCachesInTheirBlockedLayoutsMatchTheFullForward) {
+  decode_matches_full(nn::KVDType::F32, false, 300, 520);
+  decode_matches_full(nn::KVDType::I8, true, 300, 520);
+}
 
 TEST(GatedAttentionDecode, PrefillThenDecodeEqualsFullForward) {
   const std::size_t e = 64, h = 8, l = 20, prefix = 13;

@@ -18,10 +18,10 @@ using dynasparse_test::uniform_floats;
 float stored(const nn::KVCache& cache, std::size_t n, std::size_t h, std::size_t c, std::size_t j, bool value) {
   ds::simd::AttentionArgs a;
   cache.bind(n, h, a);
-  if (cache.dtype() == nn::KVDType::F32) return (value ? a.vt : a.kt)[c * a.kv_stride + j];
+  if (cache.dtype() == nn::KVDType::F32) return value ? a.vt[a.kv_index(c, j)] : a.kt[a.k_index(c, j)];
   const auto* q = value ? a.vt_s8 : a.kt_s8;
   const float* s = value ? a.v_scale : a.k_scale;
-  return static_cast<float>(q[c * a.kv_stride + j]) * s[j];
+  return static_cast<float>(q[a.kv_index(c, j)]) * s[j];
 }
 
 TEST(KVCache, BytesPerToken) {
@@ -32,6 +32,42 @@ TEST(KVCache, BytesPerToken) {
   EXPECT_EQ(f.bytes(), f.bytes_per_token() * 16);
   const nn::KVCache q64(2, 8, 64, 16, nn::KVDType::I8);
   EXPECT_LE(q64.bytes_per_token() * 100, nn::KVCache(2, 8, 64, 16).bytes_per_token() * 27);
+}
+
+TEST(KVCache, LongCachesAllocateWholeBlocks) {
+  // 300 tokens: two blocks of 256 for V (and INT8 K), 19 panels of 16 for float K.
+  const nn::KVCache f(1, 2, 8, 300);
+  const nn::KVCache q(1, 2, 8, 300, nn::KVDType::I8);
+  const std::size_t v_row = ds::simd::attention_kv_stride(256);
+  EXPECT_EQ(f.bytes(), (2 * 8 * 304 + 2 * 2 * 8 * v_row) * sizeof(float));
+  EXPECT_EQ(q.bytes(), 2 * (2 * 2 * 8 * 256) + 2 * 2 * 304 * sizeof(float));
+}
+
+TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
+  const std::size_t batch = 2, h = 2, d = 8, e = h * d, len = 300;
+  const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 5u);
+  const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 6u);
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+    nn::KVCache cache(batch, h, d, len, dtype);
+    // 250 tokens, then 50: the second call crosses the first block's end.
+    cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e), ds::ConstMatrixView(v.data(), 250 * batch, e));
+    cache.append(ds::ConstMatrixView(k.data() + 250 * batch * e, 50 * batch, e),
+                 ds::ConstMatrixView(v.data() + 250 * batch * e, 50 * batch, e));
+    for (std::size_t t = 0; t < len; ++t) {
+      for (std::size_t n = 0; n < batch; ++n) {
+        const std::size_t row = t * batch + n;  // (L, N, E) in each call
+        for (std::size_t hd = 0; hd < h; ++hd) {
+          for (std::size_t c = 0; c < d; ++c) {
+            const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
+            // INT8: half a step of at most 2 / 127.
+            const float tol = dtype == nn::KVDType::F32 ? 0.0f : 2.0f / 254 * 1.0001f;
+            ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol) << t << "," << n << "," << hd << "," << c;
+            ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol) << t << "," << n << "," << hd << "," << c;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {

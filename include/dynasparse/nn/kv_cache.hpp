@@ -46,9 +46,16 @@ enum class KVDType {
 /// together, `num_heads` heads of `head_dim`, up to `max_len` tokens. All memory is
 /// allocated by the constructor (bytes()); append() never allocates.
 ///
-/// Layout: per (sequence, head), K and V transposed, `[head_dim, max_len]` (row stride
-/// simd::attention_kv_stride(max_len)), the layout simd::attention_f32 reads; INT8 adds a
-/// scale per token.
+/// Layout: per (sequence, head), the layouts simd::attention_f32 reads (see
+/// simd::AttentionArgs), chosen so that one decoding step reads each of K and V as one
+/// sequential stream (hardware prefetchers lose track of more than about a dozen streams,
+/// and the plain transposed layout makes 2 * head_dim of them):
+/// - V, and INT8 K: transposed, `[head_dim, max_len]` with row stride
+///   simd::attention_kv_stride(max_len) up to 256 tokens; longer, blocks of 256 tokens, each
+///   `[head_dim, 256]` in one stretch (max_len rounded up to a whole block);
+/// - float K: as V up to 256 tokens; longer, panels of 16 tokens, `[head_dim, 16]` each
+///   (AttentionArgs::k_panels);
+/// - INT8: a float scale per (token, head) for K and for V, in a row per head.
 /// Not thread-safe for append(); const members may be used concurrently.
 class KVCache {
  public:
@@ -56,22 +63,37 @@ class KVCache {
   KVCache(std::size_t batch, std::size_t num_heads, std::size_t head_dim, std::size_t max_len,
           KVDType dtype = KVDType::F32, std::string name = "kv_cache")
       : name_(std::move(name)), batch_(batch), heads_(num_heads), d_(head_dim), max_len_(max_len),
-        dtype_(dtype), stride_(simd::attention_kv_stride(max_len)) {
+        dtype_(dtype) {
     if (batch == 0 || num_heads == 0 || head_dim == 0 || max_len == 0) {
       ::dynasparse::detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",
                                 std::to_string(batch) + ", " + std::to_string(num_heads) + ", " +
                                     std::to_string(head_dim) + ", " + std::to_string(max_len),
                                 name_);
     }
-    const std::size_t n = batch_ * heads_ * d_ * stride_;
+    constexpr std::size_t kb = simd::attention_kv_block;
+    if (max_len_ > kb) {
+      block_ = kb;
+      // Float rows of 256 keys are 1 KiB apart and would share cache sets; int8 rows are not.
+      stride_ = dtype_ == KVDType::F32 ? simd::attention_kv_stride(kb) : kb;
+      block_stride_ = d_ * stride_;
+      head_elems_ = (max_len_ + kb - 1) / kb * block_stride_;
+    } else {
+      stride_ = simd::attention_kv_stride(max_len_);
+      head_elems_ = d_ * stride_;
+    }
+    const std::size_t n = batch_ * heads_ * head_elems_;
     if (dtype_ == KVDType::F32) {
-      k_.resize_discard(n);
+      constexpr std::size_t p = simd::attention_k_panel;
+      k_head_elems_ = block_ == 0 ? head_elems_ : (max_len_ + p - 1) / p * p * d_;
+      k_.resize_discard(batch_ * heads_ * k_head_elems_);
       v_.resize_discard(n);
     } else {
       k8_.resize_discard(n);
       v8_.resize_discard(n);
-      k_scale_.resize_discard(batch_ * heads_ * max_len_);
-      v_scale_.resize_discard(batch_ * heads_ * max_len_);
+      // Rows of scales are padded like the keys: the kernel may read them in whole vectors.
+      scale_stride_ = (max_len_ + 15) / 16 * 16;
+      k_scale_.resize_discard(batch_ * heads_ * scale_stride_);
+      v_scale_.resize_discard(batch_ * heads_ * scale_stride_);
       tmp_.resize_discard(d_);
     }
   }
@@ -93,8 +115,12 @@ class KVCache {
                                   : 2 * heads_ * (d_ + sizeof(float));
   }
   /// Bytes allocated: max_len tokens of every sequence, plus the row padding of
-  /// simd::attention_kv_stride (under 2% from a few hundred tokens on).
-  std::size_t bytes() const noexcept { return bytes_per_token() * batch_ * stride_; }
+  /// simd::attention_kv_stride (under 2% from a few hundred tokens on; 6% for float
+  /// blocks) and, past 256 tokens, the rest of the last block.
+  std::size_t bytes() const noexcept {
+    return dtype_ == KVDType::F32 ? (k_.size() + v_.size()) * sizeof(float)
+                                  : 2 * k8_.size() + 2 * k_scale_.size() * sizeof(float);
+  }
 
   /// Forgets every token (keeps the memory).
   void clear() noexcept { len_ = 0; }
@@ -137,33 +163,44 @@ class KVCache {
   }
 
   /// Points `a` at the K and V of sequence n, head h: kt/vt (F32) or kt_s8/vt_s8 and the
-  /// scales (I8), kv_stride and lkv = size(). For attention layers.
+  /// scales (I8), d, the layout (kv_stride, kv_block, kv_block_stride, k_panels,
+  /// kv_padded) and lkv = size(). For attention layers.
   void bind(std::size_t n, std::size_t h, simd::AttentionArgs& a) const noexcept {
-    const std::size_t base = (n * heads_ + h) * d_ * stride_;
+    const std::size_t base = (n * heads_ + h) * head_elems_;
+    a.d = d_;  // paneled K's addressing depends on it
     a.kv_stride = stride_;
+    a.kv_block = block_;
+    a.kv_block_stride = block_stride_;
     a.lkv = len_;
+    a.kv_padded = true;
     if (dtype_ == KVDType::F32) {
-      a.kt = k_.data() + base;
+      a.kt = k_.data() + (n * heads_ + h) * k_head_elems_;
       a.vt = v_.data() + base;
+      a.k_panels = block_ != 0;
     } else {
       a.kt_s8 = k8_.data() + base;
       a.vt_s8 = v8_.data() + base;
-      a.k_scale = k_scale_.data() + (n * heads_ + h) * max_len_;
-      a.v_scale = v_scale_.data() + (n * heads_ + h) * max_len_;
+      a.k_scale = k_scale_.data() + (n * heads_ + h) * scale_stride_;
+      a.v_scale = v_scale_.data() + (n * heads_ + h) * scale_stride_;
     }
   }
 
  private:
   void store(std::size_t n, std::size_t pos, const float* k, const float* v) noexcept {
     for (std::size_t h = 0; h < heads_; ++h) {
-      const std::size_t base = (n * heads_ + h) * d_ * stride_ + pos;
+      const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
+      const std::size_t base = (n * heads_ + h) * head_elems_ + at;
       if (dtype_ == KVDType::F32) {
+        constexpr std::size_t p = simd::attention_k_panel;
+        float* kp = k_.data() + (n * heads_ + h) * k_head_elems_;
+        const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
+        const std::size_t ks = block_ == 0 ? stride_ : p;
         for (std::size_t c = 0; c < d_; ++c) {
-          k_[base + c * stride_] = k[h * d_ + c];
+          kp[kat + c * ks] = k[h * d_ + c];
           v_[base + c * stride_] = v[h * d_ + c];
         }
       } else {
-        const std::size_t si = (n * heads_ + h) * max_len_ + pos;
+        const std::size_t si = (n * heads_ + h) * scale_stride_ + pos;
         k_scale_[si] = quantize_head(k + h * d_, k8_.data() + base);
         v_scale_[si] = quantize_head(v + h * d_, v8_.data() + base);
       }
@@ -184,7 +221,10 @@ class KVCache {
   std::string name_;
   std::size_t batch_, heads_, d_, max_len_;
   KVDType dtype_;
-  std::size_t stride_;
+  // Row stride, keys per block (0: one block), elements between blocks, elements per head.
+  std::size_t stride_ = 0, block_ = 0, block_stride_ = 0, head_elems_ = 0;
+  std::size_t k_head_elems_ = 0;  // float K's panels per head
+  std::size_t scale_stride_ = 0;  // INT8 scales per head
   std::size_t len_ = 0;
   AlignedBuffer<float> k_, v_;
   AlignedBuffer<std::int8_t> k8_, v8_;

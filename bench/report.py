@@ -83,7 +83,7 @@ def linear_table(t, c):
             "\n".join(rows) + "\n" + memory)
 
 
-def sparse_table(t):
+def sparse_table(t, c=None):
     pat = re.compile(r"BM_Linear/gsparse_(f32|i8)@(\d+)/(\S+)/threads:(\d+)$")
     series = {}
     for name, v in t.items():
@@ -102,10 +102,20 @@ def sparse_table(t):
         rows.append("| " + " | ".join(cells) + " |")
     if not rows:
         return ""
+    c = c or {}
+    memory = []
+    for fmt in ["f32", "i8"]:
+        dense = c.get(f"BM_Linear/dense_{fmt}/1x4096x4096/threads:1", {}).get("weight_MB")
+        for pct in [50, 70]:
+            mb = c.get(f"BM_Linear/gsparse_{fmt}@{pct}/1x4096x4096/threads:1", {}).get("weight_MB")
+            if dense and mb:
+                memory.append(f"gsparse_{fmt}@{pct} {mb:.2f} MB ({100 * mb / dense:.1f}% of dense_{fmt})")
+    note = ("\nWeight memory of the 4096x4096 layer, block indices, scales and sums included: " +
+            "; ".join(memory) + ".\n") if memory else ""
     return ("Speed-up of 64x4 group-sparse layers (`recommended_block_shape`; other shapes in the next table) over the dense layer of the same precision "
             "(dense_f32 or dense_i8), by fraction of blocks removed:\n\n"
             "| format | M x K x N | threads | dense ms | 0% | 30% | 50% | 70% | 90% |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n" + note)
 
 
 def block_table(t):
@@ -133,7 +143,7 @@ def block_table(t):
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
 
 
-def attention_table(t):
+def attention_table(t, c=None):
     rows = []
     keys = sorted({m.group(1) for n in t for m in [re.match(r"BM_Attention/\w+(?:@skip\d+)?/(E\d+/H\d+/L\d+/threads:\d+)$", n)] if m},
                   key=lambda k: (k.split("/")[1], int(k.split("/")[2][1:]), k))
@@ -150,19 +160,23 @@ def attention_table(t):
             cells.append(f"{s0 / v:.2f}x" if s0 and v else "-")
         rows.append("| " + " | ".join(cells) + " |")
     dec = []
+    c = c or {}
     for ctx in [1024, 16384]:
-        f = t.get(f"BM_AttentionDecode/f32kv/E512/H64/ctx{ctx}")
-        q = t.get(f"BM_AttentionDecode/i8kv/E512/H64/ctx{ctx}")
+        fn, qn = f"BM_AttentionDecode/f32kv/E512/H64/ctx{ctx}", f"BM_AttentionDecode/i8kv/E512/H64/ctx{ctx}"
+        f, q = t.get(fn), t.get(qn)
         if f and q:
-            dec.append(f"| {ctx} | {ms(f)} | {ms(q)} | {q / f:.2f}x |")
+            fm, qm = c.get(fn, {}).get("kv_MB"), c.get(qn, {}).get("kv_MB")
+            mb = f"{fm:.1f} | {qm:.1f} | {100 * qm / fm:.1f}%" if fm and qm else "- | - | -"
+            dec.append(f"| {ctx} | {ms(f)} | {ms(q)} | {q / f:.2f}x | {mb} |")
     out = ""
     if rows:
         out += ("| shape | naive ms | streaming ms | streaming speed-up | gated_output ms | head skip 25% | "
                 "skip 50% | skip 75% (speed-up over skip 0%) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" +
                 "\n".join(rows) + "\n")
     if dec:
-        out += ("\nDecoding one token (E512, H64): FP32 vs INT8 KV cache\n\n| context | f32 KV ms | i8 KV ms | "
-                "i8 / f32 time |\n| --- | --- | --- | --- |\n" + "\n".join(dec) + "\n")
+        out += ("\nDecoding one token (E512, H64, so head_dim 8): FP32 vs INT8 KV cache, and the cache's MB "
+                "at that context\n\n| context | f32 KV ms | i8 KV ms | i8 / f32 time | f32 KV MB | i8 KV MB | "
+                "i8 / f32 bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(dec) + "\n")
     return out
 
 
@@ -378,8 +392,8 @@ def main():
         # Set when part of the run was measured again (its benchmarks merged into the JSON).
         print(ctx["notes"] + "\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
-                         ("Group sparsity", sparse_table(t)), ("Block shapes", block_table(t)),
-                         ("Attention", attention_table(t)), ("Parallel", parallel_table(c)),
+                         ("Group sparsity", sparse_table(t, c)), ("Block shapes", block_table(t)),
+                         ("Attention", attention_table(t, c)), ("Parallel", parallel_table(c)),
                          ("Roofline", roofline_section(ctx, t, c))]:
         if table:
             print(f"#### {title}\n\n{table}")

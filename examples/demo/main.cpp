@@ -7,7 +7,7 @@
 //
 // Every figure comes from this run on this machine: bits per byte on the held-out text (the
 // same windows as `dynasparse eval`), weight bytes as loaded, linear-layer FLOPs per token,
-// prefill and decode speed (best of three), and the fraction of (query, head) pairs the head
+// prefill and decode speed (best of ten), and the fraction of (query, head) pairs the head
 // gates skip at the model's tau.
 #include <dynasparse/dynasparse.hpp>
 
@@ -101,7 +101,8 @@ struct Speed {
 };
 
 // Prefill of `prefill` tokens into a fresh session, then `decode` single-token steps after a
-// prompt of half the context; the best of three runs of each.
+// prompt of half the context; the best of ten runs of each (a 64-step decode is a few milliseconds, so one
+// preempted run would otherwise decide the figure).
 Speed measure_speed(const ds::Model& m, const std::vector<std::int32_t>& ids, std::size_t prefill, std::size_t decode,
                     int reps) {
   const std::size_t v = m.vocab(), prompt = m.config().max_seq_len / 2;
@@ -162,7 +163,7 @@ int main(int argc, char** argv) try {
   const std::size_t eval_bytes = std::min<std::size_t>(quick ? 2048 : 49152, all.size() / 2);
   const std::vector<std::int32_t> eval_ids(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(eval_bytes));
   const std::size_t samples = quick ? 50 : 1000, sample_len = 32;
-  const int reps = quick ? 1 : 3;
+  const int reps = quick ? 1 : 10;
   std::vector<std::vector<std::int32_t>> calibration;
   const std::size_t span = all.size() - eval_bytes - sample_len;
   for (std::size_t i = 0; i < samples; ++i) {

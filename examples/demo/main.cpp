@@ -101,8 +101,8 @@ struct Speed {
 };
 
 // Prefill of `prefill` tokens into a fresh session, then `decode` single-token steps after a
-// prompt of half the context; the best of ten runs of each (a 64-step decode is a few milliseconds, so one
-// preempted run would otherwise decide the figure).
+// prompt of half the context; the best of ten runs of each (a 64-step decode is a few milliseconds,
+// so one preempted run would otherwise decide the figure).
 Speed measure_speed(const ds::Model& m, const std::vector<std::int32_t>& ids, std::size_t prefill, std::size_t decode,
                     int reps) {
   const std::size_t v = m.vocab(), prompt = m.config().max_seq_len / 2;

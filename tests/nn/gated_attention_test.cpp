@@ -317,7 +317,8 @@ TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
 // no gate and an identity out_proj, so the output is the heads' attention, where the
 // error bound of nn::KVDType::I8 applies directly.
 // A cache longer than 256 tokens takes the blocked and paneled layouts.
-void decode_matches_full(nn::KVDType dtype, bool batch_first, std::size_t l = 33, std::size_t max_len = 36) {
+void decode_matches_full(nn::KVDType dtype, bool batch_first, std::size_t l = 33,
+                         std::size_t max_len = 36) {
   const std::size_t e = 64, h = 8, d = 8, batch = 2;
   const bool int8 = dtype == nn::KVDType::I8;
   const RandomLayer w(e, e, 41u, int8);

@@ -18,7 +18,8 @@ using dynasparse_test::uniform_floats;
 float stored(const nn::KVCache& cache, std::size_t n, std::size_t h, std::size_t c, std::size_t j, bool value) {
   ds::simd::AttentionArgs a;
   cache.bind(n, h, a);
-  if (cache.dtype() == nn::KVDType::F32) return value ? a.vt[a.kv_index(c, j)] : a.kt[a.k_index(c, j)];
+  if (cache.dtype() == nn::KVDType::F32)
+    return value ? a.vt[a.kv_index(c, j)] : a.kt[a.k_index(c, j)];
   const auto* q = value ? a.vt_s8 : a.kt_s8;
   const float* s = value ? a.v_scale : a.k_scale;
   return static_cast<float>(q[a.kv_index(c, j)]) * s[j];
@@ -50,7 +51,8 @@ TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
   for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
     nn::KVCache cache(batch, h, d, len, dtype);
     // 250 tokens, then 50: the second call crosses the first block's end.
-    cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e), ds::ConstMatrixView(v.data(), 250 * batch, e));
+    cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e),
+                 ds::ConstMatrixView(v.data(), 250 * batch, e));
     cache.append(ds::ConstMatrixView(k.data() + 250 * batch * e, 50 * batch, e),
                  ds::ConstMatrixView(v.data() + 250 * batch * e, 50 * batch, e));
     for (std::size_t t = 0; t < len; ++t) {
@@ -61,8 +63,10 @@ TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
             const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
             // INT8: half a step of at most 2 / 127.
             const float tol = dtype == nn::KVDType::F32 ? 0.0f : 2.0f / 254 * 1.0001f;
-            ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol) << t << "," << n << "," << hd << "," << c;
-            ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol) << t << "," << n << "," << hd << "," << c;
+            ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol)
+                << t << "," << n << "," << hd << "," << c;
+            ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol)
+                << t << "," << n << "," << hd << "," << c;
           }
         }
       }

@@ -394,7 +394,8 @@ TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
       a.num_rows = rows;
       simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
       for (std::size_t i = (3 - rows) * d; i < out.size(); ++i) {
-        EXPECT_NEAR(out[i], want[i], kAttentionRel) << i << " padded " << padded << " rows " << rows;
+        EXPECT_NEAR(out[i], want[i], kAttentionRel)
+            << i << " padded " << padded << " rows " << rows;
       }
     }
   }

@@ -62,7 +62,11 @@ class KVCache {
   /// @throws ConfigError if any size is zero.
   KVCache(std::size_t batch, std::size_t num_heads, std::size_t head_dim, std::size_t max_len,
           KVDType dtype = KVDType::F32, std::string name = "kv_cache")
-      : name_(std::move(name)), batch_(batch), heads_(num_heads), d_(head_dim), max_len_(max_len),
+      : name_(std::move(name)),
+        batch_(batch),
+        heads_(num_heads),
+        d_(head_dim),
+        max_len_(max_len),
         dtype_(dtype) {
     if (batch == 0 || num_heads == 0 || head_dim == 0 || max_len == 0) {
       ::dynasparse::detail::fail<ConfigError>("nn", "kv cache sizes must be positive", "batch, heads, head_dim, max_len > 0",

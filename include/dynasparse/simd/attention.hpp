@@ -83,13 +83,16 @@ inline void attention_scores(const float* qs, std::size_t d, const float* kp, st
 
 /// k(c, j) = k8[c * stride + j] * scale[j] for a block of n keys, into a [d, block] buffer.
 template <class A>
-inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale, std::size_t n,
-                                std::size_t d, float* kf, std::size_t kf_stride) noexcept {
-  for (std::size_t c = 0; c < d; ++c) dequantize_s8f32_each<A>(k8 + c * stride, scale, kf + c * kf_stride, n);
+inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale,
+                                std::size_t n, std::size_t d, float* kf,
+                                std::size_t kf_stride) noexcept {
+  for (std::size_t c = 0; c < d; ++c)
+    dequantize_s8f32_each<A>(k8 + c * stride, scale, kf + c * kf_stride, n);
 }
 
 /// 0, 1, 2, ... for lane masks (as many as the widest float vector has lanes).
-alignas(64) inline constexpr float attention_lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+alignas(64) inline constexpr float attention_lane_index[16] = {0, 1, 2,  3,  4,  5,  6,  7,
+                                                               8, 9, 10, 11, 12, 13, 14, 15};
 
 /// Query rows whose scores and value sums share each load of K and V (register blocking).
 inline constexpr std::size_t attention_group_rows = 4;
@@ -153,8 +156,8 @@ inline xsimd::batch<float, A> load_keys(const std::int8_t* p) noexcept {
 /// Scores of R query rows against J vectors of keys from j: s[r][j..] = qs[r] . k_j. The
 /// R x J accumulators are independent FMA chains of length d.
 template <class A, std::size_t R, std::size_t J, class KR>
-inline void attention_scores_step(const float* const* qs, std::size_t d, const KR& kr, std::size_t j,
-                                  float* const* s) noexcept {
+inline void attention_scores_step(const float* const* qs, std::size_t d, const KR& kr,
+                                  std::size_t j, float* const* s) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
   B acc[R][J];
@@ -174,20 +177,21 @@ inline void attention_scores_step(const float* const* qs, std::size_t d, const K
     // order below is a quarter faster (its chains overlap better).
     DYNASPARSE_UNROLL(8)
     for (std::size_t v = 0; v < J; ++v) {
-      for (std::size_t c = 0; c < d; ++c) acc[0][v] = xsimd::fma(B(qs[0][c]), load_keys<A>(kv[v] + c * ks), acc[0][v]);
+      for (std::size_t c = 0; c < d; ++c)
+        acc[0][v] = xsimd::fma(B(qs[0][c]), load_keys<A>(kv[v] + c * ks), acc[0][v]);
     }
   } else {
-  for (std::size_t c = 0; c < d; ++c) {
-    B k[J];
-    DYNASPARSE_UNROLL(8)
-    for (std::size_t v = 0; v < J; ++v) k[v] = load_keys<A>(kv[v] + c * ks);
-    DYNASPARSE_UNROLL(4)
-    for (std::size_t r = 0; r < R; ++r) {
-      const B qc(qs[r][c]);
+    for (std::size_t c = 0; c < d; ++c) {
+      B k[J];
       DYNASPARSE_UNROLL(8)
-      for (std::size_t v = 0; v < J; ++v) acc[r][v] = xsimd::fma(qc, k[v], acc[r][v]);
+      for (std::size_t v = 0; v < J; ++v) k[v] = load_keys<A>(kv[v] + c * ks);
+      DYNASPARSE_UNROLL(4)
+      for (std::size_t r = 0; r < R; ++r) {
+        const B qc(qs[r][c]);
+        DYNASPARSE_UNROLL(8)
+        for (std::size_t v = 0; v < J; ++v) acc[r][v] = xsimd::fma(qc, k[v], acc[r][v]);
+      }
     }
-  }
   }
   if constexpr (KR::int8) {
     DYNASPARSE_UNROLL(8)
@@ -208,8 +212,8 @@ inline void attention_scores_step(const float* const* qs, std::size_t d, const K
 /// vector loaded feeds R rows, which is what makes head_dim 8 fast; fewer rows take more
 /// key vectors per step so that about eight FMA chains hide the FMA latency.
 template <class A, std::size_t R, class KR>
-inline void attention_scores_group(const float* const* qs, std::size_t d, const KR& kr, std::size_t n,
-                                   float* const* s) noexcept {
+inline void attention_scores_group(const float* const* qs, std::size_t d, const KR& kr,
+                                   std::size_t n, float* const* s) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
   constexpr std::size_t J = R >= 4 ? 2 : 8 / R;
@@ -249,9 +253,10 @@ inline void attention_scores_group(const float* const* qs, std::size_t d, const 
 /// the block (values there arbitrary): the block's last partial vector is then loaded whole,
 /// its extra scores set to -inf and its extra values to zero, instead of a scalar tail.
 template <class A, std::size_t R, class KR, class VR>
-inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std::size_t j0, std::size_t nb,
-                            const KR& kr, const VR& vr, bool padded, float* const* accs, float* const* ms,
-                            float* const* ls, float* const* s, float* const* qs) noexcept {
+inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std::size_t j0,
+                            std::size_t nb, const KR& kr, const VR& vr, bool padded,
+                            float* const* accs, float* const* ms, float* const* ls, float* const* s,
+                            float* const* qs) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
   constexpr float ninf = -std::numeric_limits<float>::infinity();
@@ -338,7 +343,8 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
     if (vector_tail) {
       const B vv = xsimd::select(in_block, load_keys<A>(v + nv), B(0.0f));
       DYNASPARSE_UNROLL(4)
-      for (std::size_t r = 0; r < R; ++r) av[r] = xsimd::fma(B::load_unaligned(s[r] + nv), vv, av[r]);
+      for (std::size_t r = 0; r < R; ++r)
+        av[r] = xsimd::fma(B::load_unaligned(s[r] + nv), vv, av[r]);
     }
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) av[r].store_aligned(accs[r] + c * w);
@@ -377,7 +383,8 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   // Dequantized blocks sit in scratch of bk keys per row, a multiple of any vector width.
   const bool padded = Int8 || a.kv_padded;
   static_assert(bk % w == 0 && w <= sizeof(attention_lane_index) / sizeof(float));
-  static_assert(attention_kv_block % bk == 0, "a kernel block must not straddle two storage blocks");
+  static_assert(attention_kv_block % bk == 0,
+                "a kernel block must not straddle two storage blocks");
   const std::size_t nrows = a.row_count();
   for (std::size_t t0 = 0; t0 < nrows; t0 += tile) {
     const std::size_t t1 = std::min(nrows, t0 + tile);
@@ -416,7 +423,8 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
           attention_group<A, g>(a, rows, j0, nb, kr, vr, padded, accs, ms, ls, ss, qs);
         } else {
           for (std::size_t k = 0; k < cnt; ++k) {
-            attention_group<A, 1>(a, rows + k, j0, nb, kr, vr, padded, accs + k, ms + k, ls + k, ss, qs);
+            attention_group<A, 1>(a, rows + k, j0, nb, kr, vr, padded, accs + k, ms + k, ls + k, ss,
+                                  qs);
           }
         }
       };
@@ -436,8 +444,9 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
         dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, a.v_scale + j0, nb, d, vf, bk);
         fold_tile(KeyRows{kf, bk, 0}, ValueRows{vf, bk, nullptr});
       } else {
-        const KeyRows kr = a.k_panels ? KeyRows{a.kt + a.k_index(0, j0), attention_k_panel, attention_k_panel * d}
-                                      : KeyRows{a.kt + a.k_index(0, j0), a.kv_stride, 0};
+        const KeyRows kr =
+            a.k_panels ? KeyRows{a.kt + a.k_index(0, j0), attention_k_panel, attention_k_panel * d}
+                       : KeyRows{a.kt + a.k_index(0, j0), a.kv_stride, 0};
         fold_tile(kr, ValueRows{a.vt + a.kv_index(0, j0), a.kv_stride, nullptr});
       }
     }
@@ -510,8 +519,8 @@ inline std::size_t attention_naive_scratch_floats(const AttentionArgs& a) noexce
 /// The straightforward kernel: materializes scores [rows, lkv], applies the masks, runs
 /// softmax_f32 on each row, then out = P V. Float K and V in the plain (not blocked)
 /// layout only. Same results as attention_f32 within the stated budget, except that keys
-/// removed by `causal` are read (with weight 0). Quadratic memory: a baseline and an oracle, not a production path.
-/// `scratch` holds attention_naive_scratch_floats(a) floats.
+/// removed by `causal` are read (with weight 0). Quadratic memory: a baseline and an oracle, not a
+/// production path. `scratch` holds attention_naive_scratch_floats(a) floats.
 template <class Arch = arch>
 inline void attention_naive_f32(const AttentionArgs& a, float* scratch) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();

@@ -103,7 +103,8 @@ struct AttentionArgs {
   /// Offset of element (c, j) of float K from kt (kv_index unless k_panels).
   std::size_t k_index(std::size_t c, std::size_t j) const noexcept {
     if (!k_panels) return kv_index(c, j);
-    return j / attention_k_panel * attention_k_panel * d + c * attention_k_panel + j % attention_k_panel;
+    return j / attention_k_panel * attention_k_panel * d + c * attention_k_panel +
+           j % attention_k_panel;
   }
   /// Number of rows the kernel will compute.
   std::size_t row_count() const noexcept { return rows != nullptr ? num_rows : lq; }

@@ -114,12 +114,14 @@ inline xsimd::batch<float, Arch> load_s8_f32(const std::int8_t* p) noexcept {
   static_assert(has_load_s8_f32<Arch>(), "no widening int8 load for this arch");
 #if DYNASPARSE_HAS_AVX512BW
   if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
 #endif
 #if DYNASPARSE_HAS_AVX2
   if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
 #endif
 #if DYNASPARSE_HAS_NEON

@@ -22,7 +22,8 @@ namespace simd::detail::scalar {
 
 /// Keys per block of the streaming loop.
 inline constexpr std::size_t attention_block_keys = 128;
-static_assert(attention_kv_block % attention_block_keys == 0, "a block must not straddle two storage blocks");
+static_assert(attention_kv_block % attention_block_keys == 0,
+              "a block must not straddle two storage blocks");
 
 /// Floats of scratch the scalar kernels need.
 inline constexpr std::size_t attention_scratch_floats(std::size_t d) noexcept {

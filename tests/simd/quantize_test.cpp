@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/simd/quantize.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "support/arches.hpp"
 #include "support/random.hpp"
+#include <gtest/gtest.h>
 
 namespace {
 
@@ -77,6 +77,27 @@ TYPED_TEST(SimdQuantize, DequantizeWithAScaleEachIsBitExactWithThePlainLoop) {
     for (std::size_t i = 0; i < n; ++i) want[i] = static_cast<float>(q[i]) * scales[i];
     simd::dequantize_s8f32_each<TypeParam>(q.data(), scales.data(), got.data(), n);
     EXPECT_EQ(want, got) << "n=" << n;
+  }
+}
+
+TYPED_TEST(SimdQuantize, WideningLoadGivesEveryInt8ValueAndReadsOneVectorOfBytes) {
+  if constexpr (simd::detail::has_load_s8_f32<TypeParam>()) {
+    constexpr std::size_t w = xsimd::batch<float, TypeParam>::size;
+    // Every value from -128 to 127, one vector at a time, from a buffer holding exactly w
+    // bytes (ASan would flag a wider read).
+    for (int first = -128; first < 128; first += static_cast<int>(w)) {
+      std::vector<std::int8_t> q(w);
+      for (std::size_t i = 0; i < w; ++i)
+        q[i] = static_cast<std::int8_t>(first + static_cast<int>(i));
+      alignas(64) float got[64];
+      simd::detail::load_s8_f32<TypeParam>(q.data()).store_aligned(got);
+      for (std::size_t i = 0; i < w; ++i) {
+        EXPECT_EQ(got[i], static_cast<float>(q[i])) << first << "+" << i;
+      }
+    }
+  } else {
+    // Only the scalar reference and baseline SSE2 dequantize into a buffer instead.
+    EXPECT_TRUE((simd::is_scalar_arch_v<TypeParam> || std::is_same_v<TypeParam, xsimd::sse2>));
   }
 }
 

@@ -487,7 +487,7 @@ constexpr std::size_t attention_scratch_floats(std::size_t d) noexcept {
 }
 
 /// Streaming attention of one head over float K and V (AttentionArgs::kt, vt): keys in
-/// blocks of 128 with a running max and sum per query row, so memory is O(d), not
+/// blocks of 256 with a running max and sum per query row, so memory is O(d), not
 /// O(lq * lkv); query rows are taken in tiles that share each pass over a key block.
 /// `scratch` holds attention_scratch_floats<Arch>(a.d) floats, 64-byte aligned.
 template <class Arch = arch>
@@ -500,8 +500,11 @@ inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
 }
 
 /// attention_f32 over INT8 K and V with a scale per key (AttentionArgs::kt_s8, vt_s8,
-/// k_scale, v_scale): each block is dequantized into scratch, then handled as float. The
-/// result equals attention_f32 on the dequantized K and V within the same budget.
+/// k_scale, v_scale). Tiles of many query rows dequantize each block into scratch once and
+/// handle it as float; with kv_padded and at most four rows (decoding), archs with a
+/// widening int8 load read K and V as stored and apply the scales per score and per
+/// softmax weight. The result equals attention_f32 on the dequantized K and V within the
+/// same budget.
 template <class Arch = arch>
 inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept {
   if constexpr (is_scalar_arch_v<Arch>) {

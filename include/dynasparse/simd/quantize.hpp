@@ -43,7 +43,8 @@ inline void quantize_f32s8(const float* x, std::int8_t* q, std::size_t n,
 
 namespace detail {
 // y[i] = float(q[i]) * (Each ? scale[i] : scale[0]) for i < n, in vectors; returns how many
-// elements it did (the caller finishes the tail). Intrinsics: xsimd 8 has no widening int8
+// elements it did (the caller finishes the tail). With Each, scale[0] is not read unless
+// n > 0 (an empty row may come with no scales at all). Intrinsics: xsimd 8 has no widening int8
 // load (a version through a lane buffer ran at 0.11x of these), and the plain loop is
 // vectorized only at -O3, not at -O2.
 template <class Arch, bool Each>
@@ -53,7 +54,7 @@ inline std::size_t dequantize_s8f32_vectors(const std::int8_t* q, float* y, std:
   if constexpr (!is_scalar_arch_v<Arch>) {
 #if DYNASPARSE_HAS_AVX512BW
     if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
-      const __m512 s = _mm512_set1_ps(scale[0]);
+      const __m512 s = Each ? _mm512_setzero_ps() : _mm512_set1_ps(scale[0]);
       for (; i + 16 <= n; i += 16) {
         const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)));
         _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_cvtepi32_ps(v), Each ? _mm512_loadu_ps(scale + i) : s));
@@ -62,7 +63,7 @@ inline std::size_t dequantize_s8f32_vectors(const std::int8_t* q, float* y, std:
 #endif
 #if DYNASPARSE_HAS_AVX2
     if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
-      const __m256 s = _mm256_set1_ps(scale[0]);
+      const __m256 s = Each ? _mm256_setzero_ps() : _mm256_set1_ps(scale[0]);
       for (; i + 8 <= n; i += 8) {
         const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
         _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), Each ? _mm256_loadu_ps(scale + i) : s));
@@ -71,7 +72,7 @@ inline std::size_t dequantize_s8f32_vectors(const std::int8_t* q, float* y, std:
 #endif
 #if DYNASPARSE_HAS_NEON
     if constexpr (std::is_base_of_v<xsimd::neon64, Arch>) {
-      const float32x4_t s = vdupq_n_f32(scale[0]);
+      const float32x4_t s = vdupq_n_f32(Each ? 0.0f : scale[0]);
       for (; i + 8 <= n; i += 8) {
         const int16x8_t v = vmovl_s8(vld1_s8(q + i));
         const float32x4_t lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(v)));

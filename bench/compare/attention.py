@@ -22,13 +22,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
 from attention_reference import DynamicAttention  # noqa: E402
+from pytorch import best_of  # noqa: E402  (bench/compare/pytorch.py, this script's directory)
 
 BENCH = os.path.join(ROOT, "build", "default", "bench", "dynasparse_bench")
 SHAPES = [(8, 512), (8, 2048), (64, 512), (64, 2048)]
@@ -40,15 +40,6 @@ def blas():
     except OSError:
         return None
     return lib if hasattr(lib, "openblas_set_num_threads") else None
-
-
-def best_of(fn, reps=3):
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def ours_ms(h, length):

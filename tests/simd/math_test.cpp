@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/simd/math.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
 #include <string>
@@ -11,6 +9,9 @@
 #include "support/arches.hpp"
 #include "support/random.hpp"
 #include "support/tolerances.hpp"
+#include <gtest/gtest.h>
+
+#include "dynasparse/simd/detail/vec_math.hpp"
 
 namespace {
 
@@ -86,6 +87,56 @@ TYPED_TEST(SimdMath, ExpLimits) {
     EXPECT_EQ(y[i + 4], kInf);
     if (i + 5 < x.size()) {
       EXPECT_EQ(y[i + 5], 0.0f);
+    }
+  }
+}
+
+// The softmax exp: every x <= 0 down to the flush point, and the limits the softmax
+// kernels rely on (-inf gives 0 so masked keys weigh nothing; NaN stays NaN).
+TYPED_TEST(SimdMath, ExpNonpositiveMatchesStdExp) {
+  if constexpr (simd::is_scalar_arch_v<TypeParam>) {
+    GTEST_SKIP() << "vector kernels only; the scalar path calls std::exp";
+  } else {
+    using B = xsimd::batch<float, TypeParam>;
+    constexpr std::size_t w = B::size;
+    // A dense sweep of [-87, 0] plus both ends and random points.
+    std::vector<float> x;
+    for (int i = 0; i <= 87 * 1024; ++i) x.push_back(-static_cast<float>(i) / 1024.0f);
+    const auto r = uniform_floats(4096, -87.0f, 0.0f, 91u);
+    x.insert(x.end(), r.begin(), r.end());
+    x.push_back(-0.0f);
+    x.push_back(std::nextafter(-87.0f, 0.0f));
+    while (x.size() % w != 0) x.push_back(-1.0f);
+    std::vector<float> y(x.size());
+    for (std::size_t i = 0; i < x.size(); i += w) {
+      simd::detail::vexp_nonpositive<TypeParam>(B::load_unaligned(&x[i])).store_unaligned(&y[i]);
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double want = std::exp(static_cast<double>(x[i]));
+      ASSERT_NEAR(y[i], want, kExpNonpositiveRel * want) << "x=" << x[i];
+    }
+    // Limits: -inf, NaN, below the flush point, and zero, in every lane position.
+    const float special[] = {-kInf, kNaN, -87.5f, -1e30f, 0.0f, -0.0f};
+    for (float v : special) {
+      for (std::size_t lane = 0; lane < w; ++lane) {
+        alignas(64) float in[16];
+        alignas(64) float out[16];
+        for (std::size_t k = 0; k < w; ++k) in[k] = -0.5f;
+        in[lane] = v;
+        simd::detail::vexp_nonpositive<TypeParam>(B::load_aligned(in)).store_aligned(out);
+        if (v != v) {
+          EXPECT_TRUE(std::isnan(out[lane])) << "lane " << lane;
+        } else if (v < -87.0f) {
+          EXPECT_EQ(out[lane], 0.0f) << "x=" << v << " lane " << lane;
+        } else {
+          EXPECT_EQ(out[lane], 1.0f) << "x=" << v << " lane " << lane;
+        }
+        for (std::size_t k = 0; k < w; ++k) {
+          if (k != lane) {
+            EXPECT_NEAR(out[k], std::exp(-0.5f), kExpNonpositiveRel) << k;
+          }
+        }
+      }
     }
   }
 }

@@ -76,3 +76,11 @@
 #else
 #define DYNASPARSE_INT8_TAG none
 #endif
+
+// The inline-asm operand constraint naming a vector register, where the compiler takes
+// GCC-style asm; simd::keep_in_register uses it. Undefined elsewhere.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DYNASPARSE_VECTOR_REGISTER_CONSTRAINT "+v"
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define DYNASPARSE_VECTOR_REGISTER_CONSTRAINT "+w"
+#endif

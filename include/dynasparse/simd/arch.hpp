@@ -46,6 +46,32 @@ constexpr std::size_t lanes_f32() noexcept {
   }
 }
 
+/// Vector registers Arch names (x86 before AVX-512 has 16; AVX-512 and AArch64 have 32);
+/// kernels size their register tiles by it so that AVX2 builds do not spill.
+template <class Arch>
+constexpr std::size_t vector_registers() noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    return 16;
+  } else {
+    // Both tags are declared on every target, whether or not it can run them.
+    return std::is_base_of_v<xsimd::avx512f, Arch> || std::is_base_of_v<xsimd::neon64, Arch> ? 32
+                                                                                             : 16;
+  }
+}
+
+/// Makes the compiler hold v in a vector register from here on. GCC otherwise folds a
+/// loaded vector into every instruction that uses it as a memory operand, so a vector that
+/// feeds four FMAs is loaded four times and a register-tiled kernel becomes load-bound.
+/// No instruction is emitted.
+template <class B>
+inline void keep_in_register(B& v) noexcept {
+#if defined(DYNASPARSE_VECTOR_REGISTER_CONSTRAINT)
+  asm("" : DYNASPARSE_VECTOR_REGISTER_CONSTRAINT(v.data));
+#else
+  (void)v;
+#endif
+}
+
 // Int8 dot-product paths. xsimd has no int8 dot product, so these are our own tags; each
 // names the instruction family its kernels use.
 /// Plain C++ loop; the oracle of the int8 kernels.

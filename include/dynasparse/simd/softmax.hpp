@@ -27,15 +27,15 @@ inline void softmax_f32(const float* x, float* y, std::size_t n) noexcept {
     B s0(0.0f), s1(0.0f);
     std::size_t i = 0;
     for (; i + 2 * w <= n; i += 2 * w) {
-      const B e0 = xsimd::exp(B::load_unaligned(x + i) - vm);
-      const B e1 = xsimd::exp(B::load_unaligned(x + i + w) - vm);
+      const B e0 = detail::vexp_nonpositive<Arch>(B::load_unaligned(x + i) - vm);
+      const B e1 = detail::vexp_nonpositive<Arch>(B::load_unaligned(x + i + w) - vm);
       e0.store_unaligned(y + i);
       e1.store_unaligned(y + i + w);
       s0 += e0;
       s1 += e1;
     }
     for (; i + w <= n; i += w) {
-      const B e = xsimd::exp(B::load_unaligned(x + i) - vm);
+      const B e = detail::vexp_nonpositive<Arch>(B::load_unaligned(x + i) - vm);
       e.store_unaligned(y + i);
       s0 += e;
     }

@@ -388,6 +388,12 @@ def main():
     busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
     print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
+    runs = collections.Counter(
+        re.sub(r"/repeats:\d+", "", b["name"]) for b in json.load(open(sys.argv[1]))["benchmarks"]
+        if b.get("run_type") != "aggregate")
+    if any(n > 1 for name, n in runs.items() if name.startswith("BM_Linear/")):
+        print("Benchmarks run more than once (the linear layers: three repetitions in random "
+              "interleaved order) are reported by their fastest run.\n")
     if ctx.get("notes"):
         # Set when part of the run was measured again (its benchmarks merged into the JSON).
         print(ctx["notes"] + "\n")

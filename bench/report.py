@@ -21,17 +21,18 @@ import sys
 def load(path):
     with open(path) as f:
         data = json.load(f)
-    t, counters = {}, {}
+    t, counters, runs = {}, {}, collections.Counter()
     for b in data["benchmarks"]:
         if b.get("run_type") == "aggregate":
             continue
         name = re.sub(r"/repeats:\d+", "", b["name"]).replace("/real_time", "").replace("/manual_time", "")
+        runs[name] += 1
         unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
         if name in t and t[name] <= b["real_time"] * unit:
             continue  # repetitions (the roofline benchmarks): keep the fastest
         t[name] = b["real_time"] * unit  # milliseconds
         counters[name] = b
-    return data.get("context", {}), t, counters
+    return data.get("context", {}), t, counters, runs
 
 
 def ms(v):
@@ -382,15 +383,12 @@ def roofline_section(ctx, t, c):
 
 
 def main():
-    ctx, t, c = load(sys.argv[1])
+    ctx, t, c, runs = load(sys.argv[1])
     model = f"{ctx['cpu_model']}, " if ctx.get("cpu_model") else ""
     loadavg = ctx.get("load_avg") or []
     busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
     print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
-    runs = collections.Counter(
-        re.sub(r"/repeats:\d+", "", b["name"]) for b in json.load(open(sys.argv[1]))["benchmarks"]
-        if b.get("run_type") != "aggregate")
     if any(n > 1 for name, n in runs.items() if name.startswith("BM_Linear/")):
         print("Benchmarks run more than once (the linear layers: three repetitions in random "
               "interleaved order) are reported by their fastest run.\n")

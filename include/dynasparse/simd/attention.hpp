@@ -284,12 +284,14 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
     }
   }
   if (vector_tail) {
+    B p[R];
+    DYNASPARSE_UNROLL(4)
+    for (std::size_t r = 0; r < R; ++r) p[r] = B::load_unaligned(s[r] + nv);
     DYNASPARSE_UNROLL(8)
     for (std::size_t k = 0; k < C; ++k) {
       const B vv = xsimd::select(in_block, load_keys<A>(v[k] + nv), B(0.0f));
       DYNASPARSE_UNROLL(4)
-      for (std::size_t r = 0; r < R; ++r)
-        av[r][k] = xsimd::fma(B::load_unaligned(s[r] + nv), vv, av[r][k]);
+      for (std::size_t r = 0; r < R; ++r) av[r][k] = xsimd::fma(p[r], vv, av[r][k]);
     }
   }
   DYNASPARSE_UNROLL(8)

@@ -5,7 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "dynasparse/error.hpp"
 #include "dynasparse/simd/arch.hpp"
@@ -20,11 +19,11 @@ inline constexpr bool spmm_supports_block_rows(std::size_t r) noexcept { return 
 
 namespace detail {
 
-// Accumulator registers a tile may use: AVX-512 and AArch64 have 32 vector registers,
-// AVX2/SSE 16.
+// Accumulator registers a tile may use: three quarters of the vector registers, the rest
+// for the weights and the broadcast input.
 template <class Arch>
 constexpr std::size_t spmm_register_budget() noexcept {
-  return (xsimd::batch<float, Arch>::size >= 16 || std::is_same_v<Arch, xsimd::neon64>) ? 24 : 12;
+  return vector_registers<Arch>() * 3 / 4;
 }
 
 // One register tile: MR rows of x against one block-row of R outputs, all in registers.

@@ -1,17 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/simd/math.hpp"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "dynasparse/simd/detail/vec_math.hpp"
 #include "support/arches.hpp"
 #include "support/random.hpp"
 #include "support/tolerances.hpp"
-#include <gtest/gtest.h>
-
-#include "dynasparse/simd/detail/vec_math.hpp"
 
 namespace {
 

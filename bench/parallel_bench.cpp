@@ -27,6 +27,11 @@
 // float and of the hidden states of all L tokens on two in-process ranks. chunked_over_one is
 // one rank's pass cut into the pipeline's micro-batches over its pass in one piece: the cost
 // of the chunks alone, so a 2-stage pipeline's speedup is at most 2m / (m + 1) divided by it.
+//
+//   BM_ParallelForOverhead/<pool|openmp>/threads:2  the fixed cost of splitting a call over
+//                                                    two threads: parallel_for's worker pool
+//                                                    against an OpenMP parallel region, each
+//                                                    part touching one cache line
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -40,6 +45,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "dynasparse/core/build_info.hpp"
 #include "dynasparse/core/threading.hpp"
@@ -342,6 +351,35 @@ void BM_ParallelDecode(benchmark::State& state) {
     state.SetLabel(p.bound);
   }
 }
+// Back-to-back two-part calls, as a decoding step issues them layer after layer.
+void BM_ParallelForOverhead(benchmark::State& state, bool pool) {
+  struct alignas(64) Line {
+    std::size_t v = 0;
+  };
+  Line lines[2];
+  ds::set_num_threads(2);
+  for (auto _ : state) {
+    if (pool) {
+      ds::parallel_for(0, 2, 1, [&](std::size_t lo, std::size_t hi) {
+        for (std::size_t i = lo; i < hi; ++i) lines[i].v += i + 1;
+      });
+    } else {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(2) schedule(static, 1)
+      for (int i = 0; i < 2; ++i) lines[i].v += static_cast<std::size_t>(i) + 1;
+#endif
+    }
+  }
+  benchmark::DoNotOptimize(lines[0].v + lines[1].v);
+  ds::set_num_threads(0);
+  const auto n = static_cast<std::size_t>(state.iterations());
+  if (lines[0].v != n || lines[1].v != 2 * n) state.SkipWithError("lost a part");
+}
+BENCHMARK_CAPTURE(BM_ParallelForOverhead, pool, true)->Name("BM_ParallelForOverhead/pool/threads:2");
+#if defined(_OPENMP)
+BENCHMARK_CAPTURE(BM_ParallelForOverhead, openmp, false)->Name("BM_ParallelForOverhead/openmp/threads:2");
+#endif
+
 BENCHMARK(BM_ParallelDecode)->Name("BM_ParallelDecode/E1024/ctx:256")->ArgNames({"tp", "pp"})->Args({1, 1})
     ->Args({2, 1})->Args({1, 2})->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 

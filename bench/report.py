@@ -181,7 +181,7 @@ def attention_table(t, c=None):
     return out
 
 
-def parallel_table(c):
+def parallel_table(t, c):
     """BM_Parallel*: speed-up over one rank measured in the same iterations, and the
     partitioner's prediction over the measured time for each set of device constants."""
     def get(b, k):
@@ -210,6 +210,12 @@ def parallel_table(c):
                        f"{b['ms_per_token']:.2f} | {b['speedup']:.2f}x | {get(b, 'pred_file_ms')} | "
                        f"{get(b, 'pred_file_ratio')} | {b.get('label', '')} |")
     out = ""
+    pool, omp = (t.get(f"BM_ParallelForOverhead/{k}/threads:2") for k in ("pool", "openmp"))
+    if pool and omp:
+        out += (f"Fixed cost of splitting one call over two threads (`BM_ParallelForOverhead`, back-to-back "
+                f"calls whose two parts touch a cache line each): `parallel_for`'s worker pool "
+                f"{pool * 1e6:.0f} ns, an OpenMP parallel region {omp * 1e6:.0f} ns "
+                f"({omp / pool:.1f}x).\n\n")
     if rows:
         out += ("In-process ranks on threads, one thread each, model hidden 1024, FFN 4096, 2 layers, 512 tokens "
                 "(`bench/parallel_bench.cpp`). Ideal: 2m / (m + 1) for m micro-batches in flight. Prediction / "
@@ -397,7 +403,7 @@ def main():
         print(ctx["notes"] + "\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
                          ("Group sparsity", sparse_table(t, c)), ("Block shapes", block_table(t)),
-                         ("Attention", attention_table(t, c)), ("Parallel", parallel_table(c)),
+                         ("Attention", attention_table(t, c)), ("Parallel", parallel_table(t, c)),
                          ("Roofline", roofline_section(ctx, t, c))]:
         if table:
             print(f"#### {title}\n\n{table}")

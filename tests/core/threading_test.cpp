@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/core/threading.hpp"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
+#include <cstddef>
+#include <mutex>
+#include <set>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace {
 
@@ -46,6 +51,80 @@ TEST_P(ParallelFor, RethrowsTheBodysException) {
                                   if (lo == 0) throw std::runtime_error("boom");
                                 }),
                std::runtime_error);
+}
+
+TEST_P(ParallelFor, SplitsEvenlyInIndexOrder) {
+  // One call's parts, as (lo, hi): with the pool free and the range long enough, as many
+  // parts as threads, contiguous and each n / parts long (rounded), part p on its own thread.
+  std::mutex m;
+  std::set<std::pair<std::size_t, std::size_t>> parts;
+  std::set<std::thread::id> ids;
+  ds::parallel_for(5, 1005, 1, [&](std::size_t lo, std::size_t hi) {
+    std::lock_guard<std::mutex> lock(m);
+    parts.emplace(lo, hi);
+    ids.insert(std::this_thread::get_id());
+  });
+  const std::size_t want = static_cast<std::size_t>(ds::num_threads());
+  ASSERT_EQ(parts.size(), want);
+  EXPECT_EQ(ids.size(), want);
+  std::size_t p = 0, next = 5;
+  for (const auto& [lo, hi] : parts) {
+    EXPECT_EQ(lo, next);
+    EXPECT_EQ(hi, 5 + 1000 * (p + 1) / want);
+    next = hi;
+    ++p;
+  }
+}
+
+TEST_P(ParallelFor, NestedCallsRunTheirWholeRangeOnTheCaller) {
+  std::vector<std::atomic<int>> hits(64 * 64);
+  ds::parallel_for(0, 64, 1, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) {
+      const std::thread::id outer = std::this_thread::get_id();
+      ds::parallel_for(0, 64, 1, [&](std::size_t l2, std::size_t h2) {
+        // The pool is held by the outer call, so the inner one does not split.
+        EXPECT_EQ(l2, 0u);
+        EXPECT_EQ(h2, 64u);
+        EXPECT_EQ(std::this_thread::get_id(), outer);
+        for (std::size_t j = l2; j < h2; ++j) hits[i * 64 + j].fetch_add(1);
+      });
+    }
+  });
+  for (std::size_t k = 0; k < hits.size(); ++k) ASSERT_EQ(hits[k].load(), 1) << "k=" << k;
+}
+
+TEST_P(ParallelFor, ConcurrentCallersEachCoverTheirRange) {
+  // Host threads sharing one pool (sessions served in parallel): whichever holds it splits,
+  // the others run serially; every call still covers its range once. Run under TSan in CI.
+  constexpr std::size_t callers = 3, rounds = 200, n = 97;
+  std::vector<std::vector<int>> sums(callers, std::vector<int>(n, 0));
+  std::vector<std::thread> threads;
+  for (std::size_t c = 0; c < callers; ++c) {
+    threads.emplace_back([&, c] {
+      for (std::size_t r = 0; r < rounds; ++r) {
+        ds::parallel_for(0, n, 1, [&](std::size_t lo, std::size_t hi) {
+          for (std::size_t i = lo; i < hi; ++i) sums[c][i] += 1;  // disjoint parts: no race
+        });
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (std::size_t c = 0; c < callers; ++c) {
+    for (std::size_t i = 0; i < n; ++i)
+      ASSERT_EQ(sums[c][i], static_cast<int>(rounds)) << c << " " << i;
+  }
+}
+
+TEST_P(ParallelFor, ManyShortCallsBackToBack) {
+  // The decoding pattern: thousands of tiny calls. Each part's writes are visible to the
+  // caller when parallel_for returns.
+  std::vector<long> v(8, 0);
+  for (int r = 0; r < 5000; ++r) {
+    ds::parallel_for(0, v.size(), 1, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) v[i] += static_cast<long>(i);
+    });
+  }
+  for (std::size_t i = 0; i < v.size(); ++i) EXPECT_EQ(v[i], 5000L * static_cast<long>(i));
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, ParallelFor, ::testing::Values(1, 2, 4));

@@ -17,8 +17,8 @@ namespace nn = dynasparse::nn;
 using dynasparse_test::uniform_floats;
 
 TEST(Concurrency, SharedLayersGiveSerialResultsFromEightThreads) {
-  // One thread per call inside the kernels: the callers provide the parallelism here, and
-  // OpenMP runtimes are not instrumented for ThreadSanitizer.
+  // One thread per call inside the kernels: the callers provide the parallelism here (the
+  // worker pool under concurrent callers is core/threading_test's ParallelFor suite).
   ds::set_num_threads(1);
   const std::size_t in = 96, out = 80, rows = 3;
   const auto w = uniform_floats(out * in, -1.0f, 1.0f, 1u);

@@ -20,7 +20,7 @@ constexpr const char* int8_extension_name() noexcept {
   return DYNASPARSE_STR(DYNASPARSE_INT8_TAG);
 }
 
-/// e.g. `dynasparse 0.1.0 simd=avx512bw int8=avx512vnni threads=openmp exceptions=on`.
+/// e.g. `dynasparse 0.1.0 simd=avx512bw int8=avx512vnni threads=pool exceptions=on`.
 /// Meant for application logs and bug reports.
 inline std::string build_info() {
   std::string s = "dynasparse " DYNASPARSE_VERSION_STRING " simd=";

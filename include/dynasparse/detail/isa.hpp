@@ -84,3 +84,13 @@
 #elif defined(__GNUC__) && defined(__aarch64__)
 #define DYNASPARSE_VECTOR_REGISTER_CONSTRAINT "+w"
 #endif
+
+// A spin-wait hint (x86 `pause`, AArch64 `yield`): it lets a sibling hyperthread run and
+// saves power while a thread polls a flag another core will set. Nothing elsewhere.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DYNASPARSE_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define DYNASPARSE_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define DYNASPARSE_CPU_RELAX() ((void)0)
+#endif

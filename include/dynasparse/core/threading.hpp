@@ -4,17 +4,25 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -47,34 +55,31 @@ inline std::atomic<int>& thread_count_slot() noexcept {
 // The workers behind parallel_for: one persistent thread per extra part, each polling its
 // own slot. Splitting a call over two polling threads costs about 0.25 us here, an OpenMP
 // parallel region 0.7 us (BM_ParallelForOverhead): a quarter of a one-row INT8 layer's time
-// on two threads. Workers poll for 200 us after their last job (a
-// decoding step's next layer arrives within it) and then sleep on a condition variable, so
-// an idle process costs nothing. One caller holds the pool at a time; a second caller (another
-// host thread, or a nested parallel_for) is refused and runs its range itself.
+// on two threads. After a job, workers (and a caller waiting for them) poll for 200 us, so
+// a decoding step's next layer starts without a wake-up, and then sleep on a condition
+// variable, so an idle process costs nothing. No polling when a call has more parts than
+// the process has CPUs, or with OMP_WAIT_POLICY=passive. One caller holds the pool at a
+// time; a second caller (another host thread, or a parallel_for inside a part) is refused
+// and runs its range itself. The pool is never destroyed (a static object's destructor may
+// still call parallel_for at exit), and a child process after fork() runs serially.
 class ThreadPool {
  public:
   using Task = void (*)(void* ctx, std::size_t part);
 
   static ThreadPool& instance() {
-    static ThreadPool pool;
-    return pool;
+    static ThreadPool* pool = new ThreadPool();  // NOLINT: outlives every static
+    return *pool;
   }
 
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_.store(true, std::memory_order_seq_cst);
-    }
-    cv_.notify_all();
-    for (std::thread& t : threads_) t.join();
-  }
 
   // Takes the pool for up to `parts` parts; returns the parts granted: 1 (run serially) when
-  // another caller holds it, or fewer than asked when threads cannot be created. A grant
-  // above 1 must be followed by run() with that many parts.
+  // another caller holds it or in a forked child; fewer than asked when a thread cannot be
+  // created (with exceptions disabled, that failure aborts instead). A grant above 1 must be
+  // followed by run() with that many parts.
   std::size_t acquire(std::size_t parts) noexcept {
+    if (forked_flag().load(std::memory_order_relaxed)) return 1;
     if (owner_.exchange(true, std::memory_order_acquire)) return 1;
     while (slots_.size() + 1 < parts) {
 #if DYNASPARSE_HAS_EXCEPTIONS
@@ -95,6 +100,8 @@ class ThreadPool {
   // Runs task(ctx, p) for every p in [0, parts), part 0 on the caller, and returns when all
   // are done; then releases the pool. `task` must not throw.
   void run(std::size_t parts, Task task, void* ctx) noexcept {
+    const bool poll = !passive_ && parts <= cpus_;
+    poll_.store(poll, std::memory_order_relaxed);
     remaining_.store(parts - 1, std::memory_order_relaxed);
     for (std::size_t p = 1; p < parts; ++p) {
       Slot& s = *slots_[p - 1];
@@ -107,16 +114,15 @@ class ThreadPool {
     // of the two sides sees the other, so no post is missed.
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(mutex_);
-      cv_.notify_all();
+      work_cv_.notify_all();
     }
     task(ctx, 0);
-    for (unsigned spins = 0; remaining_.load(std::memory_order_acquire) != 0; ++spins) {
-      // A worker preempted on a busy machine needs this core: poll briefly, then yield.
-      if (spins < 4096 && spin_us_.load(std::memory_order_relaxed) > 0) {
-        DYNASPARSE_CPU_RELAX();
-      } else {
-        std::this_thread::yield();
-      }
+    if (!(poll && poll_until([&] { return remaining_.load(std::memory_order_acquire) == 0; }))) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      // Pairs with the last worker's decrement and its look at caller_waiting_.
+      caller_waiting_.store(true, std::memory_order_seq_cst);
+      done_cv_.wait(lock, [&] { return remaining_.load(std::memory_order_seq_cst) == 0; });
+      caller_waiting_.store(false, std::memory_order_relaxed);
     }
     owner_.store(false, std::memory_order_release);
   }
@@ -132,87 +138,116 @@ class ThreadPool {
 
   ThreadPool() {
     // OMP_WAIT_POLICY=passive, the knob users of OpenMP already know, turns polling off.
-    const char* policy = std::getenv("OMP_WAIT_POLICY");
-    if (policy != nullptr &&
-        (std::strcmp(policy, "passive") == 0 || std::strcmp(policy, "PASSIVE") == 0)) {
-      spin_us_.store(0, std::memory_order_relaxed);
+    if (const char* policy = std::getenv("OMP_WAIT_POLICY")) {
+      std::string v(policy);
+      for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      passive_ = v == "passive";
     }
+    const unsigned hw = std::thread::hardware_concurrency();
+    cpus_ = hw == 0 ? 1 : hw;
+#if defined(__linux__)
+    // The CPUs this process may run on (taskset, containers), not the machine's.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+      cpus_ = static_cast<std::size_t>(CPU_COUNT(&set));
+    }
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+    // The child of a fork() has none of the workers: it must not wait for them.
+    pthread_atfork(nullptr, nullptr, [] { forked_flag().store(true, std::memory_order_relaxed); });
+#endif
+  }
+
+  static std::atomic<bool>& forked_flag() noexcept {
+    static std::atomic<bool> forked{false};
+    return forked;
   }
 
   void add_worker() {
     slots_.push_back(std::make_unique<Slot>());
     Slot* slot = slots_.back().get();
-    // More threads than cores: a polling worker would take a core from one with work.
-    const unsigned cores = std::thread::hardware_concurrency();
-    if (cores != 0 && slots_.size() + 1 > cores) spin_us_.store(0, std::memory_order_relaxed);
 #if DYNASPARSE_HAS_EXCEPTIONS
     try {
-      threads_.emplace_back([this, slot] { work(*slot); });
+      std::thread([this, slot] { work(*slot); }).detach();
     } catch (...) {
       slots_.pop_back();
       throw;
     }
 #else
-    threads_.emplace_back([this, slot] { work(*slot); });
+    std::thread([this, slot] { work(*slot); }).detach();
 #endif
   }
 
-  void work(Slot& s) {
+  // Polls `done` for up to 200 us; false if it never held. The first 20 us spin on the
+  // core; after that each poll yields it, so that on a machine with more runnable threads
+  // than cores the thread being waited for gets to run instead of this one's time slice
+  // being spent spinning.
+  template <class Done>
+  static bool poll_until(Done&& done) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto spin_until = start + std::chrono::microseconds(20),
+               until = start + std::chrono::microseconds(200);
+    bool spinning = true;
+    for (unsigned i = 1;; ++i) {
+      if (done()) return true;
+      if (spinning) {
+        DYNASPARSE_CPU_RELAX();
+      } else {
+        std::this_thread::yield();
+      }
+      if (i % 64 == 0) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now > until) return false;
+        spinning = now < spin_until;
+      }
+    }
+  }
+
+  [[noreturn]] void work(Slot& s) {
     std::uint64_t seen = 0;
     for (;;) {
       std::uint64_t now = s.posted.load(std::memory_order_acquire);
-      if (now == seen) {
-        now = wait(s, seen);
-        if (now == seen) return;  // stopped
+      if (now == seen && !(poll_.load(std::memory_order_relaxed) && poll_until([&] {
+                             return (now = s.posted.load(std::memory_order_acquire)) != seen;
+                           }))) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        work_cv_.wait(lock,
+                      [&] { return (now = s.posted.load(std::memory_order_seq_cst)) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
       seen = now;
       s.task(s.ctx, s.part);
-      remaining_.fetch_sub(1, std::memory_order_acq_rel);
-    }
-  }
-
-  // Returns the slot's new post count, or `seen` once the pool stops.
-  std::uint64_t wait(Slot& s, std::uint64_t seen) {
-    const long budget_us = spin_us_.load(std::memory_order_relaxed);
-    if (budget_us > 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(budget_us);
-      for (unsigned i = 1;; ++i) {
-        const std::uint64_t now = s.posted.load(std::memory_order_acquire);
-        if (now != seen) return now;
-        if (stop_.load(std::memory_order_relaxed)) return seen;
-        DYNASPARSE_CPU_RELAX();
-        if (i % 256 == 0 && std::chrono::steady_clock::now() > until) break;
+      // The task's context lives on the caller's stack: nothing of it is touched after this.
+      if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+          caller_waiting_.load(std::memory_order_seq_cst)) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_cv_.notify_one();
       }
     }
-    std::unique_lock<std::mutex> lock(mutex_);
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    std::uint64_t now = seen;
-    cv_.wait(lock, [&] {
-      now = s.posted.load(std::memory_order_seq_cst);
-      return now != seen || stop_.load(std::memory_order_seq_cst);
-    });
-    sleepers_.fetch_sub(1, std::memory_order_relaxed);
-    return now;
   }
 
-  // Written only by the caller holding the pool (and the destructor).
+  // Written only by the caller holding the pool.
   std::vector<std::unique_ptr<Slot>> slots_;
-  std::vector<std::thread> threads_;
-  // How long an idle worker polls before it sleeps, in microseconds; 0 when polling would
-  // steal a core (more threads than cores, or OMP_WAIT_POLICY=passive).
-  std::atomic<long> spin_us_{200};
+  bool passive_ = false;
+  std::size_t cpus_ = 1;
   std::atomic<bool> owner_{false};
+  // Whether the current call's threads poll before sleeping.
+  std::atomic<bool> poll_{true};
   alignas(64) std::atomic<std::size_t> remaining_{0};
+  std::atomic<bool> caller_waiting_{false};
   std::atomic<int> sleepers_{0};
-  std::atomic<bool> stop_{false};
   std::mutex mutex_;
-  std::condition_variable cv_;
+  std::condition_variable work_cv_, done_cv_;
 };
 }  // namespace detail
 
 /// Threads a kernel may use inside one call. 0 (the initial value) means the backend's
 /// default: OpenMP's `omp_get_max_threads()` (so `OMP_NUM_THREADS` applies). Serial builds
-/// always use 1. Also sets Eigen's thread count, which the FP32 baseline products use. Call
+/// always use 1. Host threads running inference at once share one worker pool: one call at
+/// a time splits over it and the others run on their own thread, so the cores are not
+/// oversubscribed. Also sets Eigen's thread count, which the FP32 baseline products use. Call
 /// it at start-up or between calls, not while another thread runs inference. @throws
 /// ConfigError if n < 0.
 inline void set_num_threads(int n) {

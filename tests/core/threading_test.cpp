@@ -10,6 +10,11 @@
 #include <utility>
 #include <vector>
 
+#if defined(__unix__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 #include <gtest/gtest.h>
 
 namespace {
@@ -128,6 +133,27 @@ TEST_P(ParallelFor, ManyShortCallsBackToBack) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, ParallelFor, ::testing::Values(1, 2, 4));
+
+#if defined(__unix__)
+TEST(Threading, AForkedChildRunsParallelForWithoutThePoolsWorkers) {
+  // The child of fork() has the pool's bookkeeping but none of its threads.
+  ds::set_num_threads(2);
+  ds::parallel_for(0, 100, 1, [](std::size_t, std::size_t) {});  // the worker exists now
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);  // a hang ends the child with SIGALRM instead of stalling the suite
+    std::size_t covered = 0;
+    ds::parallel_for(0, 100, 1, [&](std::size_t lo, std::size_t hi) { covered += hi - lo; });
+    _exit(covered == 100 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ds::set_num_threads(0);
+  ASSERT_TRUE(WIFEXITED(status)) << "child ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+#endif
 
 TEST(Threading, NegativeThreadCountIsAConfigError) {
   EXPECT_THROW(ds::set_num_threads(-1), ds::ConfigError);

@@ -247,13 +247,16 @@ class ThreadPool {
 /// default: OpenMP's `omp_get_max_threads()` (so `OMP_NUM_THREADS` applies). Serial builds
 /// always use 1. Host threads running inference at once share one worker pool: one call at
 /// a time splits over it and the others run on their own thread, so the cores are not
-/// oversubscribed. Also sets Eigen's thread count, which the FP32 baseline products use. Call
+/// oversubscribed. Also sets Eigen to one thread: Eigen's products (a model's output head)
+/// would otherwise run on OpenMP threads that poll for milliseconds after each product and
+/// take the cores the pool's workers need (this halved two-thread decoding speed after a
+/// prefill); call Eigen::setNbThreads afterwards if your own Eigen code wants threads. Call
 /// it at start-up or between calls, not while another thread runs inference. @throws
 /// ConfigError if n < 0.
 inline void set_num_threads(int n) {
   if (n < 0) detail::fail<ConfigError>("core", "thread count must not be negative", ">= 0", n);
   detail::thread_count_slot().store(n, std::memory_order_relaxed);
-  Eigen::setNbThreads(n);  // 0 restores Eigen's own default
+  Eigen::setNbThreads(1);
 }
 
 /// The thread count a parallel_for started now would use (always >= 1).

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dynasparse/core/eigen_interop.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/core/workspace.hpp"
 #include "dynasparse/io/safetensors.hpp"
 #include "dynasparse/model/model_config.hpp"
@@ -497,6 +498,7 @@ class Model {
   void head(ConstMatrixView x, MatrixView logits, MatrixView scratch) const {
     apply_norm(*norm_f_, x, scratch);
     const ConstMatrixView w = classifier_ ? classifier_->table() : lm_head_ ? lm_head_->table() : embed_->table();
+    ::dynasparse::detail::keep_eigen_single_threaded();
     as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
     if (!classifier_) return;
     for (std::size_t r = 0; r < logits.rows(); ++r) {

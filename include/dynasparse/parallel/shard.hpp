@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "dynasparse/core/eigen_interop.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/core/workspace.hpp"
 #include "dynasparse/io/safetensors.hpp"
 #include "dynasparse/model/model.hpp"
@@ -353,6 +354,7 @@ class ModelShard {
     }
     std::visit([&](const auto& n) { n.forward(x, scratch); }, *norm_f_);
     const ConstMatrixView w = lm_head_ ? lm_head_->table() : embed_table();
+    ::dynasparse::detail::keep_eigen_single_threaded();
     as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
   }
 

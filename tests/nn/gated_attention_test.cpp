@@ -295,6 +295,73 @@ TEST(GatedAttentionSkip, ChangeIsBoundedByTauThroughOutProj) {
   for (std::size_t i = 0; i < exact.size(); ++i) EXPECT_LE(std::fabs(approx[i] - exact[i]), tau * vmax * wo_row + 1e-6);
 }
 
+// The same weights behind a linear type GatedAttention does not know: it then projects
+// every query head and reads every head in out_proj, the reference for the head groups.
+struct Opaque {
+  Dense inner;
+  void forward(ds::ConstMatrixView x, ds::MatrixView y, ds::Workspace& ws) const {
+    inner.forward(x, y, ws);
+  }
+  std::size_t in_features() const noexcept { return inner.in_features(); }
+  std::size_t out_features() const noexcept { return inner.out_features(); }
+};
+
+TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
+  // Heads 1, 2 and 5 are gated off for every query: q_proj leaves them out and out_proj
+  // does not read them (DenseF32's group products); the output must not change. Also
+  // through AnyLinear, with rotary positions, and token by token through the cache.
+  const std::size_t e = 64, h = 8, l = 21, batch = 2;
+  RandomLayer w(e, h, 71u);
+  for (std::size_t hd : {1u, 2u, 5u}) w.bg[hd] = -40.0f;
+  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 72u);
+  for (float rotary : {0.0f, 10000.0f}) {
+    auto cfg = head_config(e, h, nn::HeadGate::Headwise, 0.3f);
+    cfg.rotary_base = rotary;
+    const auto opaque = [&](const std::vector<float>& m, std::size_t rows,
+                            const std::vector<float>& b,
+                            const char* n) { return Opaque{dense(m, rows, e, b, n)}; };
+    const nn::GatedAttention<Opaque> ref(
+        cfg, opaque(w.wq, e, w.bq, "q"), opaque(w.wk, e, w.bk, "k"), opaque(w.wv, e, w.bv, "v"),
+        opaque(w.wo, e, w.bo, "out"), opaque(w.wg, h, w.bg, "gate"));
+    const auto any = [&](const std::vector<float>& m, std::size_t rows, const std::vector<float>& b,
+                         const char* n) { return nn::AnyLinear(dense(m, rows, e, b, n)); };
+    const nn::GatedAttention<nn::AnyLinear> via_any(
+        cfg, any(w.wq, e, w.bq, "q"), any(w.wk, e, w.bk, "k"), any(w.wv, e, w.bv, "v"),
+        any(w.wo, e, w.bo, "out"), any(w.wg, h, w.bg, "gate"));
+    const auto fast = w.make(cfg);
+    nn::AttentionMasks causal;
+    causal.causal = true;
+    const std::size_t rows = l * batch;
+    std::vector<float> want(rows * e), got(rows * e), got_any(rows * e);
+    ds::Workspace ws;
+    const ds::ConstMatrixView xv(x.data(), rows, e);
+    const auto s_ref =
+        ref.forward(xv, xv, xv, batch, ds::MatrixView(want.data(), rows, e), ws, causal);
+    const auto s_fast =
+        fast.forward(xv, xv, xv, batch, ds::MatrixView(got.data(), rows, e), ws, causal);
+    via_any.forward(xv, xv, xv, batch, ds::MatrixView(got_any.data(), rows, e), ws, causal);
+    EXPECT_EQ(s_fast.skipped, s_ref.skipped);
+    EXPECT_GE(s_fast.skipped, 3 * rows);  // at least the three closed heads
+    EXPECT_LT(s_fast.skipped, h * rows);
+    double scale = 0.0;
+    for (float v : want) scale = std::max(scale, std::fabs(double(v)));
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-6 * scale) << "rotary " << rotary << " i=" << i;
+      ASSERT_NEAR(got_any[i], want[i], 1e-6 * scale) << "rotary " << rotary << " i=" << i;
+    }
+    // Token by token (one query row per call, so the used heads change with every token).
+    nn::KVCache cache(batch, h, e / h, l);
+    std::vector<float> dec(rows * e);
+    for (std::size_t i = 0; i < l; ++i) {
+      // batch_first is off: rows of token i are i * batch .. i * batch + batch - 1.
+      fast.forward_cached(ds::ConstMatrixView(x.data() + i * batch * e, batch, e), batch, cache,
+                          ds::MatrixView(dec.data() + i * batch * e, batch, e), ws);
+    }
+    for (std::size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << "decode i=" << i;
+  }
+}
+
 TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
   const std::size_t e = 64, l = 70, batch = 3;
   const RandomLayer w(e, e, 31u);

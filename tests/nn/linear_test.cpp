@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/nn/linear.hpp"
 
-#include <gtest/gtest.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <vector>
 
-#include "dynasparse/core/threading.hpp"
-
 #include "support/random.hpp"
+#include <gtest/gtest.h>
+
+#include "dynasparse/core/threading.hpp"
 
 namespace {
 
@@ -80,6 +82,93 @@ TEST(LinearDenseF32, PackedKernelMatchesDoubleSumsAtEveryShape) {
     }
   }
   ds::set_num_threads(saved);
+}
+
+TEST(LinearDenseF32, OutputGroupsEqualThoseColumnsOfTheFullProduct) {
+  // Groups of 8 outputs (attention heads of head_dim 8) against panels of 16-64 outputs:
+  // listed groups are computed exactly as forward() computes them.
+  for (std::size_t m : {1u, 5u, 30u}) {
+    const std::size_t in = 48, out = 136, group = 8;
+    const auto w = uniform_floats(out * in, -1.0f, 1.0f, 41u);
+    const auto b = uniform_floats(out, -1.0f, 1.0f, 42u);
+    const auto x = uniform_floats(m * in, -1.0f, 1.0f, 43u);
+    const ds::nn::DenseF32 layer(ds::ConstMatrixView(w.data(), out, in), b, "q");
+    ds::Workspace ws;
+    std::vector<float> full(m * out), part(m * out, -7.0f);
+    layer.forward(ds::ConstMatrixView(x.data(), m, in), ds::MatrixView(full.data(), m, out), ws);
+    const std::vector<std::uint32_t> groups{1, 2, 16};
+    layer.forward_output_groups(ds::ConstMatrixView(x.data(), m, in),
+                                ds::MatrixView(part.data(), m, out), group, groups.data(),
+                                groups.size(), ws);
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::uint32_t g : groups) {
+        for (std::size_t c = g * group; c < (g + 1) * group; ++c)
+          ASSERT_EQ(part[r * out + c], full[r * out + c]) << r << " " << c;
+      }
+    }
+    // Panels holding no listed group are not computed: output 96 shares no panel of 16, 32
+    // or 64 outputs with groups 1, 2 and 16, whatever the build's panel height.
+    EXPECT_EQ(part[96], -7.0f);
+  }
+}
+
+TEST(LinearDenseF32, InputGroupsEqualTheProductWithTheOtherInputsZeroed) {
+  for (std::size_t m : {1u, 3u, 29u}) {
+    const std::size_t in = 64, out = 80, group = 8;
+    const auto w = uniform_floats(out * in, -1.0f, 1.0f, 51u);
+    const auto b = uniform_floats(out, -1.0f, 1.0f, 52u);
+    auto x = uniform_floats(m * in, -1.0f, 1.0f, 53u);
+    const ds::nn::DenseF32 layer(ds::ConstMatrixView(w.data(), out, in), b, "out");
+    const std::vector<std::uint32_t> groups{0, 3, 4, 7};
+    // Inputs outside the groups hold NaN: they must not be read.
+    auto zeroed = x;
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t k = 0; k < in; ++k) {
+        const bool listed = std::find(groups.begin(), groups.end(), k / group) != groups.end();
+        if (!listed) {
+          x[r * in + k] = std::numeric_limits<float>::quiet_NaN();
+          zeroed[r * in + k] = 0.0f;
+        }
+      }
+    }
+    ds::Workspace ws;
+    std::vector<float> want(m * out), got(m * out, -7.0f);
+    layer.forward(ds::ConstMatrixView(zeroed.data(), m, in), ds::MatrixView(want.data(), m, out),
+                  ws);
+    layer.forward_input_groups(ds::ConstMatrixView(x.data(), m, in),
+                               ds::MatrixView(got.data(), m, out), group, groups.data(),
+                               groups.size(), ws);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + std::fabs(want[i]))) << i;
+    // No groups at all: the bias alone.
+    layer.forward_input_groups(ds::ConstMatrixView(x.data(), m, in),
+                               ds::MatrixView(got.data(), m, out), group, groups.data(), 0, ws);
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t c = 0; c < out; ++c) ASSERT_EQ(got[r * out + c], b[c]);
+    }
+  }
+}
+
+TEST(LinearDenseF32, GroupArgumentsAreChecked) {
+  const std::size_t in = 32, out = 32;
+  const auto w = uniform_floats(out * in, -1.0f, 1.0f, 61u);
+  const ds::nn::DenseF32 layer(ds::ConstMatrixView(w.data(), out, in), {}, "proj");
+  std::vector<float> x(in), y(out);
+  ds::Workspace ws;
+  const ds::ConstMatrixView xv(x.data(), 1, in);
+  const ds::MatrixView yv(y.data(), 1, out);
+  const std::vector<std::uint32_t> past{4}, unordered{2, 1}, ok{1};
+  EXPECT_THROW(layer.forward_output_groups(xv, yv, 0, ok.data(), 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_output_groups(xv, yv, 8, past.data(), 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(xv, yv, 8, past.data(), 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(xv, yv, 8, unordered.data(), 2, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(xv, yv, 5, ok.data(), 1, ws),
+               ds::ConfigError);  // 5 does not divide 32
+  try {
+    layer.forward_input_groups(xv, yv, 8, past.data(), 1, ws);
+  } catch (const ds::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("proj"), std::string::npos) << e.what();
+  }
 }
 
 TEST(LinearDenseF32, ShapeErrorsNameTheLayer) {

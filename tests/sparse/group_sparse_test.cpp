@@ -68,6 +68,52 @@ TYPED_TEST(SimdSpmmF32, EqualsTheDenseProductOfTheMaskedMatrix) {
   }
 }
 
+TYPED_TEST(SimdSpmmF32, ValueBlocksMultiplyASubsetOfTheBlocksInPlace) {
+  // Every other block of a fully stored matrix, addressed through value_blocks, equals the
+  // dense product of the matrix with the other blocks zeroed.
+  for (auto [r_block, c_block] : {std::pair<std::size_t, std::size_t>{16, 4}, {32, 8}, {64, 8}}) {
+    for (auto [m, in, out] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 64, 40},
+                              {1, 320, 64},
+                              {13, 40, 70}}) {
+      const auto w =
+          uniform_floats(out * in, -1.0f, 1.0f, static_cast<unsigned>(in + out + c_block));
+      const auto x = uniform_floats(m * in, -1.0f, 1.0f, static_cast<unsigned>(m * in));
+      const auto b = uniform_floats(out, -1.0f, 1.0f, 6u);
+      const auto full = sparse::prune_by_norm(ds::ConstMatrixView(w.data(), out, in),
+                                              {{r_block, c_block}, 0.0, false});
+      const auto csr =
+          sparse::BlockCsr<float>::from_dense(ds::ConstMatrixView(w.data(), out, in), full, "w");
+      std::vector<std::uint32_t> row_ptr{0}, col_idx, value_blocks;
+      auto wm = csr.to_dense();
+      for (std::size_t br = 0; br < csr.block_rows(); ++br) {
+        for (std::uint32_t blk = csr.row_ptr[br]; blk < csr.row_ptr[br + 1]; ++blk) {
+          if ((blk + br) % 2 == 0) {
+            col_idx.push_back(csr.col_idx[blk]);
+            value_blocks.push_back(blk);
+            continue;
+          }
+          for (std::size_t i = 0; i < r_block && br * r_block + i < out; ++i) {
+            for (std::size_t c = 0; c < c_block && csr.col_idx[blk] * c_block + c < in; ++c) {
+              wm[(br * r_block + i) * in + csr.col_idx[blk] * c_block + c] = 0.0f;
+            }
+          }
+        }
+        row_ptr.push_back(static_cast<std::uint32_t>(col_idx.size()));
+      }
+      std::vector<double> want, mag;
+      dense_reference(x, wm, b, m, in, out, want, mag);
+      std::vector<float> y(m * out, -7.0f);
+      ds::simd::spmm_f32<TypeParam>(x.data(), in, m, in, row_ptr.data(), col_idx.data(),
+                                    csr.values.data(), r_block, c_block, 0, csr.block_rows(),
+                                    b.data(), y.data(), out, out, value_blocks.data());
+      for (std::size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], want[i], 1e-5 * mag[i] + 1e-7)
+            << "R=" << r_block << " C=" << c_block << " m=" << m << " in=" << in << " i=" << i;
+      }
+    }
+  }
+}
+
 TEST(GroupSparseF32, DenseSparseDenseRoundTripKeepsExactlyTheMaskedWeights) {
   const std::size_t out = 40, in = 26;
   const auto w = uniform_floats(out * in, -1.0f, 1.0f, 8u);

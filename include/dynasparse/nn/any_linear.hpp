@@ -37,6 +37,30 @@ class AnyLinear {
     if (tap_) tap_(x);
     std::visit([&](const auto& l) { l.forward(x, y, ws); }, v_);
   }
+  /// forward() for the listed groups of `group` outputs only where the held format can skip
+  /// the others (DenseF32::forward_output_groups); other formats compute every output.
+  /// Columns of unlisted groups are unspecified. The tap sees x as in forward().
+  void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    if (const auto* d = std::get_if<Linear<DenseF32>>(&v_)) {
+      if (tap_) tap_(x);
+      d->format().forward_output_groups(x, y, group, groups, count, ws);
+      return;
+    }
+    forward(x, y, ws);
+  }
+  /// forward() reading only the listed groups of `group` inputs where the held format can
+  /// (DenseF32::forward_input_groups); other formats read every input, so x must be zero
+  /// outside the groups. The tap sees x as in forward().
+  void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                            const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    if (const auto* d = std::get_if<Linear<DenseF32>>(&v_)) {
+      if (tap_) tap_(x);
+      d->format().forward_input_groups(x, y, group, groups, count, ws);
+      return;
+    }
+    forward(x, y, ws);
+  }
   /// The layer's name (its state_dict prefix, e.g. "layers.0.ffn.up").
   const std::string& name() const noexcept {
     return std::visit([](const auto& l) -> const std::string& { return l.format().name(); }, v_);

@@ -86,6 +86,88 @@ class DenseF32 {
   }
   const std::vector<float>& bias() const noexcept { return bias_; }
 
+  /// The outputs of the listed groups only: for each g in groups[0, count), columns
+  /// [g * group, (g + 1) * group) of y [M, out] = x W^T + bias (an attention layer's query
+  /// heads that some query needs). Other columns of y are left unspecified: whole packed
+  /// panels are computed, so outputs sharing a panel with a listed group are written too, and
+  /// panels holding none are skipped. Same numerics as forward(). @throws ShapeError on
+  /// mismatched shapes; ConfigError if group is 0 or a group lies past `out`.
+  void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, in_, "nn", name_, " input");
+    check_shape(y, x.rows(), out_, "nn", name_, " output");
+    check_groups(group, groups, count, out_, "output");
+    if (x.rows() == 0 || count == 0) return;
+    Workspace::Scope scope(ws);
+    // Panels touched by a listed group, ascending and without repeats.
+    std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_);
+    std::size_t np = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t first = groups[i] * group / rows_,
+                        last = ((groups[i] + 1) * group - 1) / rows_;
+      for (std::size_t p = first; p <= last; ++p) {
+        if (np == 0 || panels[np - 1] < p) panels[np++] = static_cast<std::uint32_t>(p);
+      }
+    }
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const std::size_t grain =
+        std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * x.rows() + 1));
+    parallel_for(0, np, grain, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        simd::spmm_f32(x.data(), x.stride(), x.rows(), in_, row_ptr_.data(), col_idx_.data(),
+                       weight_.data(), rows_, in_ == 0 ? 1 : in_, panels[i], panels[i] + 1, bias,
+                       y.data(), y.stride(), out_);
+      }
+    });
+  }
+
+  /// y [M, out] = x W^T + bias reading only the inputs of the listed groups: for each g in
+  /// groups[0, count) (ascending), columns [g * group, (g + 1) * group) of x; the others are
+  /// taken as zero and never read (an attention layer's heads that no query needs, before
+  /// out_proj). Costs count * group / in of forward(). Same numerics as forward() when the
+  /// skipped inputs are zero, up to the order of the sums. @throws ShapeError on mismatched
+  /// shapes; ConfigError if group is 0 or does not divide `in`, or groups are not ascending
+  /// or lie past `in`.
+  void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                            const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, in_, "nn", name_, " input");
+    check_shape(y, x.rows(), out_, "nn", name_, " output");
+    check_groups(group, groups, count, in_, "input");
+    if (in_ % group != 0) {
+      ::dynasparse::detail::fail<ConfigError>("nn", "input group does not divide the inputs",
+                                              "a divisor of " + std::to_string(in_), group, name_);
+    }
+    for (std::size_t i = 1; i < count; ++i) {
+      if (groups[i] <= groups[i - 1]) {
+        ::dynasparse::detail::fail<ConfigError>("nn", "input groups not ascending",
+                                                "> " + std::to_string(groups[i - 1]), groups[i],
+                                                name_);
+      }
+    }
+    if (x.rows() == 0) return;
+    Workspace::Scope scope(ws);
+    // The packed panel [in][rows_] is, cut every `group` inputs, a block-row of blocks
+    // group x rows_ in input order: block (p, g) sits at block index p * (in / group) + g.
+    const std::size_t per_panel = in_ / group;
+    std::uint32_t* row_ptr = ws.allocate<std::uint32_t>(panels_ + 1);
+    std::uint32_t* col_idx = ws.allocate<std::uint32_t>(panels_ * count + 1);
+    std::uint32_t* value_blocks = ws.allocate<std::uint32_t>(panels_ * count + 1);
+    for (std::size_t p = 0; p <= panels_; ++p) row_ptr[p] = static_cast<std::uint32_t>(p * count);
+    for (std::size_t p = 0; p < panels_; ++p) {
+      for (std::size_t i = 0; i < count; ++i) {
+        col_idx[p * count + i] = groups[i];
+        value_blocks[p * count + i] = static_cast<std::uint32_t>(p * per_panel + groups[i]);
+      }
+    }
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const std::size_t macs = rows_ * group * count * x.rows() + 1;
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_f32 / macs);
+    parallel_for(0, panels_, grain, [&](std::size_t p0, std::size_t p1) {
+      simd::spmm_f32(x.data(), x.stride(), x.rows(), in_, row_ptr, col_idx, weight_.data(), rows_,
+                     group, p0, p1, bias, y.data(), y.stride(), out_, value_blocks);
+    });
+  }
+
   /// y [M, out] = x [M, in] * W^T + bias. x and y may be strided views. Matches a
   /// double-precision sum within float rounding (fused multiply-adds, one fixed order per
   /// output). @throws ShapeError on mismatched shapes.
@@ -102,6 +184,21 @@ class DenseF32 {
   }
 
  private:
+  void check_groups(std::size_t group, const std::uint32_t* groups, std::size_t count,
+                    std::size_t width, const char* side) const {
+    if (group == 0) {
+      ::dynasparse::detail::fail<ConfigError>("nn", std::string(side) + " group must be positive",
+                                              "> 0", group, name_);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if ((static_cast<std::size_t>(groups[i]) + 1) * group > width) {
+        ::dynasparse::detail::fail<ConfigError>(
+            "nn", std::string(side) + " group past the layer's width",
+            "< " + std::to_string(width / group), groups[i], name_);
+      }
+    }
+  }
+
   std::string name_;
   std::size_t in_ = 0, out_ = 0, rows_ = 16, panels_ = 0;
   AlignedBuffer<float> weight_;

@@ -11,6 +11,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -261,10 +262,11 @@ class GatedAttention {
 
     Workspace::Scope scope(ws);
     const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
+    const HeadPlan plan = plan_heads(query, batch, lq, ws);
     float* qp = ws.allocate<float>(query.rows() * inner);
     float* kp = ws.allocate<float>(key.rows() * inner);
     float* vp = ws.allocate<float>(key.rows() * inner);
-    linear_forward(q_, query, MatrixView(qp, query.rows(), inner), ws);
+    project_query(query, qp, plan, ws);
     linear_forward(k_, key, MatrixView(kp, key.rows(), inner), ws);
     linear_forward(v_, value, MatrixView(vp, key.rows(), inner), ws);
     if (cfg_.rotary_base > 0.0f) {
@@ -281,6 +283,7 @@ class GatedAttention {
     float* vt = ws.allocate<float>(batch * inner * kvs);
     parallel_for(0, batch * h, 1, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t nh = lo; nh < hi; ++nh) {
+        if (plan.count[nh] == 0) continue;  // no query of this call attends with the head
         const std::size_t n = nh / h, hd = nh % h;
         float* kd = kt + nh * d * kvs;
         float* vd = vt + nh * d * kvs;
@@ -299,7 +302,7 @@ class GatedAttention {
     });
 
     const KeySource src{kt, vt, lkv, kvs, nullptr};
-    return attend(query, qp, batch, lq, src, masks, out, ws);
+    return attend(plan, qp, batch, lq, src, masks, out, ws);
   }
 
   /// Incremental self-attention for decoding: x `[T * N, E]` holds the next T tokens of N
@@ -339,10 +342,11 @@ class GatedAttention {
     check_masks(masks, batch, t, cache.size() + t);
     Workspace::Scope scope(ws);
     const std::size_t inner = inner_dim();
+    const HeadPlan plan = plan_heads(x, batch, t, ws);
     float* qp = ws.allocate<float>(x.rows() * inner);
     float* kp = ws.allocate<float>(x.rows() * inner);
     float* vp = ws.allocate<float>(x.rows() * inner);
-    linear_forward(q_, x, MatrixView(qp, x.rows(), inner), ws);
+    project_query(x, qp, plan, ws);
     linear_forward(k_, x, MatrixView(kp, x.rows(), inner), ws);
     linear_forward(v_, x, MatrixView(vp, x.rows(), inner), ws);
     if (cfg_.rotary_base > 0.0f) {
@@ -356,7 +360,7 @@ class GatedAttention {
     AttentionMasks causal = masks;
     causal.causal = true;
     const KeySource src{nullptr, nullptr, cache.size(), 0, &cache};
-    return attend(x, qp, batch, t, src, causal, out, ws);
+    return attend(plan, qp, batch, t, src, causal, out, ws);
   }
 
  private:
@@ -367,6 +371,38 @@ class GatedAttention {
   }
   static void linear_forward(const AnyLinear& l, ConstMatrixView x, MatrixView y, Workspace& ws) {
     nn::forward(l, x, y, ws);
+  }
+  // The outputs of the listed head groups only, where the format can skip the others
+  // (DenseF32); other formats compute every output.
+  template <class L>
+  static void linear_output_groups(const L& l, ConstMatrixView x, MatrixView y, std::size_t group,
+                                   const std::uint32_t* groups, std::size_t count, Workspace& ws) {
+    if constexpr (std::is_same_v<L, Linear<DenseF32>>) {
+      l.format().forward_output_groups(x, y, group, groups, count, ws);
+    } else {
+      l.forward(x, y, ws);
+    }
+  }
+  static void linear_output_groups(const AnyLinear& l, ConstMatrixView x, MatrixView y,
+                                   std::size_t group, const std::uint32_t* groups,
+                                   std::size_t count, Workspace& ws) {
+    l.forward_output_groups(x, y, group, groups, count, ws);
+  }
+  // The product reading only the listed head groups of x (the others are zero), where the
+  // format can skip them (DenseF32); other formats read every input.
+  template <class L>
+  static void linear_input_groups(const L& l, ConstMatrixView x, MatrixView y, std::size_t group,
+                                  const std::uint32_t* groups, std::size_t count, Workspace& ws) {
+    if constexpr (std::is_same_v<L, Linear<DenseF32>>) {
+      l.format().forward_input_groups(x, y, group, groups, count, ws);
+    } else {
+      l.forward(x, y, ws);
+    }
+  }
+  static void linear_input_groups(const AnyLinear& l, ConstMatrixView x, MatrixView y,
+                                  std::size_t group, const std::uint32_t* groups, std::size_t count,
+                                  Workspace& ws) {
+    l.forward_input_groups(x, y, group, groups, count, ws);
   }
   template <class L>
   static std::size_t linear_in(const L& l) noexcept {
@@ -450,13 +486,25 @@ class GatedAttention {
     }
   }
 
-  // Gates, attention per (sequence, head, block of rows), head gating, out_proj and the
-  // output gate. qp is the projected query [lq * N, E] in layout order.
-  AttentionStats attend(ConstMatrixView query, const float* qp, std::size_t batch, std::size_t lq,
-                        const KeySource& src, const AttentionMasks& masks, MatrixView out, Workspace& ws) const {
-    const std::size_t e = cfg_.embed_dim, h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
+  // What the gates decide before any projection: gate values, the query rows each
+  // (sequence, head) attends for, and the heads at least one row needs.
+  struct HeadPlan {
+    const float* g = nullptr;               // sigmoid gates [rows, gate_width()], or null
+    float* o = nullptr;                     // head outputs [rows, inner], skipped pairs zero
+    const std::uint32_t* active = nullptr;  // [N * H][lq] rows not skipped, ascending
+    const std::size_t* count = nullptr;     // [N * H] their numbers
+    const std::uint32_t* used = nullptr;    // heads with a row not skipped, ascending
+    std::size_t num_used = 0;
+    AttentionStats stats;
+  };
+
+  // Gates from the query (before attention, so skipped pairs cost nothing) and the plan.
+  HeadPlan plan_heads(ConstMatrixView query, std::size_t batch, std::size_t lq,
+                      Workspace& ws) const {
+    const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
     const std::size_t rows = lq * batch;
     const std::size_t gw = gate_width();
+    HeadPlan plan;
     float* g = nullptr;
     if (gate_) {
       g = ws.allocate<float>(rows * gw);
@@ -470,7 +518,8 @@ class GatedAttention {
     float* o = ws.allocate<float>(rows * inner);
     std::uint32_t* active = ws.allocate<std::uint32_t>(batch * h * (lq == 0 ? 1 : lq));
     std::size_t* count = ws.allocate<std::size_t>(batch * h);
-    AttentionStats stats;
+    std::uint32_t* used = ws.allocate<std::uint32_t>(h == 0 ? 1 : h);
+    AttentionStats& stats = plan.stats;
     stats.pairs = rows * h;
     for (std::size_t n = 0; n < batch; ++n) {
       for (std::size_t hd = 0; hd < h; ++hd) {
@@ -493,6 +542,57 @@ class GatedAttention {
         stats.skipped += lq - c;
       }
     }
+    for (std::size_t hd = 0; hd < h; ++hd) {
+      bool needed = false;
+      for (std::size_t n = 0; n < batch && !needed; ++n) needed = count[n * h + hd] > 0;
+      if (needed) used[plan.num_used++] = static_cast<std::uint32_t>(hd);
+    }
+    plan.g = g;
+    plan.o = o;
+    plan.active = active;
+    plan.count = count;
+    plan.used = used;
+    return plan;
+  }
+
+  // qp [rows, inner] = q_(query), computed for the heads the plan uses (the others are
+  // zero): a query head no row attends with is never projected.
+  void project_query(ConstMatrixView query, float* qp, const HeadPlan& plan, Workspace& ws) const {
+    const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim(),
+                      rows = query.rows();
+    const MatrixView y(qp, rows, inner);
+    if (plan.num_used == h) {
+      linear_forward(q_, query, y, ws);
+      return;
+    }
+    linear_output_groups(q_, query, y, d, plan.used, plan.num_used, ws);
+    // Unused heads stay defined (rotary positions rotate every head).
+    for (std::size_t r = 0, u = 0; r < rows; ++r, u = 0) {
+      for (std::size_t hd = 0; hd < h; ++hd) {
+        if (u < plan.num_used && plan.used[u] == hd) {
+          ++u;
+        } else {
+          std::fill(qp + r * inner + hd * d, qp + r * inner + hd * d + d, 0.0f);
+        }
+      }
+    }
+  }
+
+  // Attention per (sequence, head, block of rows), head gating, out_proj (reading only the
+  // heads some row uses) and the output gate. qp is the projected query [lq * N, E] in
+  // layout order.
+  AttentionStats attend(const HeadPlan& plan, const float* qp, std::size_t batch, std::size_t lq,
+                        const KeySource& src, const AttentionMasks& masks, MatrixView out,
+                        Workspace& ws) const {
+    const std::size_t e = cfg_.embed_dim, h = cfg_.local_heads, d = head_dim(), inner = inner_dim();
+    const std::size_t rows = lq * batch;
+    const std::size_t gw = gate_width();
+    const float* g = plan.g;
+    float* o = plan.o;
+    const std::uint32_t* active = plan.active;
+    const std::size_t* count = plan.count;
+    const bool head_gate = cfg_.gate == GatePosition::Head;
+    const bool elementwise = cfg_.head_gate == HeadGate::Elementwise;
 
     // Work units: (sequence, head) pairs, each cut into enough row chunks to feed every thread.
     const std::size_t threads = static_cast<std::size_t>(num_threads());
@@ -568,7 +668,12 @@ class GatedAttention {
       }
     });
 
-    linear_forward(out_, ConstMatrixView(o, rows, inner), out, ws);
+    if (plan.num_used == h) {
+      linear_forward(out_, ConstMatrixView(o, rows, inner), out, ws);
+    } else {
+      linear_input_groups(out_, ConstMatrixView(o, rows, inner), out, d, plan.used, plan.num_used,
+                          ws);
+    }
     if (cfg_.gate == GatePosition::Output) {
       for (std::size_t r = 0; r < rows; ++r) {
         float* yr = out.row(r);
@@ -576,7 +681,7 @@ class GatedAttention {
         for (std::size_t c = 0; c < e; ++c) yr[c] *= gr[c];
       }
     }
-    return stats;
+    return plan.stats;
   }
 
   GatedAttentionConfig cfg_;

@@ -28,8 +28,9 @@ constexpr std::size_t spmm_register_budget() noexcept {
 
 // One register tile: MR rows of x against one block-row of R outputs, all in registers.
 template <class Arch, std::size_t R, std::size_t MR>
-inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in, const std::uint32_t* col_idx,
-                          std::uint32_t b_begin, std::uint32_t b_end, const float* values,
+inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
+                          const std::uint32_t* col_idx, std::uint32_t b_begin, std::uint32_t b_end,
+                          const float* values, const std::uint32_t* value_blocks,
                           std::size_t c_block, float* out /* MR x R */) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::size_t w = B::size, nv = R / w;
@@ -42,7 +43,8 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in, const
   for (std::uint32_t b = b_begin; b < b_end; ++b) {
     const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * c_block;
     const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
-    const float* v = values + static_cast<std::size_t>(b) * R * c_block;
+    const float* v =
+        values + static_cast<std::size_t>(value_blocks ? value_blocks[b] : b) * R * c_block;
     for (std::size_t c = 0; c < cn; ++c) {
       B wv[nv];
       DYNASPARSE_UNROLL(8)
@@ -65,8 +67,10 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in, const
 // A single row (decoding): four independent accumulator sets break the FMA dependency
 // chain that one row's sum would otherwise be.
 template <class Arch, std::size_t R>
-inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* col_idx, std::uint32_t b_begin,
-                         std::uint32_t b_end, const float* values, std::size_t c_block, float* out) noexcept {
+inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* col_idx,
+                         std::uint32_t b_begin, std::uint32_t b_end, const float* values,
+                         const std::uint32_t* value_blocks, std::size_t c_block,
+                         float* out) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::size_t w = B::size, nv = R / w;
   B a0[nv], a1[nv], a2[nv], a3[nv];
@@ -79,7 +83,9 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
   };
   // A block's first input and weights; its last block-column may hold fewer than c_block.
   auto inputs_of = [&](std::uint32_t bi) { return static_cast<std::size_t>(col_idx[bi]) * c_block; };
-  auto weights_of = [&](std::uint32_t bi) { return values + static_cast<std::size_t>(bi) * R * c_block; };
+  auto weights_of = [&](std::uint32_t bi) {
+    return values + static_cast<std::size_t>(value_blocks ? value_blocks[bi] : bi) * R * c_block;
+  };
   auto width = [&](std::size_t k0) { return in - k0 < c_block ? in - k0 : c_block; };
   // Columns [c0, width) of one block into one set of sums.
   auto columns = [&](B (&acc)[nv], const float* v, std::size_t k0, std::size_t c0) {
@@ -118,10 +124,10 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     b = b_begin + 4 * q;
   } else if (c_block == 1) {
     for (; b + 4 <= b_end; b += 4) {
-      step(a0, values + static_cast<std::size_t>(b) * R, x[col_idx[b]]);
-      step(a1, values + static_cast<std::size_t>(b + 1) * R, x[col_idx[b + 1]]);
-      step(a2, values + static_cast<std::size_t>(b + 2) * R, x[col_idx[b + 2]]);
-      step(a3, values + static_cast<std::size_t>(b + 3) * R, x[col_idx[b + 3]]);
+      step(a0, weights_of(b), x[col_idx[b]]);
+      step(a1, weights_of(b + 1), x[col_idx[b + 1]]);
+      step(a2, weights_of(b + 2), x[col_idx[b + 2]]);
+      step(a3, weights_of(b + 3), x[col_idx[b + 3]]);
     }
   }
   for (; b < b_end; ++b) {
@@ -162,9 +168,10 @@ constexpr std::size_t spmm_f32_tile_rows_for() noexcept {
 
 template <class Arch, std::size_t R>
 inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::size_t in,
-                          const std::uint32_t* row_ptr, const std::uint32_t* col_idx, const float* values,
-                          std::size_t c_block, std::size_t br0, std::size_t br1, const float* bias, float* y,
-                          std::size_t ldy, std::size_t out) noexcept {
+                          const std::uint32_t* row_ptr, const std::uint32_t* col_idx,
+                          const float* values, const std::uint32_t* value_blocks,
+                          std::size_t c_block, std::size_t br0, std::size_t br1, const float* bias,
+                          float* y, std::size_t ldy, std::size_t out) noexcept {
   constexpr std::size_t w = xsimd::batch<float, Arch>::size;
   static_assert(R % w == 0, "block height must be a multiple of the vector width");
   constexpr std::size_t mr = spmm_f32_tile_rows_for<Arch, R>();
@@ -174,7 +181,7 @@ inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::s
     const std::uint32_t b0 = row_ptr[br], b1 = row_ptr[br + 1];
     std::size_t r0 = 0;
     if (m == 1) {
-      spmm_row_f32<Arch, R>(x, in, col_idx, b0, b1, values, c_block, tile);
+      spmm_row_f32<Arch, R>(x, in, col_idx, b0, b1, values, value_blocks, c_block, tile);
       r0 = 1;
       for (std::size_t i = 0; i < nn; ++i) y[n0 + i] = tile[i] + (bias ? bias[n0 + i] : 0.0f);
     }
@@ -182,11 +189,13 @@ inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::s
       const std::size_t rows = m - r0 < mr ? m - r0 : mr;
       const float* xr = x + r0 * ldx;
       if (rows == mr) {
-        spmm_tile_f32<Arch, R, mr>(xr, ldx, in, col_idx, b0, b1, values, c_block, tile);
+        spmm_tile_f32<Arch, R, mr>(xr, ldx, in, col_idx, b0, b1, values, value_blocks, c_block,
+                                   tile);
       } else {
         // Remainder rows one at a time through the same tile code (MR = 1).
         for (std::size_t r = 0; r < rows; ++r) {
-          spmm_tile_f32<Arch, R, 1>(xr + r * ldx, ldx, in, col_idx, b0, b1, values, c_block, tile + r * R);
+          spmm_tile_f32<Arch, R, 1>(xr + r * ldx, ldx, in, col_idx, b0, b1, values, value_blocks,
+                                    c_block, tile + r * R);
         }
       }
       for (std::size_t r = 0; r < rows; ++r) {
@@ -216,29 +225,36 @@ constexpr std::size_t spmm_f32_tile_rows(std::size_t r_block) noexcept {
 /// with W in block-CSR with blocks of R outputs x C inputs (R in {16, 32, 64}): row_ptr
 /// [block_rows + 1], col_idx [blocks] (block-column indices), values [blocks][C][R] (R
 /// consecutive outputs per input column; the last block-row's outputs past `out` and the
-/// last block-column's inputs past `in` are ignored). Absent blocks cost nothing. Register
+/// last block-column's inputs past `in` are ignored). Absent blocks cost nothing. With
+/// `value_blocks` (one per stored block), block b's values are values[value_blocks[b]]
+/// instead of values[b]: a subset of a matrix's blocks is then multiplied in place, without
+/// copying its values (DenseF32::forward_input_groups skips inputs known to be zero). Register
 /// tile: up to 12 rows of x against a block-row's R outputs; one row (decoding) uses four
 /// accumulator sets. Matches the scalar reference within float rounding (fused
 /// multiply-adds, other summation order for one row): 1e-5 of sum |terms| in the tests.
 template <class Arch = arch>
-inline void spmm_f32(const float* x, std::size_t ldx, std::size_t m, std::size_t in, const std::uint32_t* row_ptr,
-                     const std::uint32_t* col_idx, const float* values, std::size_t r_block, std::size_t c_block,
-                     std::size_t br0, std::size_t br1, const float* bias, float* y, std::size_t ldy,
-                     std::size_t out) noexcept {
+inline void spmm_f32(const float* x, std::size_t ldx, std::size_t m, std::size_t in,
+                     const std::uint32_t* row_ptr, const std::uint32_t* col_idx,
+                     const float* values, std::size_t r_block, std::size_t c_block, std::size_t br0,
+                     std::size_t br1, const float* bias, float* y, std::size_t ldy, std::size_t out,
+                     const std::uint32_t* value_blocks = nullptr) noexcept {
   DYNASPARSE_ASSERT(spmm_supports_block_rows(r_block), "unsupported block height");
   if constexpr (is_scalar_arch_v<Arch>) {
-    detail::scalar::spmm_f32(x, ldx, m, in, row_ptr, col_idx, values, r_block, c_block, br0, br1, bias, y, ldy,
-                             out);
+    detail::scalar::spmm_f32(x, ldx, m, in, row_ptr, col_idx, values, r_block, c_block, br0, br1,
+                             bias, y, ldy, out, value_blocks);
   } else {
     switch (r_block) {
       case 16:
-        detail::spmm_f32_rows<Arch, 16>(x, ldx, m, in, row_ptr, col_idx, values, c_block, br0, br1, bias, y, ldy, out);
+        detail::spmm_f32_rows<Arch, 16>(x, ldx, m, in, row_ptr, col_idx, values, value_blocks,
+                                        c_block, br0, br1, bias, y, ldy, out);
         break;
       case 32:
-        detail::spmm_f32_rows<Arch, 32>(x, ldx, m, in, row_ptr, col_idx, values, c_block, br0, br1, bias, y, ldy, out);
+        detail::spmm_f32_rows<Arch, 32>(x, ldx, m, in, row_ptr, col_idx, values, value_blocks,
+                                        c_block, br0, br1, bias, y, ldy, out);
         break;
       default:
-        detail::spmm_f32_rows<Arch, 64>(x, ldx, m, in, row_ptr, col_idx, values, c_block, br0, br1, bias, y, ldy, out);
+        detail::spmm_f32_rows<Arch, 64>(x, ldx, m, in, row_ptr, col_idx, values, value_blocks,
+                                        c_block, br0, br1, bias, y, ldy, out);
         break;
     }
   }

@@ -142,11 +142,27 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     benchmark::ClobberMemory();
   }
   state.counters["skipped"] = stats.skipped_fraction();
-  // Four E x E projections for every token, the gate (E x E output gate, or H x E head gate),
-  // and the attention core (QK^T and PV) for the (query, head) pairs not skipped.
+  // Products done per token: K and V over every head; q_proj over the packed panels that
+  // hold a head some query uses (DenseF32 panels of panel_rows(E) outputs); out_proj over
+  // the used heads' inputs; the gate (E x E output gate, or H x E head gate); and the
+  // attention core (QK^T and PV) for the (query, head) pairs not skipped. Here a head is
+  // used by every query or by none.
+  const std::size_t d = e / h, panel = nn::DenseF32::panel_rows(e);
+  std::size_t used = 0, q_outputs = 0;
+  for (std::size_t p0 = 0; p0 < e; p0 += panel) {
+    bool any = false;
+    for (std::size_t hd = p0 / d; hd < std::min(h, (p0 + panel + d - 1) / d); ++hd) {
+      any = any || skip_pct < 0 || static_cast<int>(hd % 4) >= skip_pct / 25;
+    }
+    if (any) q_outputs += std::min(panel, e - p0);
+  }
+  for (std::size_t hd = 0; hd < h; ++hd)
+    used += skip_pct < 0 || static_cast<int>(hd % 4) >= skip_pct / 25;
   const double gate_rows = skip_pct < 0 ? static_cast<double>(e) : static_cast<double>(h);
-  const double ops = 2.0 * l * e * (4.0 * e + gate_rows) + 4.0 * l * l * e * (1.0 - stats.skipped_fraction());
-  roofline_counters(state, ops, ((4.0 * e + gate_rows) * e + 2.0 * l * e) * sizeof(float));
+  const double proj_rows =
+      2.0 * e + static_cast<double>(q_outputs) + static_cast<double>(used * d) + gate_rows;
+  const double ops = 2.0 * l * e * proj_rows + 4.0 * l * l * e * (1.0 - stats.skipped_fraction());
+  roofline_counters(state, ops, (proj_rows * e + 2.0 * l * e) * sizeof(float));
   label(state);
 }
 

@@ -106,6 +106,13 @@ TEST(LinearDenseF32, OutputGroupsEqualThoseColumnsOfTheFullProduct) {
           ASSERT_EQ(part[r * out + c], full[r * out + c]) << r << " " << c;
       }
     }
+    // The same groups repeated and out of order give the same columns.
+    const std::vector<std::uint32_t> shuffled{16, 1, 16, 2, 1, 2, 16};
+    std::vector<float> again(m * out, -7.0f);
+    layer.forward_output_groups(ds::ConstMatrixView(x.data(), m, in),
+                                ds::MatrixView(again.data(), m, out), group, shuffled.data(),
+                                shuffled.size(), ws);
+    EXPECT_EQ(again, part);
     // Panels holding no listed group are not computed: output 96 shares no panel of 16, 32
     // or 64 outputs with groups 1, 2 and 16, whatever the build's panel height.
     EXPECT_EQ(part[96], -7.0f);
@@ -164,6 +171,9 @@ TEST(LinearDenseF32, GroupArgumentsAreChecked) {
   EXPECT_THROW(layer.forward_input_groups(xv, yv, 8, unordered.data(), 2, ws), ds::ConfigError);
   EXPECT_THROW(layer.forward_input_groups(xv, yv, 5, ok.data(), 1, ws),
                ds::ConfigError);  // 5 does not divide 32
+  // A group size whose product with the index would wrap around.
+  EXPECT_THROW(layer.forward_output_groups(xv, yv, std::size_t{1} << 63, ok.data(), 1, ws),
+               ds::ConfigError);
   try {
     layer.forward_input_groups(xv, yv, 8, past.data(), 1, ws);
   } catch (const ds::ConfigError& e) {

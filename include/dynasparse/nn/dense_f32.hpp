@@ -99,15 +99,18 @@ class DenseF32 {
     check_groups(group, groups, count, out_, "output");
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    // Panels touched by a listed group, ascending and without repeats.
-    std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_);
-    std::size_t np = 0;
+    // Panels touched by a listed group, ascending and without repeats, whatever the order
+    // of the groups (check_groups has kept every group inside the layer).
+    std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_ + 1);
+    std::fill(panels, panels + panels_, 0u);
     for (std::size_t i = 0; i < count; ++i) {
       const std::size_t first = groups[i] * group / rows_,
                         last = ((groups[i] + 1) * group - 1) / rows_;
-      for (std::size_t p = first; p <= last; ++p) {
-        if (np == 0 || panels[np - 1] < p) panels[np++] = static_cast<std::uint32_t>(p);
-      }
+      for (std::size_t p = first; p <= last; ++p) panels[p] = 1;
+    }
+    std::size_t np = 0;
+    for (std::size_t p = 0; p < panels_; ++p) {
+      if (panels[p] != 0) panels[np++] = static_cast<std::uint32_t>(p);
     }
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t grain =
@@ -191,7 +194,7 @@ class DenseF32 {
                                               "> 0", group, name_);
     }
     for (std::size_t i = 0; i < count; ++i) {
-      if ((static_cast<std::size_t>(groups[i]) + 1) * group > width) {
+      if (group > width || static_cast<std::size_t>(groups[i]) >= width / group) {  // no overflow
         ::dynasparse::detail::fail<ConfigError>(
             "nn", std::string(side) + " group past the layer's width",
             "< " + std::to_string(width / group), groups[i], name_);

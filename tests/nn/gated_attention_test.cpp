@@ -309,25 +309,41 @@ struct Opaque {
 TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
   // Heads 1, 2 and 5 are gated off for every query: q_proj leaves them out and out_proj
   // does not read them (DenseF32's group products); the output must not change. Also
-  // through AnyLinear, with rotary positions, and token by token through the cache.
-  const std::size_t e = 64, h = 8, l = 21, batch = 2;
-  RandomLayer w(e, h, 71u);
-  for (std::size_t hd : {1u, 2u, 5u}) w.bg[hd] = -40.0f;
-  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 72u);
-  for (float rotary : {0.0f, 10000.0f}) {
-    auto cfg = head_config(e, h, nn::HeadGate::Headwise, 0.3f);
-    cfg.rotary_base = rotary;
+  // through AnyLinear, with rotary positions, element-wise gates, batch_first, and through
+  // the cache one and three tokens at a time.
+  const std::size_t e = 64, h = 8, d = 8, l = 21, batch = 2;
+  struct Case {
+    float rotary;
+    nn::HeadGate kind;
+    bool batch_first;
+    std::size_t step;  // tokens per forward_cached call; 0: no cached decoding
+  };
+  for (const Case& k : {Case{0.0f, nn::HeadGate::Headwise, false, 1},
+                        Case{10000.0f, nn::HeadGate::Headwise, false, 3},
+                        Case{0.0f, nn::HeadGate::Elementwise, true, 0},
+                        Case{10000.0f, nn::HeadGate::Elementwise, false, 1}}) {
+    const bool elementwise = k.kind == nn::HeadGate::Elementwise;
+    const std::size_t gw = elementwise ? e : h;
+    RandomLayer w(e, gw, 71u);
+    for (std::size_t hd : {1u, 2u, 5u}) {
+      for (std::size_t c = 0; c < (elementwise ? d : 1); ++c)
+        w.bg[elementwise ? hd * d + c : hd] = -40.0f;
+    }
+    const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 72u);
+    auto cfg = head_config(e, h, k.kind, elementwise ? 0.9f : 0.3f);
+    cfg.rotary_base = k.rotary;
+    cfg.batch_first = k.batch_first;
     const auto opaque = [&](const std::vector<float>& m, std::size_t rows,
                             const std::vector<float>& b,
                             const char* n) { return Opaque{dense(m, rows, e, b, n)}; };
     const nn::GatedAttention<Opaque> ref(
         cfg, opaque(w.wq, e, w.bq, "q"), opaque(w.wk, e, w.bk, "k"), opaque(w.wv, e, w.bv, "v"),
-        opaque(w.wo, e, w.bo, "out"), opaque(w.wg, h, w.bg, "gate"));
+        opaque(w.wo, e, w.bo, "out"), opaque(w.wg, gw, w.bg, "gate"));
     const auto any = [&](const std::vector<float>& m, std::size_t rows, const std::vector<float>& b,
                          const char* n) { return nn::AnyLinear(dense(m, rows, e, b, n)); };
     const nn::GatedAttention<nn::AnyLinear> via_any(
         cfg, any(w.wq, e, w.bq, "q"), any(w.wk, e, w.bk, "k"), any(w.wv, e, w.bv, "v"),
-        any(w.wo, e, w.bo, "out"), any(w.wg, h, w.bg, "gate"));
+        any(w.wo, e, w.bo, "out"), any(w.wg, gw, w.bg, "gate"));
     const auto fast = w.make(cfg);
     nn::AttentionMasks causal;
     causal.causal = true;
@@ -340,25 +356,29 @@ TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
     const auto s_fast =
         fast.forward(xv, xv, xv, batch, ds::MatrixView(got.data(), rows, e), ws, causal);
     via_any.forward(xv, xv, xv, batch, ds::MatrixView(got_any.data(), rows, e), ws, causal);
-    EXPECT_EQ(s_fast.skipped, s_ref.skipped);
-    EXPECT_GE(s_fast.skipped, 3 * rows);  // at least the three closed heads
-    EXPECT_LT(s_fast.skipped, h * rows);
+    const std::string what = "rotary " + std::to_string(k.rotary) +
+                             (elementwise ? " elementwise" : " headwise") +
+                             (k.batch_first ? " batch_first" : "");
+    EXPECT_EQ(s_fast.skipped, s_ref.skipped) << what;
+    EXPECT_GE(s_fast.skipped, 3 * rows) << what;  // at least the three closed heads
+    EXPECT_LT(s_fast.skipped, h * rows) << what;
     double scale = 0.0;
     for (float v : want) scale = std::max(scale, std::fabs(double(v)));
     for (std::size_t i = 0; i < want.size(); ++i) {
-      ASSERT_NEAR(got[i], want[i], 1e-6 * scale) << "rotary " << rotary << " i=" << i;
-      ASSERT_NEAR(got_any[i], want[i], 1e-6 * scale) << "rotary " << rotary << " i=" << i;
+      ASSERT_NEAR(got[i], want[i], 1e-6 * scale) << what << " i=" << i;
+      ASSERT_NEAR(got_any[i], want[i], 1e-6 * scale) << what << " i=" << i;
     }
-    // Token by token (one query row per call, so the used heads change with every token).
+    if (k.step == 0) continue;
+    // Through the cache (the used heads change with every call). batch_first is off here:
+    // the rows of tokens i .. i + step - 1 are i * batch .. (i + step) * batch - 1.
     nn::KVCache cache(batch, h, e / h, l);
     std::vector<float> dec(rows * e);
-    for (std::size_t i = 0; i < l; ++i) {
-      // batch_first is off: rows of token i are i * batch .. i * batch + batch - 1.
-      fast.forward_cached(ds::ConstMatrixView(x.data() + i * batch * e, batch, e), batch, cache,
-                          ds::MatrixView(dec.data() + i * batch * e, batch, e), ws);
+    for (std::size_t i = 0; i < l; i += k.step) {
+      fast.forward_cached(ds::ConstMatrixView(x.data() + i * batch * e, k.step * batch, e), batch,
+                          cache, ds::MatrixView(dec.data() + i * batch * e, k.step * batch, e), ws);
     }
     for (std::size_t i = 0; i < want.size(); ++i)
-      ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << "decode i=" << i;
+      ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << what << " decode i=" << i;
   }
 }
 

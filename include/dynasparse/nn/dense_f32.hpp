@@ -104,8 +104,8 @@ class DenseF32 {
     std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_ + 1);
     std::fill(panels, panels + panels_, 0u);
     for (std::size_t i = 0; i < count; ++i) {
-      const std::size_t first = groups[i] * group / rows_,
-                        last = ((groups[i] + 1) * group - 1) / rows_;
+      const std::size_t first = std::size_t{groups[i]} * group / rows_,
+                        last = ((std::size_t{groups[i]} + 1) * group - 1) / rows_;
       for (std::size_t p = first; p <= last; ++p) panels[p] = 1;
     }
     std::size_t np = 0;
@@ -127,10 +127,11 @@ class DenseF32 {
   /// y [M, out] = x W^T + bias reading only the inputs of the listed groups: for each g in
   /// groups[0, count) (ascending), columns [g * group, (g + 1) * group) of x; the others are
   /// taken as zero and never read (an attention layer's heads that no query needs, before
-  /// out_proj). Costs count * group / in of forward(). Same numerics as forward() when the
-  /// skipped inputs are zero, up to the order of the sums. @throws ShapeError on mismatched
-  /// shapes; ConfigError if group is 0 or does not divide `in`, or groups are not ascending
-  /// or lie past `in`.
+  /// out_proj). Costs count * group / in of forward(). Equals forward() of x with the
+  /// skipped inputs zero, up to the order of the sums, when the skipped weights are finite
+  /// (forward() would turn 0 * inf into NaN). @throws ShapeError on mismatched shapes;
+  /// ConfigError if group is 0 or does not divide `in`, groups are not ascending or lie past
+  /// `in`, or the layer has 2^32 blocks of `group` inputs or more.
   void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "nn", name_, " input");
@@ -152,6 +153,11 @@ class DenseF32 {
     // The packed panel [in][rows_] is, cut every `group` inputs, a block-row of blocks
     // group x rows_ in input order: block (p, g) sits at block index p * (in / group) + g.
     const std::size_t per_panel = in_ / group;
+    if (per_panel != 0 && panels_ > 0xffffffffu / per_panel) {
+      ::dynasparse::detail::fail<ConfigError>("nn",
+                                              "too many input groups for 32-bit block indices",
+                                              "< 2^32 blocks", panels_ * per_panel, name_);
+    }
     std::uint32_t* row_ptr = ws.allocate<std::uint32_t>(panels_ + 1);
     std::uint32_t* col_idx = ws.allocate<std::uint32_t>(panels_ * count + 1);
     std::uint32_t* value_blocks = ws.allocate<std::uint32_t>(panels_ * count + 1);
@@ -193,8 +199,13 @@ class DenseF32 {
       ::dynasparse::detail::fail<ConfigError>("nn", std::string(side) + " group must be positive",
                                               "> 0", group, name_);
     }
+    if (group > width) {
+      ::dynasparse::detail::fail<ConfigError>("nn",
+                                              std::string(side) + " group wider than the layer",
+                                              "<= " + std::to_string(width), group, name_);
+    }
     for (std::size_t i = 0; i < count; ++i) {
-      if (group > width || static_cast<std::size_t>(groups[i]) >= width / group) {  // no overflow
+      if (static_cast<std::size_t>(groups[i]) >= width / group) {  // divides: no overflow
         ::dynasparse::detail::fail<ConfigError>(
             "nn", std::string(side) + " group past the layer's width",
             "< " + std::to_string(width / group), groups[i], name_);

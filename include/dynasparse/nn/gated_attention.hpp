@@ -168,7 +168,9 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 ///
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
 /// (formats chosen per projection at run time). K and V are computed for every head
-/// even when a head gate skips it (a later query may open it). Work is split over threads
+/// even when a head gate skips it (a later query may open it). With DenseF32 projections
+/// (Linear<DenseF32>, or AnyLinear holding one), a head no query of the call needs is also
+/// left out of q_proj (whole packed panels) and out_proj. Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
 /// Workspace, so a warm workspace makes forward() allocation-free.
 ///

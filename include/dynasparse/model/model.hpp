@@ -499,7 +499,17 @@ class Model {
     apply_norm(*norm_f_, x, scratch);
     const ConstMatrixView w = classifier_ ? classifier_->table() : lm_head_ ? lm_head_->table() : embed_->table();
     ::dynasparse::detail::keep_eigen_single_threaded();
-    as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
+    // Eigen stays on one thread (its OpenMP workers would spin against the pool's), so the
+    // head is split here, by output columns: the whole vocabulary of a decoding step is one
+    // matrix-vector product over the embedding table, a quarter of an INT8 step's weight bytes
+    // in the demo model.
+    const std::size_t m = x.rows(), k = w.cols(), n = w.rows();
+    const std::size_t grain = std::max<std::size_t>(16, parallel_min_macs_f32 / (m * k + 1));
+    const ConstMatrixView xs(scratch);
+    parallel_for(0, n, grain, [&](std::size_t c0, std::size_t c1) {
+      MatrixView lp = logits.col_range(c0, c1 - c0);
+      as_eigen(lp).noalias() = as_eigen(xs) * as_eigen(w.row_range(c0, c1 - c0)).transpose();
+    });
     if (!classifier_) return;
     for (std::size_t r = 0; r < logits.rows(); ++r) {
       float* row = logits.row(r);

@@ -6,7 +6,8 @@
 //   gated_output       the whole seed module: projections, attention, out_proj, output gate;
 //   gated_head@skipX   the whole module with a head-wise head gate whose weights are zero
 //                      and whose biases put exactly X% of (query, head) pairs below tau
-//                      (every 4th head group: heads h with h % 4 < X / 25).
+//                      (every 4th head group: heads h with h % 4 < X / 25), each head closed
+//                      for every query or for none, so whole heads leave the projections.
 // and BM_AttentionDecode/<f32kv|i8kv>/E512/H64/ctx<C>: one decoding step of the seed
 // module (GatedAttention::forward_cached) with C - 1 tokens already cached.
 #include <benchmark/benchmark.h>
@@ -142,11 +143,11 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     benchmark::ClobberMemory();
   }
   state.counters["skipped"] = stats.skipped_fraction();
-  // Products done per token: K and V over every head; q_proj over the packed panels that
-  // hold a head some query uses (DenseF32 panels of panel_rows(E) outputs); out_proj over
-  // the used heads' inputs; the gate (E x E output gate, or H x E head gate); and the
-  // attention core (QK^T and PV) for the (query, head) pairs not skipped. Here a head is
-  // used by every query or by none.
+  // Products done per token: q_proj, k_proj and v_proj over the packed panels that hold a
+  // head some query uses (DenseF32 panels of panel_rows(E) outputs; no cache, so K and V of
+  // a head no query uses are not needed); out_proj over the used heads' inputs; the gate
+  // (E x E output gate, or H x E head gate); and the attention core (QK^T and PV) for the
+  // (query, head) pairs not skipped. Here a head is used by every query or by none.
   const std::size_t d = e / h, panel = nn::DenseF32::panel_rows(e);
   std::size_t used = 0, q_outputs = 0;
   for (std::size_t p0 = 0; p0 < e; p0 += panel) {
@@ -160,7 +161,7 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     used += skip_pct < 0 || static_cast<int>(hd % 4) >= skip_pct / 25;
   const double gate_rows = skip_pct < 0 ? static_cast<double>(e) : static_cast<double>(h);
   const double proj_rows =
-      2.0 * e + static_cast<double>(q_outputs) + static_cast<double>(used * d) + gate_rows;
+      3.0 * static_cast<double>(q_outputs) + static_cast<double>(used * d) + gate_rows;
   const double ops = 2.0 * l * e * proj_rows + 4.0 * l * l * e * (1.0 - stats.skipped_fraction());
   roofline_counters(state, ops, (proj_rows * e + 2.0 * l * e) * sizeof(float));
   label(state);

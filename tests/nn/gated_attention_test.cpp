@@ -307,8 +307,9 @@ struct Opaque {
 };
 
 TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
-  // Heads 1, 2 and 5 are gated off for every query: q_proj leaves them out and out_proj
-  // does not read them (DenseF32's group products); the output must not change. Also
+  // Heads 1, 2 and 5 are gated off for every query: q_proj (and, without a cache, k_proj
+  // and v_proj) leave them out and out_proj does not read them (DenseF32's group
+  // products); the output must not change. Also
   // through AnyLinear, with rotary positions, element-wise gates, batch_first, and through
   // the cache one and three tokens at a time.
   const std::size_t e = 64, h = 8, d = 8, l = 21, batch = 2;
@@ -349,13 +350,15 @@ TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
     causal.causal = true;
     const std::size_t rows = l * batch;
     std::vector<float> want(rows * e), got(rows * e), got_any(rows * e);
-    ds::Workspace ws;
+    // A workspace each: in a shared one, a projection left out by mistake would find the
+    // reference's values at the same addresses.
+    ds::Workspace ws, ws_ref, ws_any;
     const ds::ConstMatrixView xv(x.data(), rows, e);
     const auto s_ref =
-        ref.forward(xv, xv, xv, batch, ds::MatrixView(want.data(), rows, e), ws, causal);
+        ref.forward(xv, xv, xv, batch, ds::MatrixView(want.data(), rows, e), ws_ref, causal);
     const auto s_fast =
         fast.forward(xv, xv, xv, batch, ds::MatrixView(got.data(), rows, e), ws, causal);
-    via_any.forward(xv, xv, xv, batch, ds::MatrixView(got_any.data(), rows, e), ws, causal);
+    via_any.forward(xv, xv, xv, batch, ds::MatrixView(got_any.data(), rows, e), ws_any, causal);
     const std::string what = "rotary " + std::to_string(k.rotary) +
                              (elementwise ? " elementwise" : " headwise") +
                              (k.batch_first ? " batch_first" : "");

@@ -167,10 +167,11 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 /// matrices in the configured layout (SeqLayout), with N passed to forward().
 ///
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
-/// (formats chosen per projection at run time). K and V are computed for every head
-/// even when a head gate skips it (a later query may open it). With DenseF32 projections
-/// (Linear<DenseF32>, or AnyLinear holding one), a head no query of the call needs is also
-/// left out of q_proj (whole packed panels) and out_proj. Work is split over threads
+/// (formats chosen per projection at run time). With DenseF32 projections (Linear<DenseF32>,
+/// or AnyLinear holding one), a head no query of the call needs is also left out of q_proj
+/// (whole packed panels) and out_proj, and, in forward(), of k_proj and v_proj. Decoding
+/// (forward_cached) computes and caches K and V for every head, since a later query may
+/// open a head this call skips. Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
 /// Workspace, so a warm workspace makes forward() allocation-free.
 ///
@@ -268,9 +269,9 @@ class GatedAttention {
     float* qp = ws.allocate<float>(query.rows() * inner);
     float* kp = ws.allocate<float>(key.rows() * inner);
     float* vp = ws.allocate<float>(key.rows() * inner);
-    project_query(query, qp, plan, ws);
-    linear_forward(k_, key, MatrixView(kp, key.rows(), inner), ws);
-    linear_forward(v_, value, MatrixView(vp, key.rows(), inner), ws);
+    project_used_heads(q_, query, qp, plan, ws);
+    project_used_heads(k_, key, kp, plan, ws);
+    project_used_heads(v_, value, vp, plan, ws);
     if (cfg_.rotary_base > 0.0f) {
       // Query i sits at i + L_kv - L_q, the position the causal mask aligns it with.
       const double q_first = static_cast<double>(lkv) - static_cast<double>(lq);
@@ -348,7 +349,7 @@ class GatedAttention {
     float* qp = ws.allocate<float>(x.rows() * inner);
     float* kp = ws.allocate<float>(x.rows() * inner);
     float* vp = ws.allocate<float>(x.rows() * inner);
-    project_query(x, qp, plan, ws);
+    project_used_heads(q_, x, qp, plan, ws);
     linear_forward(k_, x, MatrixView(kp, x.rows(), inner), ws);
     linear_forward(v_, x, MatrixView(vp, x.rows(), inner), ws);
     if (cfg_.rotary_base > 0.0f) {
@@ -557,24 +558,25 @@ class GatedAttention {
     return plan;
   }
 
-  // qp [rows, inner] = q_(query), computed for the heads the plan uses (the others are
-  // zero): a query head no row attends with is never projected.
-  void project_query(ConstMatrixView query, float* qp, const HeadPlan& plan, Workspace& ws) const {
-    const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim(),
-                      rows = query.rows();
-    const MatrixView y(qp, rows, inner);
+  // yp [rows, inner] = proj(x), computed for the heads the plan uses (the others are zero):
+  // a head no query of the call attends with is never projected. For the query always; for
+  // keys and values only when nothing is cached (a later call may open the head).
+  void project_used_heads(const LinearT& proj, ConstMatrixView x, float* yp, const HeadPlan& plan,
+                          Workspace& ws) const {
+    const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim(), rows = x.rows();
+    const MatrixView y(yp, rows, inner);
     if (plan.num_used == h) {
-      linear_forward(q_, query, y, ws);
+      linear_forward(proj, x, y, ws);
       return;
     }
-    linear_output_groups(q_, query, y, d, plan.used, plan.num_used, ws);
+    linear_output_groups(proj, x, y, d, plan.used, plan.num_used, ws);
     // Unused heads stay defined (rotary positions rotate every head).
     for (std::size_t r = 0, u = 0; r < rows; ++r, u = 0) {
       for (std::size_t hd = 0; hd < h; ++hd) {
         if (u < plan.num_used && plan.used[u] == hd) {
           ++u;
         } else {
-          std::fill(qp + r * inner + hd * d, qp + r * inner + hd * d + d, 0.0f);
+          std::fill(yp + r * inner + hd * d, yp + r * inner + hd * d + d, 0.0f);
         }
       }
     }

@@ -297,14 +297,16 @@ TEST(GatedAttentionSkip, ChangeIsBoundedByTauThroughOutProj) {
 
 // The same weights behind a linear type GatedAttention does not know: it then projects
 // every query head and reads every head in out_proj, the reference for the head groups.
-struct Opaque {
-  Dense inner;
+template <class L>
+struct OpaqueOf {
+  L inner;
   void forward(ds::ConstMatrixView x, ds::MatrixView y, ds::Workspace& ws) const {
     inner.forward(x, y, ws);
   }
   std::size_t in_features() const noexcept { return inner.in_features(); }
   std::size_t out_features() const noexcept { return inner.out_features(); }
 };
+using Opaque = OpaqueOf<Dense>;
 
 TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
   // Heads 1, 2 and 5 are gated off for every query: q_proj (and, without a cache, k_proj
@@ -383,6 +385,56 @@ TEST(GatedAttentionSkip, HeadsNoQueryNeedsAreSkippedInTheProjectionsToo) {
     for (std::size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << what << " decode i=" << i;
   }
+}
+
+TEST(GatedAttentionSkip, Int8ProjectionsLeaveOutTilesOfClosedHeads) {
+  // E = 128, 8 heads of 16: DenseI8 computes q_proj (and, without a cache, k_proj and
+  // v_proj) by 64-column tiles, four heads each. Heads 4-7 (the second tile) and head 1
+  // are closed for every query, so the second tile is never computed; the output must equal
+  // the same INT8 layers behind a wrapper that always computes everything, in forward() and
+  // when decoding through the cache.
+  const std::size_t e = 128, h = 8, l = 13, batch = 2, rows = l * batch;
+  RandomLayer w(e, h, 81u);
+  for (std::size_t hd : {1u, 4u, 5u, 6u, 7u}) w.bg[hd] = -40.0f;
+  const auto cfg = head_config(e, h, nn::HeadGate::Headwise, 0.3f);
+  const auto i8 = [&](const std::vector<float>& m, std::size_t out, const std::vector<float>& b,
+                      const char* n) {
+    return nn::AnyLinear(nn::Linear<ds::quant::DenseI8>(
+        ds::quant::DenseI8(ds::ConstMatrixView(m.data(), out, e), b, n)));
+  };
+  const auto opaque = [&](const std::vector<float>& m, std::size_t out, const std::vector<float>& b,
+                          const char* n) { return OpaqueOf<nn::AnyLinear>{i8(m, out, b, n)}; };
+  const nn::GatedAttention<nn::AnyLinear> layer(cfg, i8(w.wq, e, w.bq, "q"), i8(w.wk, e, w.bk, "k"),
+                                                i8(w.wv, e, w.bv, "v"), i8(w.wo, e, w.bo, "out"),
+                                                i8(w.wg, h, w.bg, "gate"));
+  const nn::GatedAttention<OpaqueOf<nn::AnyLinear>> ref(
+      cfg, opaque(w.wq, e, w.bq, "q"), opaque(w.wk, e, w.bk, "k"), opaque(w.wv, e, w.bv, "v"),
+      opaque(w.wo, e, w.bo, "out"), opaque(w.wg, h, w.bg, "gate"));
+  const auto x = uniform_floats(rows * e, -1.0f, 1.0f, 82u);
+  nn::AttentionMasks causal;
+  causal.causal = true;
+  std::vector<float> want(rows * e), got(rows * e), dec(rows * e);
+  ds::Workspace ws,
+      ws_ref;  // separate: a tile left out by mistake must not find the reference's values
+  const ds::ConstMatrixView xv(x.data(), rows, e);
+  const auto s_ref =
+      ref.forward(xv, xv, xv, batch, ds::MatrixView(want.data(), rows, e), ws_ref, causal);
+  const auto s_got =
+      layer.forward(xv, xv, xv, batch, ds::MatrixView(got.data(), rows, e), ws, causal);
+  EXPECT_EQ(s_got.skipped, s_ref.skipped);
+  EXPECT_GE(s_got.skipped, 5 * rows);
+  double scale = 0.0;
+  for (float v : want) scale = std::max(scale, std::fabs(double(v)));
+  ASSERT_GT(scale, 0.0);
+  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-6 * scale) << i;
+  nn::KVCache cache(batch, h, e / h, l);
+  for (std::size_t i = 0; i < l; ++i) {
+    layer.forward_cached(ds::ConstMatrixView(x.data() + i * batch * e, batch, e), batch, cache,
+                         ds::MatrixView(dec.data() + i * batch * e, batch, e), ws);
+  }
+  // Cached K and V are those of the full forward pass up to the order of float sums.
+  for (std::size_t i = 0; i < want.size(); ++i)
+    ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << "decode " << i;
 }
 
 TEST(GatedAttentionThreads, TwoThreadsMatchOne) {

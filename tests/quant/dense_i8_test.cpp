@@ -99,6 +99,49 @@ TEST(DenseI8, ThreadCountDoesNotChangeTheResult) {
   EXPECT_EQ(y1, y2);
 }
 
+TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
+  // Groups of 8 outputs (attention heads of head_dim 8) against 64-column tiles, at one and
+  // two threads, for one row (decoding) and several; static and dynamic activation scales.
+  for (int threads : {1, 2}) {
+    ds::set_num_threads(threads);
+    for (std::size_t m : {1u, 7u}) {
+      const Problem p(m, 72, 200, 61u);
+      quant::DenseI8 layer(p.wv(), p.b, "q");
+      for (float alpha : {0.0f, 0.5f}) {
+        layer.set_activation_alpha(alpha);
+        ds::Workspace ws;
+        std::vector<float> full(m * p.n), part(m * p.n, -7.0f);
+        layer.forward(p.xv(), ds::MatrixView(full.data(), m, p.n), ws);
+        const std::vector<std::uint32_t> groups{24, 1, 2, 1};  // any order, repeats allowed
+        layer.forward_output_groups(p.xv(), ds::MatrixView(part.data(), m, p.n), 8, groups.data(),
+                                    groups.size(), ws);
+        for (std::size_t r = 0; r < m; ++r) {
+          for (std::uint32_t g : groups) {
+            for (std::size_t c = g * 8; c < (g + 1) * 8; ++c)
+              ASSERT_EQ(part[r * p.n + c], full[r * p.n + c]) << threads << " " << r << " " << c;
+          }
+          // Tiles [64, 128) and [128, 192) hold no listed group: left as they were.
+          for (std::size_t c = 64; c < 192; ++c) ASSERT_EQ(part[r * p.n + c], -7.0f) << c;
+        }
+      }
+    }
+  }
+  ds::set_num_threads(0);
+  const Problem p(2, 16, 40, 62u);
+  const quant::DenseI8 layer(p.wv(), p.b, "q");
+  ds::Workspace ws;
+  std::vector<float> y(2 * 40);
+  const ds::MatrixView yv(y.data(), 2, 40);
+  const std::uint32_t past[] = {5}, first[] = {0};
+  EXPECT_THROW(layer.forward_output_groups(p.xv(), yv, 8, past, 1, ws),
+               ds::ConfigError);  // 40 / 8 = 5 groups
+  EXPECT_THROW(layer.forward_output_groups(p.xv(), yv, 0, first, 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_output_groups(p.xv(), yv, 41, first, 1, ws), ds::ConfigError);
+  EXPECT_THROW(
+      layer.forward_output_groups(p.xv(), ds::MatrixView(y.data(), 2, 39), 8, first, 1, ws),
+      ds::ShapeError);
+}
+
 TEST(DenseI8, UnpackReturnsTheQuantizedWeights) {
   const Problem p(1, 45, 71, 5u);
   const quant::DenseI8 layer(p.wv(), {}, "fc");

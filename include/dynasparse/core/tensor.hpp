@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -115,6 +116,29 @@ template <class T>
 inline void check_cols(const TensorView<T>& v, std::size_t cols, std::string_view module, std::string_view name,
                        std::string_view suffix) {
   if (v.cols() != cols) check_cols(v, cols, module, std::string(name).append(suffix));
+}
+
+/// Checks the arguments of a layer's group product (forward_output_groups and
+/// forward_input_groups of the dense formats): `group` features per group, positive and at
+/// most `width` (the layer's outputs or inputs, named by `side`), and every listed group
+/// index below width / group. @throws ConfigError naming the layer `name`.
+inline void check_feature_groups(std::size_t group, const std::uint32_t* groups, std::size_t count,
+                                 std::size_t width, std::string_view module, std::string_view side,
+                                 std::string_view name) {
+  if (group == 0) {
+    detail::fail<ConfigError>(module, std::string(side) + " group must be positive", "> 0", group,
+                              name);
+  }
+  if (group > width) {
+    detail::fail<ConfigError>(module, std::string(side) + " group wider than the layer",
+                              "<= " + std::to_string(width), group, name);
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    if (static_cast<std::size_t>(groups[i]) >= width / group) {  // divides: no overflow
+      detail::fail<ConfigError>(module, std::string(side) + " group past the layer's width",
+                                "< " + std::to_string(width / group), groups[i], name);
+    }
+  }
 }
 
 DYNASPARSE_NAMESPACE_END

@@ -38,13 +38,19 @@ class AnyLinear {
     std::visit([&](const auto& l) { l.forward(x, y, ws); }, v_);
   }
   /// forward() for the listed groups of `group` outputs only where the held format can skip
-  /// the others (DenseF32::forward_output_groups); other formats compute every output.
+  /// the others (DenseF32 and quant::DenseI8 forward_output_groups, by panel or 64-column
+  /// tile); other formats compute every output.
   /// Columns of unlisted groups are unspecified. The tap sees x as in forward().
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     if (const auto* d = std::get_if<Linear<DenseF32>>(&v_)) {
       if (tap_) tap_(x);
       d->format().forward_output_groups(x, y, group, groups, count, ws);
+      return;
+    }
+    if (const auto* q = std::get_if<Linear<quant::DenseI8>>(&v_)) {
+      if (tap_) tap_(x);
+      q->format().forward_output_groups(x, y, group, groups, count, ws);
       return;
     }
     forward(x, y, ws);

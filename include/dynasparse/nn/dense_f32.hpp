@@ -96,11 +96,11 @@ class DenseF32 {
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "nn", name_, " input");
     check_shape(y, x.rows(), out_, "nn", name_, " output");
-    check_groups(group, groups, count, out_, "output");
+    check_feature_groups(group, groups, count, out_, "nn", "output", name_);
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
     // Panels touched by a listed group, ascending and without repeats, whatever the order
-    // of the groups (check_groups has kept every group inside the layer).
+    // of the groups (check_feature_groups has kept every group inside the layer).
     std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_ + 1);
     std::fill(panels, panels + panels_, 0u);
     for (std::size_t i = 0; i < count; ++i) {
@@ -136,7 +136,7 @@ class DenseF32 {
                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "nn", name_, " input");
     check_shape(y, x.rows(), out_, "nn", name_, " output");
-    check_groups(group, groups, count, in_, "input");
+    check_feature_groups(group, groups, count, in_, "nn", "input", name_);
     if (in_ % group != 0) {
       ::dynasparse::detail::fail<ConfigError>("nn", "input group does not divide the inputs",
                                               "a divisor of " + std::to_string(in_), group, name_);
@@ -193,26 +193,6 @@ class DenseF32 {
   }
 
  private:
-  void check_groups(std::size_t group, const std::uint32_t* groups, std::size_t count,
-                    std::size_t width, const char* side) const {
-    if (group == 0) {
-      ::dynasparse::detail::fail<ConfigError>("nn", std::string(side) + " group must be positive",
-                                              "> 0", group, name_);
-    }
-    if (group > width) {
-      ::dynasparse::detail::fail<ConfigError>("nn",
-                                              std::string(side) + " group wider than the layer",
-                                              "<= " + std::to_string(width), group, name_);
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-      if (static_cast<std::size_t>(groups[i]) >= width / group) {  // divides: no overflow
-        ::dynasparse::detail::fail<ConfigError>(
-            "nn", std::string(side) + " group past the layer's width",
-            "< " + std::to_string(width / group), groups[i], name_);
-      }
-    }
-  }
-
   std::string name_;
   std::size_t in_ = 0, out_ = 0, rows_ = 16, panels_ = 0;
   AlignedBuffer<float> weight_;

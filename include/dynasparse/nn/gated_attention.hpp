@@ -167,9 +167,10 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 /// matrices in the configured layout (SeqLayout), with N passed to forward().
 ///
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
-/// (formats chosen per projection at run time). With DenseF32 projections (Linear<DenseF32>,
-/// or AnyLinear holding one), a head no query of the call needs is also left out of q_proj
-/// (whole packed panels) and out_proj, and, in forward(), of k_proj and v_proj. Decoding
+/// (formats chosen per projection at run time). A head no query of the call needs is left
+/// out of out_proj with DenseF32 (Linear<DenseF32>, or AnyLinear holding one), and out of
+/// q_proj with DenseF32 (whole packed panels) and quant::DenseI8 (whole 64-column tiles);
+/// in forward() also out of k_proj and v_proj. Decoding
 /// (forward_cached) computes and caches K and V for every head, since a later query may
 /// open a head this call skips. Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
@@ -376,11 +377,12 @@ class GatedAttention {
     nn::forward(l, x, y, ws);
   }
   // The outputs of the listed head groups only, where the format can skip the others
-  // (DenseF32); other formats compute every output.
+  // (DenseF32, DenseI8); other formats compute every output.
   template <class L>
   static void linear_output_groups(const L& l, ConstMatrixView x, MatrixView y, std::size_t group,
                                    const std::uint32_t* groups, std::size_t count, Workspace& ws) {
-    if constexpr (std::is_same_v<L, Linear<DenseF32>>) {
+    if constexpr (std::is_same_v<L, Linear<DenseF32>> ||
+                  std::is_same_v<L, Linear<quant::DenseI8>>) {
       l.format().forward_output_groups(x, y, group, groups, count, ws);
     } else {
       l.forward(x, y, ws);

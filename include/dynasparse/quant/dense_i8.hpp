@@ -118,30 +118,38 @@ class DenseI8 {
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const {
     check_cols(x, in_, "quant", name_, " input");
     check_shape(y, x.rows(), out_, "quant", name_, " output");
-    const std::size_t m = x.rows();
-    if (m == 0) return;
+    product(x, y, nullptr, 0, ws);
+  }
+
+  /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
+  /// columns [g * group, (g + 1) * group) of y, equal to forward()'s bit for bit. The
+  /// product runs over the 64-column tiles (simd::gemm_tile_cols) that hold a listed column,
+  /// so it costs (tiles touched) / (all tiles) of forward(); columns of other tiles are not
+  /// written, the rest of a touched tile is. Groups may come in any order. (An attention
+  /// layer's heads that no query needs, in q_proj.) @throws ShapeError on mismatched shapes;
+  /// ConfigError if group is 0 or wider than the layer, or a group lies past it.
+  void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, in_, "quant", name_, " input");
+    check_shape(y, x.rows(), out_, "quant", name_, " output");
+    check_feature_groups(group, groups, count, out_, "quant", "output", name_);
+    if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    const std::size_t lda = simd::gemm_activation_row_bytes(in_);
-    std::int8_t* a = ws.allocate<std::int8_t>(m * lda);
-    float* row_scale = ws.allocate<float>(m);
-    parallel_for(0, m, std::max<std::size_t>(1, parallel_min_quantize / (in_ + 1)), [&](std::size_t r0, std::size_t r1) {
-      simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, in_, activation_alpha_, a + r0 * lda, lda,
-                                      row_scale + r0);
-    });
-    const float* bias = bias_.empty() ? nullptr : bias_.data();
     constexpr std::size_t tc = simd::gemm_tile_cols;
-    const std::size_t panels = (out_ + tc - 1) / tc;
-    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * in_ * m + 1));
-    parallel_for(0, panels, grain, [&](std::size_t p0, std::size_t p1) {
-      simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_),
-                          [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
-                              const std::int32_t* tile, std::size_t ld) {
-                            for (std::size_t r = 0; r < rows; ++r) {
-                              simd::dequantize_s32f32(tile + r * ld, cols, row_scale[r0 + r], w_scale_.data() + c0,
-                                                      bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
-                            }
-                          });
-    });
+    const std::size_t tiles = (out_ + tc - 1) / tc;
+    // Tiles holding a listed column, ascending and without repeats.
+    std::uint32_t* list = ws.allocate<std::uint32_t>(tiles);
+    std::fill(list, list + tiles, 0u);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t first = std::size_t{groups[i]} * group / tc,
+                        last = ((std::size_t{groups[i]} + 1) * group - 1) / tc;
+      for (std::size_t t = first; t <= last; ++t) list[t] = 1;
+    }
+    std::size_t n = 0;
+    for (std::size_t t = 0; t < tiles; ++t) {
+      if (list[t] != 0) list[n++] = static_cast<std::uint32_t>(t);
+    }
+    product(x, y, list, n, ws);
   }
 
   /// y [M, out] = x [M, in] * dequant(W)^T + bias: the weight-only path. Blocks of 64
@@ -189,6 +197,46 @@ class DenseI8 {
   }
 
  private:
+  // y = x W^T + bias over the 64-column tiles tiles[0, count), or over every column when
+  // tiles is null. Shapes are checked by the caller.
+  void product(ConstMatrixView x, MatrixView y, const std::uint32_t* tiles, std::size_t count,
+               Workspace& ws) const {
+    const std::size_t m = x.rows();
+    if (m == 0) return;
+    Workspace::Scope scope(ws);
+    const std::size_t lda = simd::gemm_activation_row_bytes(in_);
+    std::int8_t* a = ws.allocate<std::int8_t>(m * lda);
+    float* row_scale = ws.allocate<float>(m);
+    parallel_for(0, m, std::max<std::size_t>(1, parallel_min_quantize / (in_ + 1)),
+                 [&](std::size_t r0, std::size_t r1) {
+                   simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, in_,
+                                                   activation_alpha_, a + r0 * lda, lda,
+                                                   row_scale + r0);
+                 });
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    constexpr std::size_t tc = simd::gemm_tile_cols;
+    const auto epilogue = [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+                              const std::int32_t* tile, std::size_t ld) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        simd::dequantize_s32f32(tile + r * ld, cols, row_scale[r0 + r], w_scale_.data() + c0,
+                                bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
+      }
+    };
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * in_ * m + 1));
+    if (tiles == nullptr) {
+      parallel_for(0, (out_ + tc - 1) / tc, grain, [&](std::size_t p0, std::size_t p1) {
+        simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_), epilogue);
+      });
+      return;
+    }
+    parallel_for(0, count, grain, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const std::size_t c0 = std::size_t{tiles[i]} * tc;
+        simd::gemm_s8s8_s32(a, lda, packed_, m, c0, std::min(c0 + tc, out_), epilogue);
+      }
+    });
+  }
+
   std::string name_;
   std::size_t in_ = 0, out_ = 0;
   std::vector<float> bias_;

@@ -7,7 +7,10 @@
 //   gated_head@skipX   the whole module with a head-wise head gate whose weights are zero
 //                      and whose biases put exactly X% of (query, head) pairs below tau
 //                      (every 4th head group: heads h with h % 4 < X / 25), each head closed
-//                      for every query or for none, so whole heads leave the projections.
+//                      for every query or for none, so whole heads leave the projections;
+//   gated_head_scattered@skipX (X = 50, 75) the same fraction closed per query (query i
+//                      closes head h when (i + h) % 4 < X / 25): every head is used by some
+//                      query, so only the attention core skips work.
 // and BM_AttentionDecode/<f32kv|i8kv>/E512/H64/ctx<C>: one decoding step of the seed
 // module (GatedAttention::forward_cached) with C - 1 tokens already cached.
 #include <benchmark/benchmark.h>
@@ -110,8 +113,11 @@ void bm_core(benchmark::State& state, bool naive, std::size_t h, std::size_t l, 
   label(state);
 }
 
-// The whole module; skip_pct < 0 means the seed's output gate.
-void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t l, int threads) {
+// The whole module; skip_pct < 0 means the seed's output gate. With `scattered`, each query
+// closes its own heads (query i closes head hd when (i + hd) % 4 < skip_pct / 25), so every
+// head is used by some query and only the attention core can skip work.
+void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t l, int threads,
+              bool scattered = false) {
   ds::set_num_threads(threads);
   const std::size_t e = kEmbed;
   nn::GatedAttentionConfig cfg;
@@ -125,14 +131,25 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     cfg.gate = nn::GatePosition::Head;
     cfg.head_gate = nn::HeadGate::Headwise;
     cfg.tau = 0.5f;
-    std::vector<float> bias(h);
-    for (std::size_t hd = 0; hd < h; ++hd) bias[hd] = static_cast<int>(hd % 4) < skip_pct / 25 ? -10.0f : 10.0f;
-    const std::vector<float> zero(h * e, 0.0f);
-    gate.emplace(Dense(nn::DenseF32(ds::ConstMatrixView(zero.data(), h, e), bias)));
+    std::vector<float> bias(h, 0.0f), wg(h * e, 0.0f);
+    for (std::size_t hd = 0; hd < h; ++hd) {
+      if (scattered) {
+        wg[hd * e + hd] = 20.0f;  // gate of head hd: sigmoid(20 x[hd]), x[hd] = +-1 below
+      } else {
+        bias[hd] = static_cast<int>(hd % 4) < skip_pct / 25 ? -10.0f : 10.0f;
+      }
+    }
+    gate.emplace(Dense(nn::DenseF32(ds::ConstMatrixView(wg.data(), h, e), bias)));
   }
   const nn::GatedAttention<Dense> layer(cfg, dense(e, e, 10), dense(e, e, 11), dense(e, e, 12), dense(e, e, 13),
                                        std::move(gate));
-  const auto x = normal(l * e, 1.0f, 4);
+  auto x = normal(l * e, 1.0f, 4);
+  if (scattered) {
+    for (std::size_t i = 0; i < l; ++i) {
+      for (std::size_t hd = 0; hd < h; ++hd)
+        x[i * e + hd] = static_cast<int>((i + hd) % 4) < skip_pct / 25 ? -1.0f : 1.0f;
+    }
+  }
   std::vector<float> out(l * e);
   ds::Workspace ws;
   const ds::ConstMatrixView xv(x.data(), l, e);
@@ -147,18 +164,19 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
   // head some query uses (DenseF32 panels of panel_rows(E) outputs; no cache, so K and V of
   // a head no query uses are not needed); out_proj over the used heads' inputs; the gate
   // (E x E output gate, or H x E head gate); and the attention core (QK^T and PV) for the
-  // (query, head) pairs not skipped. Here a head is used by every query or by none.
+  // (query, head) pairs not skipped.
   const std::size_t d = e / h, panel = nn::DenseF32::panel_rows(e);
   std::size_t used = 0, q_outputs = 0;
+  // A head is used unless every query closes it (never, when scattered).
+  const auto head_used = [&](std::size_t hd) {
+    return skip_pct < 0 || scattered || static_cast<int>(hd % 4) >= skip_pct / 25;
+  };
   for (std::size_t p0 = 0; p0 < e; p0 += panel) {
     bool any = false;
-    for (std::size_t hd = p0 / d; hd < std::min(h, (p0 + panel + d - 1) / d); ++hd) {
-      any = any || skip_pct < 0 || static_cast<int>(hd % 4) >= skip_pct / 25;
-    }
+    for (std::size_t hd = p0 / d; hd < std::min(h, (p0 + panel + d - 1) / d); ++hd) any = any || head_used(hd);
     if (any) q_outputs += std::min(panel, e - p0);
   }
-  for (std::size_t hd = 0; hd < h; ++hd)
-    used += skip_pct < 0 || static_cast<int>(hd % 4) >= skip_pct / 25;
+  for (std::size_t hd = 0; hd < h; ++hd) used += head_used(hd);
   const double gate_rows = skip_pct < 0 ? static_cast<double>(e) : static_cast<double>(h);
   const double proj_rows =
       3.0 * static_cast<double>(q_outputs) + static_cast<double>(used * d) + gate_rows;
@@ -225,6 +243,11 @@ int register_all() {
           const std::string name = "BM_Attention/gated_head@skip" + std::to_string(skip) + suffix;
           benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
             bm_layer(st, skip, h, l, t);
+          })->UseRealTime()->Unit(benchmark::kMillisecond);
+          if (skip < 50) continue;
+          const std::string scattered = "BM_Attention/gated_head_scattered@skip" + std::to_string(skip) + suffix;
+          benchmark::RegisterBenchmark(scattered.c_str(), [=](benchmark::State& st) {
+            bm_layer(st, skip, h, l, t, true);
           })->UseRealTime()->Unit(benchmark::kMillisecond);
         }
       }

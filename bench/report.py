@@ -163,8 +163,9 @@ def attention_table(t, c=None):
                  f"{naive / base:.2f}x" if naive and base else "-"]
         go = t.get(f"BM_Attention/gated_output/{k}")
         cells.append(ms(go) if go else "-")
-        for skip in [25, 50, 75]:
-            v = t.get(f"BM_Attention/gated_head@skip{skip}/{k}")
+        for name in ["gated_head@skip25", "gated_head@skip50", "gated_head@skip75",
+                     "gated_head_scattered@skip50", "gated_head_scattered@skip75"]:
+            v = t.get(f"BM_Attention/{name}/{k}")
             cells.append(f"{s0 / v:.2f}x" if s0 and v else "-")
         rows.append("| " + " | ".join(cells) + " |")
     dec = []
@@ -179,8 +180,8 @@ def attention_table(t, c=None):
     out = ""
     if rows:
         out += ("| shape | naive ms | streaming ms | streaming speed-up | gated_output ms | head skip 25% | "
-                "skip 50% | skip 75% (speed-up over skip 0%) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" +
-                "\n".join(rows) + "\n")
+                "skip 50% | skip 75% | scattered 50% | scattered 75% (speed-ups over skip 0%) |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
     if dec:
         out += ("\nDecoding one token (E512, H64, so head_dim 8): FP32 vs INT8 KV cache, and the cache's MB "
                 "at that context\n\n| context | f32 KV ms | i8 KV ms | i8 / f32 time | f32 KV MB | i8 KV MB | "

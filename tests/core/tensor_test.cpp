@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/core/tensor.hpp"
 
-#include <gtest/gtest.h>
-
+#include <cstdint>
+#include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "dynasparse/core/eigen_interop.hpp"
 
@@ -55,3 +57,33 @@ TEST(EigenInterop, MapsWithoutCopyingAndHonoursStride) {
 }
 
 }  // namespace
+
+TEST(FeatureGroups, SpansOfGroupsListsEachTouchedSpanOnceInOrder) {
+  // Groups of 8 features over spans of 16: groups 5 and 0 touch spans 2 and 0, whatever
+  // their order and repeats.
+  std::uint32_t out[4];
+  const std::uint32_t g1[] = {5, 0, 5};
+  ASSERT_EQ(ds::spans_of_groups(8, g1, 3, 16, 4, out), 2u);
+  EXPECT_EQ(out[0], 0u);
+  EXPECT_EQ(out[1], 2u);
+  // A group of 24 features straddles spans: group 1 is features 24-47, spans 1 and 2.
+  const std::uint32_t g2[] = {1};
+  ASSERT_EQ(ds::spans_of_groups(24, g2, 1, 16, 4, out), 2u);
+  EXPECT_EQ(out[0], 1u);
+  EXPECT_EQ(out[1], 2u);
+  EXPECT_EQ(ds::spans_of_groups(8, g2, 0, 16, 4, out), 0u);
+}
+
+TEST(FeatureGroups, CheckRejectsAZeroOrTooWideGroupAndIndicesPastTheWidth) {
+  const std::uint32_t ok[] = {0, 4}, past[] = {5};
+  EXPECT_NO_THROW(ds::check_feature_groups(8, ok, 2, 40, "nn", "output", "q"));
+  EXPECT_THROW(ds::check_feature_groups(8, past, 1, 40, "nn", "output", "q"), ds::ConfigError);
+  EXPECT_THROW(ds::check_feature_groups(0, ok, 1, 40, "nn", "output", "q"), ds::ConfigError);
+  EXPECT_THROW(ds::check_feature_groups(41, ok, 1, 40, "nn", "output", "q"), ds::ConfigError);
+  try {
+    ds::check_feature_groups(8, past, 1, 40, "quant", "output", "layers.0.q_proj");
+    FAIL() << "no error";
+  } catch (const ds::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.0.q_proj"), std::string::npos) << e.what();
+  }
+}

@@ -2,6 +2,7 @@
 // Non-owning row-major 2-D views: the currency of every module's forward().
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -139,6 +140,26 @@ inline void check_feature_groups(std::size_t group, const std::uint32_t* groups,
                                 "< " + std::to_string(width / group), groups[i], name);
     }
   }
+}
+
+/// The spans of `span` features (a format's panels or tiles, spans of them in all) that hold
+/// a feature of a listed group, written to `out` ascending and without repeats, whatever
+/// the order of the groups; returns how many. `out` has room for `spans` entries; the
+/// groups must have passed check_feature_groups against spans * span or fewer features.
+inline std::size_t spans_of_groups(std::size_t group, const std::uint32_t* groups,
+                                   std::size_t count, std::size_t span, std::size_t spans,
+                                   std::uint32_t* out) noexcept {
+  std::fill(out, out + spans, 0u);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t first = std::size_t{groups[i]} * group / span,
+                      last = ((std::size_t{groups[i]} + 1) * group - 1) / span;
+    for (std::size_t p = first; p <= last; ++p) out[p] = 1;
+  }
+  std::size_t n = 0;
+  for (std::size_t p = 0; p < spans; ++p) {
+    if (out[p] != 0) out[n++] = static_cast<std::uint32_t>(p);
+  }
+  return n;
 }
 
 DYNASPARSE_NAMESPACE_END

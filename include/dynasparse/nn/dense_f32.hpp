@@ -99,19 +99,8 @@ class DenseF32 {
     check_feature_groups(group, groups, count, out_, "nn", "output", name_);
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    // Panels touched by a listed group, ascending and without repeats, whatever the order
-    // of the groups (check_feature_groups has kept every group inside the layer).
     std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_ + 1);
-    std::fill(panels, panels + panels_, 0u);
-    for (std::size_t i = 0; i < count; ++i) {
-      const std::size_t first = std::size_t{groups[i]} * group / rows_,
-                        last = ((std::size_t{groups[i]} + 1) * group - 1) / rows_;
-      for (std::size_t p = first; p <= last; ++p) panels[p] = 1;
-    }
-    std::size_t np = 0;
-    for (std::size_t p = 0; p < panels_; ++p) {
-      if (panels[p] != 0) panels[np++] = static_cast<std::uint32_t>(p);
-    }
+    const std::size_t np = spans_of_groups(group, groups, count, rows_, panels_, panels);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * x.rows() + 1));

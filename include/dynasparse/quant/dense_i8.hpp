@@ -137,19 +137,8 @@ class DenseI8 {
     Workspace::Scope scope(ws);
     constexpr std::size_t tc = simd::gemm_tile_cols;
     const std::size_t tiles = (out_ + tc - 1) / tc;
-    // Tiles holding a listed column, ascending and without repeats.
     std::uint32_t* list = ws.allocate<std::uint32_t>(tiles);
-    std::fill(list, list + tiles, 0u);
-    for (std::size_t i = 0; i < count; ++i) {
-      const std::size_t first = std::size_t{groups[i]} * group / tc,
-                        last = ((std::size_t{groups[i]} + 1) * group - 1) / tc;
-      for (std::size_t t = first; t <= last; ++t) list[t] = 1;
-    }
-    std::size_t n = 0;
-    for (std::size_t t = 0; t < tiles; ++t) {
-      if (list[t] != 0) list[n++] = static_cast<std::uint32_t>(t);
-    }
-    product(x, y, list, n, ws);
+    product(x, y, list, spans_of_groups(group, groups, count, tc, tiles, list), ws);
   }
 
   /// y [M, out] = x [M, in] * dequant(W)^T + bias: the weight-only path. Blocks of 64

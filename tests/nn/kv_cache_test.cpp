@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/nn/kv_cache.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <vector>
 
 #include "support/random.hpp"
+#include <gtest/gtest.h>
+
+#include "dynasparse/core/threading.hpp"
 
 namespace {
 
@@ -67,6 +68,42 @@ TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
                 << t << "," << n << "," << hd << "," << c;
             ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol)
                 << t << "," << n << "," << hd << "," << c;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(KVCache, ALongAppendSplitAcrossThreadsStoresWhatOneThreadStores) {
+  // 300 tokens of 3 heads of 80 (a prefill large enough to split by heads; 80 also takes
+  // INT8 quantization past its 64-value chunks), in both layouts, at one and two threads.
+  const std::size_t batch = 2, h = 3, d = 80, e = h * d, len = 300;
+  const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 15u);
+  const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 16u);
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+    for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
+      nn::KVCache one(batch, h, d, len, dtype), two(batch, h, d, len, dtype);
+      ds::set_num_threads(1);
+      one.append(ds::ConstMatrixView(k.data(), len * batch, e),
+                 ds::ConstMatrixView(v.data(), len * batch, e), layout);
+      ds::set_num_threads(2);
+      two.append(ds::ConstMatrixView(k.data(), len * batch, e),
+                 ds::ConstMatrixView(v.data(), len * batch, e), layout);
+      ds::set_num_threads(0);
+      for (std::size_t n = 0; n < batch; ++n) {
+        for (std::size_t t = 0; t < len; ++t) {
+          const std::size_t row = nn::layout_row(layout, n, t, len, batch);
+          for (std::size_t hd = 0; hd < h; ++hd) {
+            for (std::size_t c = 0; c < d; ++c) {
+              for (bool value : {false, true}) {
+                const float a = stored(one, n, hd, c, t, value),
+                            b = stored(two, n, hd, c, t, value);
+                ASSERT_EQ(a, b) << n << "," << t << "," << hd << "," << c << "," << value;
+                const float want = (value ? v : k)[row * e + hd * d + c];
+                ASSERT_NEAR(a, want, dtype == nn::KVDType::F32 ? 0.0f : 2.0f / 254 * 1.0001f);
+              }
+            }
           }
         }
       }

@@ -2,11 +2,13 @@
 // FeedForward: up projection, activation, down projection (group-sparse in the seed's design).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <utility>
 
 #include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/core/workspace.hpp"
 #include "dynasparse/nn/any_linear.hpp"
 #include "dynasparse/simd/math.hpp"
@@ -26,22 +28,27 @@ inline const char* activation_name(Activation a) noexcept {
   return a == Activation::Gelu ? "gelu" : (a == Activation::Silu ? "silu" : "relu");
 }
 
-/// Applies the activation in place to a [rows, cols] view.
-inline void apply_activation(Activation a, MatrixView h) noexcept {
-  for (std::size_t r = 0; r < h.rows(); ++r) {
-    float* p = h.row(r);
-    switch (a) {
-      case Activation::Gelu:
-        simd::gelu_f32(p, p, h.cols());
-        break;
-      case Activation::Silu:
-        simd::silu_f32(p, p, h.cols());
-        break;
-      case Activation::Relu:
-        for (std::size_t i = 0; i < h.cols(); ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
-        break;
+/// Applies the activation in place to a [rows, cols] view, rows split across threads.
+inline void apply_activation(Activation a, MatrixView h) {
+  // Rows split across threads for a prefill: exact GELU costs about a nanosecond per
+  // element, a tenth of an INT8 up projection's time.
+  const std::size_t grain = std::max<std::size_t>(1, parallel_min_quantize / (h.cols() + 1));
+  parallel_for(0, h.rows(), grain, [&](std::size_t r0, std::size_t r1) {
+    for (std::size_t r = r0; r < r1; ++r) {
+      float* p = h.row(r);
+      switch (a) {
+        case Activation::Gelu:
+          simd::gelu_f32(p, p, h.cols());
+          break;
+        case Activation::Silu:
+          simd::silu_f32(p, p, h.cols());
+          break;
+        case Activation::Relu:
+          for (std::size_t i = 0; i < h.cols(); ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+          break;
+      }
     }
-  }
+  });
 }
 
 /// y = down(act(up(x))): up is Linear(E, F), down is Linear(F, E); each may be any weight

@@ -2,6 +2,7 @@
 // KVCache: the keys and values of past tokens for incremental decoding, in float32 or INT8.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/core/tensor.hpp"
+#include "dynasparse/core/threading.hpp"
 #include "dynasparse/simd/attention.hpp"
 #include "dynasparse/simd/quantize.hpp"
 #include "dynasparse/simd/reduce.hpp"
@@ -98,7 +100,6 @@ class KVCache {
       scale_stride_ = (max_len_ + 15) / 16 * 16;
       k_scale_.resize_discard(batch_ * heads_ * scale_stride_);
       v_scale_.resize_discard(batch_ * heads_ * scale_stride_);
-      tmp_.resize_discard(d_);
     }
   }
 
@@ -157,12 +158,19 @@ class KVCache {
                                "<= " + std::to_string(max_len_) + " tokens",
                                std::to_string(len_ + t) + " tokens", name_);
     }
-    for (std::size_t n = 0; n < batch_; ++n) {
-      for (std::size_t i = 0; i < t; ++i) {
-        const std::size_t row = layout_row(layout, n, i, t, batch_);
-        store(n, len_ + i, k.row(row), v.row(row));
+    // Head by head, token after token: each of a head's d rows is then written in order
+    // (a prefill's tokens land next to each other), and heads split across threads when
+    // there are enough tokens to pay for it.
+    const std::size_t grain = std::max<std::size_t>(1, parallel_min_quantize / (2 * t * d_ + 1));
+    parallel_for(0, batch_ * heads_, grain, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t nh = lo; nh < hi; ++nh) {
+        const std::size_t n = nh / heads_, h = nh % heads_;
+        for (std::size_t i = 0; i < t; ++i) {
+          const std::size_t row = layout_row(layout, n, i, t, batch_);
+          store(n, h, len_ + i, k.row(row) + h * d_, v.row(row) + h * d_);
+        }
       }
-    }
+    });
     len_ += t;
   }
 
@@ -190,35 +198,40 @@ class KVCache {
   }
 
  private:
-  void store(std::size_t n, std::size_t pos, const float* k, const float* v) noexcept {
-    for (std::size_t h = 0; h < heads_; ++h) {
-      const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
-      const std::size_t base = (n * heads_ + h) * head_elems_ + at;
-      if (dtype_ == KVDType::F32) {
-        constexpr std::size_t p = simd::attention_k_panel;
-        float* kp = k_.data() + (n * heads_ + h) * k_head_elems_;
-        const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
-        const std::size_t ks = block_ == 0 ? stride_ : p;
-        for (std::size_t c = 0; c < d_; ++c) {
-          kp[kat + c * ks] = k[h * d_ + c];
-          v_[base + c * stride_] = v[h * d_ + c];
-        }
-      } else {
-        const std::size_t si = (n * heads_ + h) * scale_stride_ + pos;
-        k_scale_[si] = quantize_head(k + h * d_, k8_.data() + base);
-        v_scale_[si] = quantize_head(v + h * d_, v8_.data() + base);
+  // K and V of head h of sequence n at position pos: d values each.
+  void store(std::size_t n, std::size_t h, std::size_t pos, const float* k,
+             const float* v) noexcept {
+    const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
+    const std::size_t base = (n * heads_ + h) * head_elems_ + at;
+    if (dtype_ == KVDType::F32) {
+      constexpr std::size_t p = simd::attention_k_panel;
+      float* kp = k_.data() + (n * heads_ + h) * k_head_elems_;
+      const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
+      const std::size_t ks = block_ == 0 ? stride_ : p;
+      for (std::size_t c = 0; c < d_; ++c) {
+        kp[kat + c * ks] = k[c];
+        v_[base + c * stride_] = v[c];
       }
+    } else {
+      const std::size_t si = (n * heads_ + h) * scale_stride_ + pos;
+      k_scale_[si] = quantize_head(k, k8_.data() + base);
+      v_scale_[si] = quantize_head(v, v8_.data() + base);
     }
   }
 
-  // Quantizes d values into a column of the transposed store; returns the scale.
-  float quantize_head(const float* x, std::int8_t* column) noexcept {
+  // Quantizes d values into a column of the transposed store; returns the scale. Safe to
+  // call from several threads for different columns.
+  float quantize_head(const float* x, std::int8_t* column) const noexcept {
     const float alpha = simd::max_abs_f32(x, d_);
     // An all-zero head stores zeros with scale 0. A NaN or infinite head gets a NaN or
     // infinite scale, so its dequantized values are NaN and propagate as float would.
     const float inv = alpha > 0.0f ? 127.0f / alpha : 0.0f;
-    simd::quantize_f32s8(x, tmp_.data(), d_, inv);
-    for (std::size_t c = 0; c < d_; ++c) column[c * stride_] = tmp_[c];
+    alignas(64) std::int8_t q[64];
+    for (std::size_t c0 = 0; c0 < d_; c0 += 64) {
+      const std::size_t n = std::min<std::size_t>(64, d_ - c0);
+      simd::quantize_f32s8(x + c0, q, n, inv);
+      for (std::size_t c = 0; c < n; ++c) column[(c0 + c) * stride_] = q[c];
+    }
     return alpha == 0.0f ? 0.0f : alpha / 127.0f;
   }
 
@@ -233,7 +246,6 @@ class KVCache {
   AlignedBuffer<float> k_, v_;
   AlignedBuffer<std::int8_t> k8_, v8_;
   AlignedBuffer<float> k_scale_, v_scale_;
-  AlignedBuffer<std::int8_t> tmp_;
 };
 
 }  // namespace nn

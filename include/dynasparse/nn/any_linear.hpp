@@ -37,35 +37,19 @@ class AnyLinear {
     if (tap_) tap_(x);
     std::visit([&](const auto& l) { l.forward(x, y, ws); }, v_);
   }
-  /// forward() for the listed groups of `group` outputs only where the held format can skip
-  /// the others (DenseF32 and quant::DenseI8 forward_output_groups, by panel or 64-column
-  /// tile); other formats compute every output.
-  /// Columns of unlisted groups are unspecified. The tap sees x as in forward().
+  /// Linear::forward_output_groups of the held layer: only the outputs the listed groups
+  /// need where the format can skip the others. The tap sees x as in forward().
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
-    if (const auto* d = std::get_if<Linear<DenseF32>>(&v_)) {
-      if (tap_) tap_(x);
-      d->format().forward_output_groups(x, y, group, groups, count, ws);
-      return;
-    }
-    if (const auto* q = std::get_if<Linear<quant::DenseI8>>(&v_)) {
-      if (tap_) tap_(x);
-      q->format().forward_output_groups(x, y, group, groups, count, ws);
-      return;
-    }
-    forward(x, y, ws);
+    if (tap_) tap_(x);
+    std::visit([&](const auto& l) { l.forward_output_groups(x, y, group, groups, count, ws); }, v_);
   }
-  /// forward() reading only the listed groups of `group` inputs where the held format can
-  /// (DenseF32::forward_input_groups); other formats read every input, so x must be zero
-  /// outside the groups. The tap sees x as in forward().
+  /// Linear::forward_input_groups of the held layer: x must be zero outside the groups
+  /// (formats that cannot skip read every input). The tap sees x as in forward().
   void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
-    if (const auto* d = std::get_if<Linear<DenseF32>>(&v_)) {
-      if (tap_) tap_(x);
-      d->format().forward_input_groups(x, y, group, groups, count, ws);
-      return;
-    }
-    forward(x, y, ws);
+    if (tap_) tap_(x);
+    std::visit([&](const auto& l) { l.forward_input_groups(x, y, group, groups, count, ws); }, v_);
   }
   /// The layer's name (its state_dict prefix, e.g. "layers.0.ffn.up").
   const std::string& name() const noexcept {

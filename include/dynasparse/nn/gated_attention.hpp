@@ -376,38 +376,27 @@ class GatedAttention {
   static void linear_forward(const AnyLinear& l, ConstMatrixView x, MatrixView y, Workspace& ws) {
     nn::forward(l, x, y, ws);
   }
-  // The outputs of the listed head groups only, where the format can skip the others
-  // (DenseF32, DenseI8); other formats compute every output.
+  // The outputs of the listed head groups only, where the layer can skip the others
+  // (Linear and AnyLinear forward_output_groups); any other LinearT computes them all.
   template <class L>
   static void linear_output_groups(const L& l, ConstMatrixView x, MatrixView y, std::size_t group,
                                    const std::uint32_t* groups, std::size_t count, Workspace& ws) {
-    if constexpr (std::is_same_v<L, Linear<DenseF32>> ||
-                  std::is_same_v<L, Linear<quant::DenseI8>>) {
-      l.format().forward_output_groups(x, y, group, groups, count, ws);
+    if constexpr (detail::has_output_groups<L>::value) {
+      l.forward_output_groups(x, y, group, groups, count, ws);
     } else {
-      l.forward(x, y, ws);
+      linear_forward(l, x, y, ws);
     }
   }
-  static void linear_output_groups(const AnyLinear& l, ConstMatrixView x, MatrixView y,
-                                   std::size_t group, const std::uint32_t* groups,
-                                   std::size_t count, Workspace& ws) {
-    l.forward_output_groups(x, y, group, groups, count, ws);
-  }
   // The product reading only the listed head groups of x (the others are zero), where the
-  // format can skip them (DenseF32); other formats read every input.
+  // layer can skip them; any other LinearT reads every input.
   template <class L>
   static void linear_input_groups(const L& l, ConstMatrixView x, MatrixView y, std::size_t group,
                                   const std::uint32_t* groups, std::size_t count, Workspace& ws) {
-    if constexpr (std::is_same_v<L, Linear<DenseF32>>) {
-      l.format().forward_input_groups(x, y, group, groups, count, ws);
+    if constexpr (detail::has_input_groups<L>::value) {
+      l.forward_input_groups(x, y, group, groups, count, ws);
     } else {
-      l.forward(x, y, ws);
+      linear_forward(l, x, y, ws);
     }
-  }
-  static void linear_input_groups(const AnyLinear& l, ConstMatrixView x, MatrixView y,
-                                  std::size_t group, const std::uint32_t* groups, std::size_t count,
-                                  Workspace& ws) {
-    l.forward_input_groups(x, y, group, groups, count, ws);
   }
   template <class L>
   static std::size_t linear_in(const L& l) noexcept {

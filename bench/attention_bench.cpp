@@ -161,10 +161,10 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
   }
   state.counters["skipped"] = stats.skipped_fraction();
   // Products done per token: q_proj, k_proj and v_proj over the packed panels that hold a
-  // head some query uses (DenseF32 panels of panel_rows(E) outputs; no cache, so K and V of
-  // a head no query uses are not needed); out_proj over the used heads' inputs; the gate
-  // (E x E output gate, or H x E head gate); and the attention core (QK^T and PV) for the
-  // (query, head) pairs not skipped.
+  // head some query uses, or over the used heads gathered into fewer panels (DenseF32 panels
+  // of panel_rows(E) outputs; no cache, so K and V of a head no query uses are not needed);
+  // out_proj over the used heads' inputs; the gate (E x E output gate, or H x E head gate); and the
+  // attention core (QK^T and PV) for the (query, head) pairs not skipped.
   const std::size_t d = e / h, panel = nn::DenseF32::panel_rows(e);
   std::size_t used = 0, q_outputs = 0;
   // A head is used unless every query closes it (never, when scattered).
@@ -177,6 +177,11 @@ void bm_layer(benchmark::State& state, int skip_pct, std::size_t h, std::size_t 
     if (any) q_outputs += std::min(panel, e - p0);
   }
   for (std::size_t hd = 0; hd < h; ++hd) used += head_used(hd);
+  // Heads narrower than a panel are gathered into ceil(used * d / panel) panels when that is
+  // fewer (DenseF32::forward_output_groups).
+  const std::size_t gathered = (used * d + panel - 1) / panel * panel;
+  if (d < panel && l >= nn::DenseF32::packed_group_min_rows && gathered < q_outputs)
+    q_outputs = gathered;
   const double gate_rows = skip_pct < 0 ? static_cast<double>(e) : static_cast<double>(h);
   const double proj_rows =
       3.0 * static_cast<double>(q_outputs) + static_cast<double>(used * d) + gate_rows;

@@ -119,6 +119,46 @@ TEST(LinearDenseF32, OutputGroupsEqualThoseColumnsOfTheFullProduct) {
   }
 }
 
+TEST(LinearDenseF32, NarrowGroupsGatheredIntoFewerPanelsGiveTheSameColumns) {
+  // Heads of 8 outputs, every other one listed: each panel holds a listed group, so only
+  // the gathered path computes fewer panels. Enough rows to take it (packed_group_min_rows),
+  // with and without bias, at 1 and 2 threads; outputs past a whole panel (out = 200).
+  const int saved = ds::num_threads();
+  const std::size_t in = 40, out = 200, group = 8;
+  const std::size_t m = ds::nn::DenseF32::packed_group_min_rows + 3;
+  const auto w = uniform_floats(out * in, -1.0f, 1.0f, 44u);
+  const auto b = uniform_floats(out, -1.0f, 1.0f, 45u);
+  const auto x = uniform_floats(m * (in + 2), -1.0f, 1.0f, 46u);
+  std::vector<std::uint32_t> groups;
+  for (std::uint32_t g = 24; g-- > 0;) {
+    if (g % 2 == 1) groups.push_back(g);  // descending: order must not matter
+  }
+  for (bool with_bias : {true, false}) {
+    const ds::nn::DenseF32 layer(ds::ConstMatrixView(w.data(), out, in),
+                                 with_bias ? b : std::vector<float>{}, "q");
+    for (int threads : {1, 2}) {
+      ds::set_num_threads(threads);
+      ds::Workspace ws;
+      const ds::ConstMatrixView xv(x.data(), m, in, in + 2);
+      std::vector<float> full(m * out), part(m * out, -7.0f);
+      layer.forward(xv, ds::MatrixView(full.data(), m, out), ws);
+      layer.forward_output_groups(xv, ds::MatrixView(part.data(), m, out), group, groups.data(),
+                                  groups.size(), ws);
+      for (std::size_t r = 0; r < m; ++r) {
+        for (std::size_t c = 0; c < out; ++c) {
+          if ((c / group) % 2 == 1) {
+            ASSERT_EQ(part[r * out + c], full[r * out + c]) << with_bias << " " << r << " " << c;
+          } else {
+            // Gathered panels hold listed outputs only, so nothing else is written.
+            ASSERT_EQ(part[r * out + c], -7.0f) << with_bias << " " << r << " " << c;
+          }
+        }
+      }
+    }
+  }
+  ds::set_num_threads(saved);
+}
+
 TEST(LinearDenseF32, InputGroupsEqualTheProductWithTheOtherInputsZeroed) {
   for (std::size_t m : {1u, 3u, 29u}) {
     const std::size_t in = 64, out = 80, group = 8;

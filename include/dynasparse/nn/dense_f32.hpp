@@ -88,10 +88,13 @@ class DenseF32 {
 
   /// The outputs of the listed groups only: for each g in groups[0, count), columns
   /// [g * group, (g + 1) * group) of y [M, out] = x W^T + bias (an attention layer's query
-  /// heads that some query needs). Other columns of y are left unspecified: whole packed
-  /// panels are computed, so outputs sharing a panel with a listed group are written too, and
-  /// panels holding none are skipped. Same numerics as forward(). @throws ShapeError on
-  /// mismatched shapes; ConfigError if group is 0 or a group lies past `out`.
+  /// heads that some query needs). Other columns of y are left unspecified: outputs sharing
+  /// a packed panel with a listed group may be written too. Groups narrower than a panel
+  /// (heads of 8 against panels of 64) are gathered into fewer panels first when x has
+  /// enough rows to repay the copy (packed_group_min_rows), so the time falls with the
+  /// listed outputs, not with the panels they touch. Bit for bit forward()'s values in the
+  /// listed columns. @throws ShapeError on mismatched shapes; ConfigError if group is 0 or a
+  /// group lies past `out`.
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "nn", name_, " input");
@@ -101,6 +104,16 @@ class DenseF32 {
     Workspace::Scope scope(ws);
     std::uint32_t* panels = ws.allocate<std::uint32_t>(panels_ + 1);
     const std::size_t np = spans_of_groups(group, groups, count, rows_, panels_, panels);
+    if (x.rows() >= packed_group_min_rows && group < rows_) {
+      // The listed groups, ascending and once each (out / group fits: group <= out).
+      std::uint32_t* listed = ws.allocate<std::uint32_t>(out_ / group);
+      const std::size_t nl = spans_of_groups(group, groups, count, group, out_ / group, listed);
+      const std::size_t cols = nl * group, packed = (cols + rows_ - 1) / rows_;
+      if (packed < np) {
+        product_of_gathered(x, y, group, listed, cols, packed, ws);
+        return;
+      }
+    }
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * x.rows() + 1));
@@ -112,6 +125,10 @@ class DenseF32 {
       }
     });
   }
+
+  /// Rows of x from which forward_output_groups gathers groups narrower than a panel: the
+  /// copy costs about one row's product of the gathered outputs.
+  static constexpr std::size_t packed_group_min_rows = 16;
 
   /// y [M, out] = x W^T + bias reading only the inputs of the listed groups: for each g in
   /// groups[0, count) (ascending), columns [g * group, (g + 1) * group) of x; the others are
@@ -182,6 +199,69 @@ class DenseF32 {
   }
 
  private:
+  // forward_output_groups over `cols` outputs (the groups `listed`, ascending) copied into
+  // `packed` panels of the same layout: each thread packs the panels it multiplies, the
+  // products land in a [M, cols] scratch and are copied to their columns of y. The packed
+  // panel holds a column's weights in forward()'s order, so its sums are forward()'s.
+  void product_of_gathered(ConstMatrixView x, MatrixView y, std::size_t group,
+                           const std::uint32_t* listed, std::size_t cols, std::size_t packed,
+                           Workspace& ws) const {
+    // Copies go by runs of gathered columns that are consecutive outputs of one source panel
+    // and lie in one packed panel: a group of 8 is one 32-byte copy per input, not 8 loads.
+    struct Run {
+      std::size_t to, from, len;  // gathered column, output column of y, columns
+    };
+    const std::size_t m = x.rows();
+    Run* runs = ws.allocate<Run>(cols);
+    std::size_t* first = ws.allocate<std::size_t>(packed + 1);  // runs of packed panel p
+    std::size_t nr = 0;
+    for (std::size_t j = 0; j < cols; ++j) {
+      const std::size_t from = std::size_t{listed[j / group]} * group + j % group;
+      Run* last = nr == 0 ? nullptr : &runs[nr - 1];
+      if (last != nullptr && j % rows_ != 0 && from % rows_ != 0 &&
+          last->from + last->len == from) {
+        ++last->len;
+      } else {
+        if (j % rows_ == 0) first[j / rows_] = nr;
+        runs[nr++] = Run{j, from, 1};
+      }
+    }
+    first[packed] = nr;
+    float* w = ws.allocate<float>(packed * rows_ * in_);
+    float* b = bias_.empty() ? nullptr : ws.allocate<float>(cols);
+    float* tmp = ws.allocate<float>(m * cols);
+    if (b != nullptr) {
+      for (std::size_t k = 0; k < nr; ++k) {
+        std::copy_n(bias_.data() + runs[k].from, runs[k].len, b + runs[k].to);
+      }
+    }
+    const std::size_t grain =
+        std::max<std::size_t>(1, parallel_min_macs_f32 / (rows_ * in_ * m + 1));
+    parallel_for(0, packed, grain, [&](std::size_t p0, std::size_t p1) {
+      for (std::size_t p = p0; p < p1; ++p) {
+        float* dst = w + p * rows_ * in_;
+        const std::size_t n = std::min(rows_, cols - p * rows_);
+        for (std::size_t c = 0; c < in_; ++c) {
+          float* d = dst + c * rows_;
+          for (std::size_t k = first[p]; k < first[p + 1]; ++k) {
+            const std::size_t r = runs[k].from;
+            std::copy_n(weight_.data() + (r / rows_) * rows_ * in_ + c * rows_ + r % rows_,
+                        runs[k].len, d + (runs[k].to - p * rows_));
+          }
+          std::fill(dst + c * rows_ + n, dst + (c + 1) * rows_, 0.0f);
+        }
+        // row_ptr_/col_idx_ describe one whole-width block per panel, as the packed panels are.
+        simd::spmm_f32(x.data(), x.stride(), m, in_, row_ptr_.data(), col_idx_.data(), w, rows_,
+                       in_ == 0 ? 1 : in_, p, p + 1, b, tmp, cols, cols);
+        for (std::size_t r = 0; r < m; ++r) {
+          for (std::size_t k = first[p]; k < first[p + 1]; ++k) {
+            std::copy_n(tmp + r * cols + runs[k].to, runs[k].len, &y(r, runs[k].from));
+          }
+        }
+      }
+    });
+  }
+
   std::string name_;
   std::size_t in_ = 0, out_ = 0, rows_ = 16, panels_ = 0;
   AlignedBuffer<float> weight_;

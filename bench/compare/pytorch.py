@@ -8,8 +8,8 @@ Needs Debian's python3-torch and numpy. Builds the reference model of examples/p
 (hidden 512, 8 heads, FFN 2048, head-gated attention), exports it, checks that dynasparse's
 logits match PyTorch's, then times prefill and decode in both and prints them side by side,
 with PyTorch's nn.TransformerEncoderLayer (same shapes) as a second prefill baseline. Every
-figure is the median over 15 runs of the best of 3 calls (`dynasparse bench` is one run of
-ours), the runs alternating between the two libraries so that both see the same load.
+figure is the median over 15 runs of the best of 3 calls (`dynasparse bench --repeat 3` is
+one run of ours), the runs alternating between the two libraries so that both see the same load.
 Decode at context C (default 512): the time per token of 64 consecutive decode steps at
 positions C - 31 .. C + 32, after C - 32 prefilled tokens; the cost of attending to the cache
 grows linearly with the position, so their mean is the cost at context C (plus half a token).
@@ -35,9 +35,15 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# OpenBLAS's idle workers spin for about 2^28 cycles after each call before they sleep. With
+# --threads 2 they would then hold the second core while our CLI runs between PyTorch's
+# calls; 2^4 cycles (its minimum) makes them sleep at once. Read when the library loads, so
+# it is set before torch is imported.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
@@ -242,8 +248,8 @@ def main():
         for _ in range(RUNS):
             for name, p in paths.items():
                 r = json.loads(cli("bench", p, "--prefill", str(args.prefill), "--decode", "0", "--threads",
-                                   str(args.threads), "--json"))
-                runs[name].append(args.prefill / r["prefill_tokens_per_s"])
+                                   str(args.threads), "--repeat", "3", "--json"))
+                runs[name].append(args.prefill / r["prefill_tokens_per_s_best"])
             for name, fn in prefills.items():
                 runs[name].append(best_of(fn, 3))
         prefill_s = {name: float(np.median(r)) for name, r in runs.items()}
@@ -257,7 +263,8 @@ def main():
         for _ in range(RUNS):
             for name, p in paths.items():
                 runs[name].append(json.loads(cli("bench", p, "--prefill", str(first), "--decode", str(DECODE_WINDOW),
-                                                 "--threads", str(args.threads), "--json"))["decode_ms_per_token"] / 1e3)
+                                                 "--threads", str(args.threads), "--repeat", "3",
+                                                 "--json"))["decode_ms_per_token_best"] / 1e3)
             for name, d in decoders.items():
                 runs[name].append(best_of(lambda: decode_window(d), 3) / DECODE_WINDOW)
         # For reference: PyTorch's single step at position `context` alone, repeated.

@@ -272,7 +272,14 @@ void cmd_eval(const std::string& path, const std::string& text_path, std::size_t
               scored ? bits / scored : 0.0, scored, scored ? std::exp2(bits / scored) : 0.0);
 }
 
-void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode, int threads, bool json, bool allow_extra) {
+// Median of a few timings (the middle one; the faster of the two middle ones for an even count).
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[(v.size() - 1) / 2];
+}
+
+void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode, int threads, int repeat, bool json,
+               bool allow_extra) {
   ds::set_num_threads(threads);
   const ds::Model m = load_model(path, allow_extra);
   prefill = std::min(prefill, m.config().max_seq_len - std::min(decode, m.config().max_seq_len - 1));
@@ -281,26 +288,41 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
   const std::size_t width = m.out_dim();  // a causal classifier decodes class logits
   std::vector<float> logits(std::max<std::size_t>(prefill, 1) * width);
   using clock = std::chrono::steady_clock;
-  double best_prefill = 1e300, best_decode = 1e300;
-  for (int rep = 0; rep < 3; ++rep) {
+  // Each repetition is a fresh session: a prefill, then `decode` steps after it. The median
+  // is the figure to compare (one slow repetition on a shared machine does not move it); the
+  // best shows what a quiet machine gives.
+  std::vector<double> prefill_s, decode_s;
+  for (int rep = 0; rep < repeat; ++rep) {
     ds::Session s = m.new_session(prefill + decode);
     auto t0 = clock::now();
     m.decode(tokens.data(), prefill, s, ds::MatrixView(logits.data(), prefill, width));
-    best_prefill = std::min(best_prefill, std::chrono::duration<double>(clock::now() - t0).count());
+    prefill_s.push_back(std::chrono::duration<double>(clock::now() - t0).count());
     t0 = clock::now();
     std::int32_t tok = 1;
     for (std::size_t i = 0; i < decode; ++i) m.decode(&tok, 1, s, ds::MatrixView(logits.data(), 1, width));
-    best_decode = std::min(best_decode, std::chrono::duration<double>(clock::now() - t0).count());
+    decode_s.push_back(std::chrono::duration<double>(clock::now() - t0).count());
   }
-  const double prefill_tps = prefill / best_prefill, decode_ms = decode ? best_decode * 1e3 / decode : 0.0;
+  const double per_token = decode ? 1e3 / static_cast<double>(decode) : 0.0;
+  const double prefill_tps = prefill / median_of(prefill_s), decode_ms = median_of(decode_s) * per_token;
+  const double prefill_best = prefill / *std::min_element(prefill_s.begin(), prefill_s.end());
+  const double decode_best = *std::min_element(decode_s.begin(), decode_s.end()) * per_token;
   if (json) {
-    nlohmann::json j = {{"model", path},       {"build", ds::build_info()}, {"threads", ds::num_threads()},
-                        {"prefill_tokens", prefill}, {"prefill_tokens_per_s", prefill_tps},
-                        {"decode_tokens", decode},   {"decode_ms_per_token", decode_ms}};
+    nlohmann::json j = {{"model", path},
+                        {"build", ds::build_info()},
+                        {"threads", ds::num_threads()},
+                        {"repeat", repeat},
+                        {"prefill_tokens", prefill},
+                        {"prefill_tokens_per_s", prefill_tps},
+                        {"prefill_tokens_per_s_best", prefill_best},
+                        {"decode_tokens", decode},
+                        {"decode_ms_per_token", decode_ms},
+                        {"decode_ms_per_token_best", decode_best}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s\nprefill %zu tokens: %.1f tokens/s; decode %zu tokens: %.3f ms/token (best of 3, %d threads)\n",
-                ds::build_info().c_str(), prefill, prefill_tps, decode, decode_ms, ds::num_threads());
+    std::printf("%s\nprefill %zu tokens: %.1f tokens/s (best %.1f); decode %zu tokens: %.3f ms/token (best %.3f); "
+                "median of %d, %d threads\n",
+                ds::build_info().c_str(), prefill, prefill_tps, prefill_best, decode, decode_ms, decode_best, repeat,
+                ds::num_threads());
   }
 }
 
@@ -641,6 +663,9 @@ int main(int argc, char** argv) {
   bench->add_option("--prefill", prefill);
   bench->add_option("--decode", decode);
   bench->add_option("--threads", threads)->check(CLI::Range(1, 1024));
+  int repeat = 5;
+  bench->add_option("--repeat", repeat, "repetitions (prefill, then decode); the median is reported")
+      ->check(CLI::Range(1, 1000));
   bench->add_flag("--json", json);
 
   try {
@@ -667,7 +692,7 @@ int main(int argc, char** argv) {
     if (*sp) cmd_sparsify(model, out, target, block, which, int8, allow_extra);
     if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quiet);
     if (*ev) cmd_eval(model, text_path, max_bytes, allow_extra, quiet);
-    if (*bench) cmd_bench(model, prefill, decode, threads, json, allow_extra);
+    if (*bench) cmd_bench(model, prefill, decode, threads, repeat, json, allow_extra);
   } catch (const ds::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

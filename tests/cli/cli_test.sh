@@ -62,6 +62,8 @@ if [ ! -s "$work/dq.npy" ] || cmp -s "$work/cq.npy" "$work/dq.npy"; then echo "F
 check calibrate-too-long 2 'sequence longer' -- "$bin" $x -q quantize "$model" -o "$work/cq2.safetensors" \
   --calibrate "$work/text.txt" --sample-bytes 100
 check bench 0 '"decode_ms_per_token"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --json
+check bench-repeat 0 '"repeat": 3' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --repeat 3 --json
+check bench-repeat-zero 2 'repeat' -- "$bin" $x bench "$model" --repeat 0
 # Parallel plans: plan a deployment, run it on threads, get one device's logits.
 check plan 0 'chosen: tp=1 pp=1 dp=2' -- "$bin" $x plan "$model" --devices "$examples/plans/two_cores.json" \
   --batch 8 --prompt 16 --decode 16 -o "$work/plan.json"

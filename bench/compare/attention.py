@@ -23,11 +23,7 @@ import statistics
 import subprocess
 import sys
 
-# Idle OpenBLAS workers sleep at once instead of spinning on the core our benchmark runs on
-# (see pytorch.py); read when the library loads.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import torch  # noqa: E402
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))

@@ -200,6 +200,44 @@ TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
   });
   EXPECT_NE(load_error(nan_weight).find("non-finite weight"), std::string::npos) << load_error(nan_weight);
   EXPECT_NE(load_error(nan_weight).find("layers.0.ffn.up.weight element 5"), std::string::npos);
+  // ... also when the layer is converted at load, which would otherwise meet it first and
+  // name only the layer.
+  try {
+    const auto file = ds::io::SafetensorsFile::from_bytes(nan_weight.data(), nan_weight.size(),
+                                                          "bad.safetensors");
+    ds::LoadOptions int8;
+    int8.allow_extra_tensors = true;
+    int8.int8 = true;
+    ds::Model::from_file(file, int8);
+    ADD_FAILURE() << "a NaN weight loaded as INT8";
+  } catch (const ds::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.safetensors: layers.0.ffn.up.weight element 5"),
+              std::string::npos)
+        << e.what();
+  }
+  // A format in the file's config for a layer the model does not have (a misspelt name
+  // would otherwise leave the layer it meant dense).
+  auto misspelt = rewrite([](auto&, auto&, auto&, auto&, std::string& c) {
+    auto j = nlohmann::json::parse(c);
+    j["formats"]["layers.0.ffn.upp"] = "gsparse_f32";
+    c = j.dump();
+    return false;
+  });
+  EXPECT_NE(load_error(misspelt).find("format for a layer the model does not have"),
+            std::string::npos)
+      << load_error(misspelt);
+  EXPECT_NE(load_error(misspelt).find("layers.0.ffn.upp"), std::string::npos)
+      << load_error(misspelt);
+  // Text from the file is escaped: an error stays on one line.
+  auto newline_key = rewrite([](auto&, auto&, auto&, auto&, std::string& c) {
+    auto j = nlohmann::json::parse(c);
+    j["a\nb"] = 1;
+    c = j.dump();
+    return false;
+  });
+  const std::string key_err = load_error(newline_key);
+  EXPECT_NE(key_err.find("unknown config key"), std::string::npos) << key_err;
+  EXPECT_EQ(key_err.find('\n'), std::string::npos) << key_err;
   // Token ids outside the vocabulary.
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
@@ -213,6 +251,64 @@ TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
   const std::int32_t four[] = {1, 2, 3, 4};
   std::vector<float> l4(4 * m.vocab());
   EXPECT_THROW(m.decode(four, 4, s, ds::MatrixView(l4.data(), 4, m.vocab())), ds::ShapeError);
+}
+
+TEST(Model, ASessionOfALongerModelCannotRunPastThisModelsPositions) {
+  // Two models alike but for max_seq_len: the longer one's session has room this model's
+  // position table does not.
+  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::Model m = ds::Model::from_file(f, opt);
+  const std::size_t len = m.config().max_seq_len;
+  ds::io::SafetensorsWriter w;
+  auto j = nlohmann::json::parse(f.metadata().at("dynasparse.config"));
+  j["max_seq_len"] = 2 * len;
+  for (const auto& name : f.names()) {
+    const auto& info = f.info(name);
+    const auto bytes = f.bytes(name);
+    if (name == "pos_embed.weight") {
+      std::vector<float> v(2 * bytes.size / 4, 0.0f);
+      std::memcpy(v.data(), bytes.data, bytes.size);
+      static std::vector<float> keep;
+      keep = v;
+      w.add(name, info.dtype, {2 * len, info.shape[1]}, keep.data(), keep.size() * 4);
+    } else {
+      w.add(name, info.dtype, info.shape, bytes.data, bytes.size);
+    }
+  }
+  w.set_metadata("dynasparse.config", j.dump());
+  const auto blob = w.to_bytes();
+  const auto longer_file =
+      ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "longer.safetensors");
+  const ds::Model longer = ds::Model::from_file(longer_file, opt);
+  ds::Session s = longer.new_session();
+  std::vector<std::int32_t> tokens(len + 1, 7);
+  std::vector<float> logits((len + 1) * m.vocab());
+  EXPECT_THROW(
+      m.decode(tokens.data(), len + 1, s, ds::MatrixView(logits.data(), len + 1, m.vocab())),
+      ds::ShapeError);
+  m.decode(tokens.data(), len, s, ds::MatrixView(logits.data(), len, m.vocab()));
+  EXPECT_THROW(m.decode(tokens.data(), 1, s, ds::MatrixView(logits.data(), 1, m.vocab())),
+               ds::ShapeError);
+  // generate() refuses a prompt that does not fit before it allocates anything.
+  ds::Session s2 = longer.new_session();
+  ds::GenerateOptions g;
+  g.max_new_tokens = 1;
+  EXPECT_THROW(m.generate(tokens, g, s2), ds::ShapeError);
+}
+
+TEST(Model, SkipThresholdOutsideZeroToOneIsRefusedAndLeavesTheModelUnchanged) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  const float tau = m.config().skip_threshold;
+  EXPECT_THROW(m.set_skip_threshold(2.0f), ds::ConfigError);
+  EXPECT_THROW(m.set_skip_threshold(-1.0f), ds::ConfigError);
+  EXPECT_THROW(m.set_skip_threshold(std::nanf("")), ds::ConfigError);
+  EXPECT_EQ(m.config().skip_threshold, tau);
+  m.set_skip_threshold(0.25f);
+  EXPECT_EQ(m.config().skip_threshold, 0.25f);
 }
 
 TEST(Model, CheckedModeFlagsNonFiniteActivations) {

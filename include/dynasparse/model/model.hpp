@@ -312,10 +312,16 @@ class Model {
     }
   }
 
-  /// Sets the head-skip threshold tau of every layer (head gates only).
+  /// Sets the head-skip threshold tau of every layer (head gates only): the range a model
+  /// file may hold, so that save() writes a file load() reads back. @throws ConfigError for
+  /// tau outside [0, 1] or NaN, leaving the model unchanged.
   void set_skip_threshold(float tau) {
-    cfg_.skip_threshold = tau;
+    if (!(tau >= 0.0f && tau <= 1.0f)) {
+      ::dynasparse::detail::fail<ConfigError>("model", "skip threshold out of range", "[0, 1]", tau,
+                                              "skip_threshold");
+    }
     for (auto& blk : blocks_) blk.attn->set_tau(tau);
+    cfg_.skip_threshold = tau;
   }
 
   /// logits [L, out_dim()] of one whole sequence `tokens` [L] (causal or bidirectional as
@@ -388,15 +394,7 @@ class Model {
                                      "causal = false", "decode");
     }
     check_shape(logits, n, out_dim(), "model", "logits");
-    if (s.caches_.size() != blocks_.size()) {
-      ::dynasparse::detail::fail<ConfigError>("model", "session made for another model", blocks_.size(), s.caches_.size(), "session");
-    }
-    if (s.caches_.empty() ? s.pos_ + n > cfg_.max_seq_len : n > s.caches_[0].max_len() - s.caches_[0].size()) {
-      ::dynasparse::detail::fail<ShapeError>("model", "sequence beyond the session's capacity",
-                               "<= " + std::to_string(s.caches_.empty() ? cfg_.max_seq_len : s.caches_[0].max_len()) +
-                                   " tokens",
-                               std::to_string(s.pos_ + n) + " tokens", "session");
-    }
+    check_capacity(s, n);
     Workspace& ws = s.ws_;
     Workspace::Scope scope(ws);
     const std::size_t e = cfg_.hidden;
@@ -429,6 +427,7 @@ class Model {
     validate(opt.sampling);
     GenerateResult r;
     if (prompt.empty()) ::dynasparse::detail::fail<ShapeError>("model", "empty prompt", ">= 1 token", 0, "generate");
+    check_capacity(s, prompt.size());  // before the logits are allocated
     SplitMix64 rng(opt.sampling.seed);
     std::vector<float> logits(prompt.size() * cfg_.vocab);
     using clock = std::chrono::steady_clock;
@@ -482,6 +481,23 @@ class Model {
   }
   static void apply_norm(const Norm& n, ConstMatrixView x, MatrixView y) {
     std::visit([&](const auto& norm) { norm.forward(x, y); }, n);
+  }
+
+  // Session `s` belongs to a model of this shape and has room for n more tokens. Positions
+  // index this model's tables, whatever capacity the session was made with.
+  void check_capacity(const Session& s, std::size_t n) const {
+    if (s.caches_.size() != blocks_.size()) {
+      ::dynasparse::detail::fail<ConfigError>("model", "session made for another model",
+                                              blocks_.size(), s.caches_.size(), "session");
+    }
+    const std::size_t cap =
+        s.caches_.empty() ? cfg_.max_seq_len : std::min(cfg_.max_seq_len, s.caches_[0].max_len());
+    if (s.pos_ > cap || n > cap - s.pos_) {
+      ::dynasparse::detail::fail<ShapeError>(
+          "model", "sequence beyond the session's capacity",
+          "<= " + std::to_string(cap) + " tokens",
+          std::to_string(s.pos_) + " + " + std::to_string(n) + " tokens", "session");
+    }
   }
 
   void embed(const std::int32_t* tokens, std::size_t n, std::size_t start, MatrixView x) const {
@@ -540,16 +556,37 @@ class Model {
     std::set<std::string> used;
     const std::size_t e = cfg_.hidden;
     auto where = [&](const std::string& t) { return file.name() + ": " + t; };
+    auto shape_of = [&](const std::string& name) {
+      const auto& shape = file.info(name).shape;
+      std::string got = "[";
+      for (std::size_t i = 0; i < shape.size(); ++i)
+        got += (i ? ", " : "") + std::to_string(shape[i]);
+      return got + "]";
+    };
+    // NaN or Inf in any weight would poison every output: refuse the file, naming it, before
+    // a conversion at load (INT8, pruning) meets the value and names only the layer.
+    std::set<std::string> finite;  // float tensors already checked
+    auto check_finite_weights = [&](const std::string& name, const float* v, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(v[i])) {
+          ::dynasparse::detail::fail<FormatError>("model", "non-finite weight", "finite values",
+                                                  v[i],
+                                                  where(name) + " element " + std::to_string(i));
+        }
+      }
+      finite.insert(name);
+    };
     auto matrix = [&](const std::string& name, std::size_t rows, std::size_t cols) {
       if (!file.contains(name)) ::dynasparse::detail::fail<FormatError>("model", "missing tensor", name, "nothing", where(name));
       const auto& info = file.info(name);
       if (info.shape.size() != 2 || info.shape[0] != rows || info.shape[1] != cols) {
-        std::string got = "[";
-        for (std::size_t i = 0; i < info.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(info.shape[i]);
-        ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", shape_string(rows, cols), got + "]", where(name));
+        ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", shape_string(rows, cols),
+                                               shape_of(name), where(name));
       }
       used.insert(name);
-      return file.load<float>(name);
+      auto t = file.load<float>(name);
+      check_finite_weights(name, t.data(), rows * cols);
+      return t;
     };
     auto vec = [&](const std::string& name, std::size_t n, bool required) -> std::vector<float> {
       if (!file.contains(name)) {
@@ -558,11 +595,12 @@ class Model {
       }
       const auto& info = file.info(name);
       if (info.shape.size() != 1 || info.shape[0] != n) {
-        ::dynasparse::detail::fail<ShapeError>("model", "tensor shape", "[" + std::to_string(n) + "]",
-                                 std::to_string(info.shape.size()) + "-d tensor", where(name));
+        ::dynasparse::detail::fail<ShapeError>(
+            "model", "tensor shape", "[" + std::to_string(n) + "]", shape_of(name), where(name));
       }
       used.insert(name);
       const auto t = file.load<float>(name);
+      check_finite_weights(name, t.data(), n);
       return std::vector<float>(t.data(), t.data() + n);
     };
     auto norm = [&](const std::string& prefix) -> Norm {
@@ -715,27 +753,33 @@ class Model {
       const auto h = matrix("lm_head.weight", cfg_.vocab, e);
       lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
     }
-    // NaN or Inf in any weight would poison every output: refuse the file instead.
+    // The float tensors read by other paths (a stored layer's scales and bias).
     for (const std::string& name : used) {
       const auto& info = file.info(name);
-      if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16) continue;
+      if (finite.count(name) ||
+          (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)) {
+        continue;
+      }
       const auto values = file.load<float>(name);
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        if (!std::isfinite(values.data()[i])) {
-          ::dynasparse::detail::fail<FormatError>("model", "non-finite weight", "finite values", values.data()[i],
-                                    where(name) + " element " + std::to_string(i));
+      check_finite_weights(name, values.data(), values.size());
+    }
+    // A format named for no layer would otherwise leave the layer it meant in another format.
+    const auto check_layers_named = [&](const std::map<std::string, std::string>& formats,
+                                        const std::string& source) {
+      for (const auto& entry : formats) {
+        // (A structured binding cannot be captured by a lambda in C++17.)
+        const std::string& layer = entry.first;
+        const bool known = std::any_of(formats_.begin(), formats_.end(),
+                                       [&](const auto& f) { return f.first == layer; });
+        if (!known) {
+          ::dynasparse::detail::fail<ConfigError>(
+              "model", "format for a layer the model does not have", "a linear layer name",
+              io::detail::shown_text(layer), file.name() + ": " + source);
         }
       }
-    }
-    for (const auto& entry : opt.formats) {
-      // (A structured binding cannot be captured by a lambda in C++17.)
-      const std::string& layer = entry.first;
-      const bool known = std::any_of(formats_.begin(), formats_.end(), [&](const auto& f) { return f.first == layer; });
-      if (!known) {
-        ::dynasparse::detail::fail<ConfigError>("model", "format for a layer the model does not have", "a linear layer name",
-                                                layer, file.name() + ": LoadOptions::formats");
-      }
-    }
+    };
+    check_layers_named(opt.formats, "LoadOptions::formats");
+    check_layers_named(cfg_.formats, "the config's formats");
     if (!opt.allow_extra_tensors) {
       for (const std::string& name : file.names()) {
         if (!used.count(name)) {

@@ -5,10 +5,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "dynasparse/error.hpp"
+#include "dynasparse/io/detail/file.hpp"
 #include "dynasparse/nn/feed_forward.hpp"
 #include "dynasparse/nn/gated_attention.hpp"
 
@@ -54,18 +56,21 @@ struct ModelConfig {
 namespace detail {
 template <class E>
 inline E parse_enum(const nlohmann::json& j, const char* key, std::initializer_list<std::pair<const char*, E>> names) {
-  if (!j.is_string()) fail<ConfigError>("model", "config value must be a string", "a string", j.dump(), key);
+  if (!j.is_string())
+    fail<ConfigError>("model", "config value must be a string", "a string",
+                      io::detail::shown_text(j.dump()), key);
   const std::string s = j.get<std::string>();
   std::string options;
   for (const auto& [n, v] : names) {
     if (s == n) return v;
     options += (options.empty() ? "" : "|") + std::string(n);
   }
-  fail<ConfigError>("model", "unknown config value", options, s, key);
+  fail<ConfigError>("model", "unknown config value", options, io::detail::shown_text(s), key);
 }
 inline std::size_t parse_size(const nlohmann::json& j, const char* key, std::size_t lo, std::size_t hi) {
   if (!j.is_number_unsigned() && !(j.is_number_integer() && j.get<std::int64_t>() >= 0)) {
-    fail<ConfigError>("model", "config value must be a non-negative integer", "an integer", j.dump(), key);
+    fail<ConfigError>("model", "config value must be a non-negative integer", "an integer",
+                      io::detail::shown_text(j.dump()), key);
   }
   const auto v = j.get<std::uint64_t>();
   if (v < lo || v > hi) {
@@ -74,7 +79,9 @@ inline std::size_t parse_size(const nlohmann::json& j, const char* key, std::siz
   return static_cast<std::size_t>(v);
 }
 inline float parse_float(const nlohmann::json& j, const char* key, float lo, float hi) {
-  if (!j.is_number()) fail<ConfigError>("model", "config value must be a number", "a number", j.dump(), key);
+  if (!j.is_number())
+    fail<ConfigError>("model", "config value must be a number", "a number",
+                      io::detail::shown_text(j.dump()), key);
   const double v = j.get<double>();
   if (!(v >= lo && v <= hi)) {
     fail<ConfigError>("model", "config value out of range", std::to_string(lo) + ".." + std::to_string(hi), v, key);
@@ -101,8 +108,9 @@ inline void validate(const ModelConfig& c) {
   }
   for (const auto& [layer, format] : c.formats) {
     if (format != "dense_f32" && format != "dense_i8" && format != "gsparse_f32" && format != "gsparse_i8") {
-      detail::fail<ConfigError>("model", "unknown weight format", "dense_f32|dense_i8|gsparse_f32|gsparse_i8", format,
-                                "formats." + layer);
+      detail::fail<ConfigError>(
+          "model", "unknown weight format", "dense_f32|dense_i8|gsparse_f32|gsparse_i8",
+          io::detail::shown_text(format), "formats." + io::detail::shown_text(layer));
     }
   }
 }
@@ -139,7 +147,8 @@ inline nlohmann::json to_json(const ModelConfig& c) {
 inline ModelConfig config_from_json(const std::string& text, const std::string& source = "config") {
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
-    detail::fail<FormatError>("model", "config is not a JSON object", "a JSON object", text.substr(0, 40), source);
+    detail::fail<FormatError>("model", "config is not a JSON object", "a JSON object",
+                              io::detail::shown_text(text, 40), source);
   }
   ModelConfig c;
   using detail::parse_enum;
@@ -162,20 +171,30 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     else if (key == "gate_granularity") c.gate_granularity = parse_enum<HeadGate>(v, k, {{"elementwise", HeadGate::Elementwise}, {"headwise", HeadGate::Headwise}});
     else if (key == "skip_threshold") c.skip_threshold = parse_float(v, k, 0.0f, 1.0f);
     else if (key == "causal") {
-      if (!v.is_boolean()) detail::fail<ConfigError>("model", "config value must be true or false", "a boolean", v.dump(), k);
+      if (!v.is_boolean())
+        detail::fail<ConfigError>("model", "config value must be true or false", "a boolean",
+                                  io::detail::shown_text(v.dump()), k);
       c.causal = v.get<bool>();
     } else if (key == "tied_lm_head") {
-      if (!v.is_boolean()) detail::fail<ConfigError>("model", "config value must be true or false", "a boolean", v.dump(), k);
+      if (!v.is_boolean())
+        detail::fail<ConfigError>("model", "config value must be true or false", "a boolean",
+                                  io::detail::shown_text(v.dump()), k);
       c.tied_lm_head = v.get<bool>();
     } else if (key == "num_classes") c.num_classes = parse_size(v, k, 0, std::size_t{1} << 20);
     else if (key == "formats") {
-      if (!v.is_object()) detail::fail<ConfigError>("model", "formats must map layer names to formats", "an object", v.dump(), k);
+      if (!v.is_object())
+        detail::fail<ConfigError>("model", "formats must map layer names to formats", "an object",
+                                  io::detail::shown_text(v.dump()), k);
       for (const auto& [layer, f] : v.items()) {
-        if (!f.is_string()) detail::fail<ConfigError>("model", "format must be a string", "a string", f.dump(), "formats." + layer);
+        if (!f.is_string())
+          detail::fail<ConfigError>("model", "format must be a string", "a string",
+                                    io::detail::shown_text(f.dump()),
+                                    "formats." + io::detail::shown_text(layer));
         c.formats[layer] = f.get<std::string>();
       }
     } else {
-      detail::fail<ConfigError>("model", "unknown config key", "a known key", key, source);
+      detail::fail<ConfigError>("model", "unknown config key", "a known key",
+                                io::detail::shown_text(key), source);
     }
   }
   validate(c);

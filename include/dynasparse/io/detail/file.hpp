@@ -67,6 +67,17 @@ inline std::string quote_text(std::string_view s, std::size_t max = 64) {
   return out;
 }
 
+/// Text read from a file as a message shows it: as is when it is plain printable ASCII of
+/// at most `max` bytes, otherwise quote_text (so an error stays one line).
+inline std::string shown_text(std::string_view s, std::size_t max = 64) {
+  if (s.size() > max) return quote_text(s, max);
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7F) return quote_text(s, max);
+  }
+  return std::string(s);
+}
+
 /// `file: object`, or whichever of the two is non-empty: the bracketed part of a message.
 inline std::string location(std::string_view file, std::string_view object = {}) {
   if (object.empty()) return clip(file);

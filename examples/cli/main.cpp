@@ -115,6 +115,11 @@ void cmd_run(const std::string& path, const std::string& tokens_path, const std:
   const std::vector<std::int32_t> tokens = read_tokens(tokens_path);
   // Next-token logits [L, vocab], or per-token class logits [L, num_classes] of a classifier.
   const std::size_t width = m.out_dim();
+  if (tokens.size() > m.config().max_seq_len) {  // before the logits are allocated
+    ds::detail::fail<ds::ShapeError>("cli", "sequence longer than the model's maximum",
+                                     "<= " + std::to_string(m.config().max_seq_len), tokens.size(),
+                                     tokens_path);
+  }
   std::vector<float> logits(tokens.size() * width);
   ds::Workspace ws;
   m.forward(tokens.data(), tokens.size(), ds::MatrixView(logits.data(), tokens.size(), width), ws);
@@ -126,7 +131,12 @@ void cmd_run(const std::string& path, const std::string& tokens_path, const std:
 void cmd_generate(const std::string& path, const std::string& prompt, std::size_t n, const ds::SamplingOptions& s,
                   bool allow_extra, bool quiet) {
   const ds::Model m = load_model(path, allow_extra);
-  ds::Session session = m.new_session();
+  const std::vector<std::int32_t> ids = ds::ByteTokenizer::encode(prompt);
+  // The cache holds what this call can reach, not the model's whole context: it is
+  // allocated up front.
+  const std::size_t max_len = m.config().max_seq_len;
+  ds::Session session =
+      m.new_session(ids.size() >= max_len || n >= max_len - ids.size() ? max_len : ids.size() + n);
   ds::GenerateOptions g;
   g.max_new_tokens = n;
   g.sampling = s;
@@ -138,7 +148,7 @@ void cmd_generate(const std::string& path, const std::string& prompt, std::size_
     }
     return true;
   };
-  const auto r = m.generate(ds::ByteTokenizer::encode(prompt), g, session);
+  const auto r = m.generate(ids, g, session);
   std::printf("\n");
   if (!quiet) {
     std::fprintf(stderr, "prefill %zu tokens in %.2f ms; %zu tokens at %.1f tokens/s; %.1f%% of (query, head) pairs skipped\n",
@@ -160,7 +170,10 @@ void cmd_sparsify(const std::string& path, const std::string& out, double target
                   const std::string& which, bool int8, bool allow_extra) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = allow_extra;
-  if (std::sscanf(block.c_str(), "%zux%zu", &opt.sparse_block.rows, &opt.sparse_block.cols) != 2) {
+  int used = 0;
+  if (std::sscanf(block.c_str(), "%zux%zu%n", &opt.sparse_block.rows, &opt.sparse_block.cols,
+                  &used) != 2 ||
+      static_cast<std::size_t>(used) != block.size()) {
     ds::detail::fail<ds::ConfigError>("cli", "block shape", "RxC such as 16x4", block, "--block");
   }
   if (!ds::simd::spmm_supports_block_rows(opt.sparse_block.rows) || opt.sparse_block.cols == 0 ||
@@ -170,6 +183,10 @@ void cmd_sparsify(const std::string& path, const std::string& out, double target
   }
   for (const std::string& name : selected_layers(load_model(path, allow_extra), which)) {
     opt.formats[name] = int8 ? "gsparse_i8" : "gsparse_f32";
+  }
+  if (!(target < 1.0)) {  // a layer keeps at least one block
+    ds::detail::fail<ds::ConfigError>("cli", "sparsify target", "0 <= target < 1", target,
+                                      "--target");
   }
   opt.prune = target;
   // The layers are pruned at load and written as block-CSR, so the file holds only the
@@ -249,7 +266,13 @@ void cmd_eval(const std::string& path, const std::string& text_path, std::size_t
   std::string text = read_text(text_path);
   if (max_bytes && text.size() > max_bytes) text.resize(max_bytes);
   const auto ids = ds::ByteTokenizer::encode(text);
-  const std::size_t window = m.config().max_seq_len, v = m.vocab();
+  // Windows overlap by one token, so each predicts from the one before it: they need two.
+  if (m.config().max_seq_len < 2) {
+    ds::detail::fail<ds::UnsupportedError>("cli", "bits per byte with a context under 2 tokens",
+                                           ">= 2", m.config().max_seq_len, path + ": max_seq_len");
+  }
+  const std::size_t window = std::min(m.config().max_seq_len, std::max<std::size_t>(ids.size(), 2)),
+                    v = m.vocab();
   double bits = 0;
   std::size_t scored = 0;
   std::vector<float> logits(window * v);
@@ -282,7 +305,9 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
                bool allow_extra) {
   ds::set_num_threads(threads);
   const ds::Model m = load_model(path, allow_extra);
-  prefill = std::min(prefill, m.config().max_seq_len - std::min(decode, m.config().max_seq_len - 1));
+  // Both are cut to fit the context (the counts run are reported).
+  decode = std::min(decode, m.config().max_seq_len - 1);
+  prefill = std::min(prefill, m.config().max_seq_len - decode);
   std::vector<std::int32_t> tokens(prefill);
   for (std::size_t i = 0; i < prefill; ++i) tokens[i] = static_cast<std::int32_t>((i * 37 + 11) % std::min<std::size_t>(256, m.vocab()));
   const std::size_t width = m.out_dim();  // a causal classifier decodes class logits

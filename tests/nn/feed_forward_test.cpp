@@ -14,6 +14,19 @@ namespace ds = dynasparse;
 namespace nn = dynasparse::nn;
 using dynasparse_test::uniform_floats;
 
+TEST(FeedForward, ActivationsPropagateNaN) {
+  // As torch.relu/gelu/silu: a NaN pre-activation stays NaN, never becomes a finite value.
+  for (nn::Activation act : {nn::Activation::Gelu, nn::Activation::Silu, nn::Activation::Relu}) {
+    std::vector<float> h{std::nanf(""), -1.0f, 2.0f, 0.0f};
+    nn::apply_activation(act, ds::MatrixView(h.data(), 1, h.size()));
+    EXPECT_TRUE(std::isnan(h[0])) << nn::activation_name(act);
+    if (act == nn::Activation::Relu) {
+      EXPECT_EQ(h[1], 0.0f);
+      EXPECT_EQ(h[2], 2.0f);
+    }
+  }
+}
+
 TEST(FeedForward, ComposesUpActivationDown) {
   const std::size_t m = 3, e = 16, f = 40;
   const auto wu = uniform_floats(f * e, -0.5f, 0.5f, 1u), bu = uniform_floats(f, -0.5f, 0.5f, 2u);

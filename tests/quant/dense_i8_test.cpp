@@ -214,6 +214,40 @@ TEST(DenseI8, BadShapesAndFormatsAreRejected) {
   std::vector<float> wide(8 * 64, 0.1f);
   const auto grouped = quant::quantize(ds::ConstMatrixView(wide.data(), 8, 64), quant::Granularity::PerGroup, 32);
   EXPECT_THROW(quant::DenseI8(grouped, {}, "fc"), ds::UnsupportedError);
+  // Already-quantized weights: a value count other than rows * cols, and -128 (outside the
+  // symmetric range; the AVX2 kernel's sign transfer would flip it back to -128).
+  auto q = quant::quantize(p.wv(), quant::Granularity::PerChannel);
+  EXPECT_NO_THROW(quant::DenseI8(q, {}, "fc"));
+  auto short_values = q;
+  short_values.values.resize_discard(q.values.size() - 1);
+  EXPECT_THROW(quant::DenseI8(short_values, {}, "fc"), ds::FormatError);
+  auto minus128 = q;
+  minus128.values[3] = -128;
+  try {
+    quant::DenseI8(minus128, {}, "fc");
+    ADD_FAILURE() << "-128 accepted";
+  } catch (const ds::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("fc element 3"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DenseI8, ValuesTooSmallForTheInt8GridQuantizeToZeroNotNaN) {
+  // max |x| below simd::min_quant_alpha: 127 / alpha would be inf and 0 * inf NaN. The
+  // row's codes are zero instead, an absolute error under 1e-36 per product term.
+  const std::size_t k = 8, n = 4;
+  std::vector<float> w(n * k, 1.0f), x(k, 0.0f);
+  x[0] = 2e-37f;
+  x[1] = 1e-37f;
+  const quant::DenseI8 layer(ds::ConstMatrixView(w.data(), n, k), {}, "fc");
+  std::vector<float> y(n, -1.0f);
+  ds::Workspace ws;
+  layer.forward(ds::ConstMatrixView(x.data(), 1, k), ds::MatrixView(y.data(), 1, n), ws);
+  for (float v : y) {
+    ASSERT_TRUE(std::isfinite(v));
+    EXPECT_LE(std::fabs(v - 3e-37f), 1e-36f);
+  }
+  EXPECT_EQ(quant::inv_scale_of(1e-37f), 0.0f);
+  EXPECT_EQ(quant::inv_scale_of(1.0f), 127.0f);
 }
 
 }  // namespace

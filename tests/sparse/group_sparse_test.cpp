@@ -187,6 +187,22 @@ TEST(BlockCsr, CorruptStructuresAreFormatErrorsNamingTheLayer) {
   c = good;
   c.col_idx[0] = 99;
   expect_format_error(c, "column index out of range");
+  // Block sides whose product R * C would wrap around (to 16, or to 0) are refused before it
+  // is formed: the wrapped count would match the values and the kernel would read past them.
+  // One block-row of one block, everything else consistent with the wrapped count.
+  sparse::BlockCsr<float> wide;
+  wide.out = 16;
+  wide.in = 8;
+  wide.shape = {16, (std::size_t{1} << 62) + 1};
+  wide.row_ptr = {0, 1};
+  wide.col_idx = {0};
+  wide.values.resize_discard(16);
+  expect_format_error(wide, "block shape overflowing R * C");
+  wide.shape.cols = std::size_t{1} << 60;
+  expect_format_error(wide, "block shape making R * C zero");
+  wide.shape.cols = sparse::max_block_side;  // the largest side is fine but for the value count
+  wide.values.resize_discard(16 * sparse::max_block_side);
+  EXPECT_NO_THROW(wide.validate("layers.0.ffn.up"));
   c = good;
   c.values.resize_discard(good.values.size() - 1);
   expect_format_error(c, "wrong value count");

@@ -44,7 +44,8 @@ inline void apply_activation(Activation a, MatrixView h) {
           simd::silu_f32(p, p, h.cols());
           break;
         case Activation::Relu:
-          for (std::size_t i = 0; i < h.cols(); ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+          // NaN stays NaN, as in torch.relu (a "> 0 ? x : 0" select would make it 0).
+          for (std::size_t i = 0; i < h.cols(); ++i) p[i] = p[i] < 0.0f ? 0.0f : p[i];
           break;
       }
     }

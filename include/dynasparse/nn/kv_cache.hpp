@@ -225,7 +225,7 @@ class KVCache {
     const float alpha = simd::max_abs_f32(x, d_);
     // An all-zero head stores zeros with scale 0. A NaN or infinite head gets a NaN or
     // infinite scale, so its dequantized values are NaN and propagate as float would.
-    const float inv = alpha > 0.0f ? 127.0f / alpha : 0.0f;
+    const float inv = simd::inv_scale_for(alpha);
     alignas(64) std::int8_t q[64];
     for (std::size_t c0 = 0; c0 < d_; c0 += 64) {
       const std::size_t n = std::min<std::size_t>(64, d_ - c0);

@@ -218,8 +218,10 @@ inline nn::AnyLinear slice_linear(const FullWeight& f, std::size_t r0, std::size
         const float a = br * rb + i < nr ? alpha[br * rb + i] : 0.0f;
         for (std::size_t c = 0; c < cb; ++c) {
           const float v = fc.values[b * per_block + sparse::BlockCsr<float>::offset(fc.shape, i, c)];
-          simd::quantize_f32s8(&v, &csr.values[b * per_block + sparse::BlockCsr<std::int8_t>::offset(fc.shape, i, c)], 1,
-                               a > 0.0f ? 127.0f / a : 0.0f);
+          simd::quantize_f32s8(
+              &v,
+              &csr.values[b * per_block + sparse::BlockCsr<std::int8_t>::offset(fc.shape, i, c)], 1,
+              simd::inv_scale_for(a));
         }
       }
     }

@@ -48,10 +48,27 @@ class DenseI8 {
 
   /// From weights already quantized (e.g. read from a file). PerTensor alphas are spread to
   /// every channel; PerGroup is not supported by the W8A8 kernel. @throws UnsupportedError
-  /// for PerGroup, plus the errors of the other constructor.
+  /// for PerGroup; FormatError if the value count is not rows * cols or a value is -128
+  /// (outside the symmetric range the kernels' sign tricks rely on); plus the errors of the
+  /// other constructor.
   DenseI8(const QuantizedMatrix& q, std::vector<float> bias, std::string name)
       : name_(std::move(name)), in_(q.cols()), out_(q.rows()), bias_(std::move(bias)) {
     validate(q.params, name_);
+    if (in_ != 0 && out_ > q.values.size() / in_) {  // no product that could overflow
+      dynasparse::detail::fail<FormatError>("quant", "int8 value count", shape_string(out_, in_),
+                                            std::to_string(q.values.size()) + " values", name_);
+    }
+    if (q.values.size() != out_ * in_) {
+      dynasparse::detail::fail<FormatError>("quant", "int8 value count", out_ * in_,
+                                            q.values.size(), name_);
+    }
+    for (std::size_t i = 0; i < q.values.size(); ++i) {
+      if (q.values[i] == -128) {
+        dynasparse::detail::fail<FormatError>("quant", "int8 weight outside the symmetric range",
+                                              "[-127, 127]", -128,
+                                              name_ + " element " + std::to_string(i));
+      }
+    }
     if (q.params.granularity == Granularity::PerGroup) {
       dynasparse::detail::fail<UnsupportedError>("quant", "per-group weights in the W8A8 kernel",
                                                  "per-channel or per-tensor alphas", "per-group", name_);

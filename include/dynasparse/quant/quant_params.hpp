@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dynasparse/error.hpp"
+#include "dynasparse/simd/quantize.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace quant {
@@ -57,8 +58,9 @@ struct QuantParams {
   }
 };
 
-/// Multiplier that maps x to the int8 grid: 127 / alpha, or 0 for alpha = 0.
-inline float inv_scale_of(float alpha) noexcept { return alpha > 0.0f ? 127.0f / alpha : 0.0f; }
+/// Multiplier that maps x to the int8 grid: 127 / alpha, or 0 for alpha below
+/// simd::min_quant_alpha (zero included), where 127 / alpha would be infinite.
+inline float inv_scale_of(float alpha) noexcept { return simd::inv_scale_for(alpha); }
 /// Value of one int8 step: alpha / 127.
 inline float scale_of(float alpha) noexcept { return alpha / 127.0f; }
 

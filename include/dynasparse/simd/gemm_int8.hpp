@@ -313,7 +313,7 @@ inline void gemm_quantize_activations(const float* x, std::size_t ldx, std::size
     const float max_abs = max_abs_f32(row, k);
     const bool finite = max_abs <= std::numeric_limits<float>::max();  // false for NaN and inf
     const float alpha = static_alpha > 0.0f ? static_alpha : max_abs;
-    const float inv = finite && alpha > 0.0f ? 127.0f / alpha : 0.0f;
+    const float inv = finite ? inv_scale_for(alpha) : 0.0f;
     row_scale[r] = finite ? alpha / 127.0f : std::numeric_limits<float>::quiet_NaN();
     quantize_f32s8(row, out + r * lda, k, inv);
     gemm_prepare_activation_row<I8Arch>(out + r * lda, k, out + r * lda);

@@ -13,6 +13,15 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
+/// Smallest max |x| that gets a non-zero int8 grid: below it 127 / alpha would overflow to
+/// inf (from about 3.7e-37), so such values quantize to zero, an absolute error under 1e-36.
+inline constexpr float min_quant_alpha = 1e-36f;
+/// 127 / alpha, or 0 when alpha is below min_quant_alpha (zero included): every value then
+/// maps to code 0. NaN alpha gives 0 as well.
+inline float inv_scale_for(float alpha) noexcept {
+  return alpha >= min_quant_alpha ? 127.0f / alpha : 0.0f;
+}
+
 /// q[i] = clamp(nearbyint(x[i] * inv_scale), -127, 127); NaN -> 0, +-inf -> +-127; ties to
 /// even; never -128, so the result is always safe for the sign-transfer int8 dot kernels.
 /// inv_scale = 127 / alpha. Bit-exact with the scalar reference.

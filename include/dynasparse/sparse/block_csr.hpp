@@ -53,11 +53,14 @@ struct BlockCsr {
   /// column indices are in range and strictly increasing per block-row; the value count is
   /// blocks * R * C. @throws FormatError naming `name` and the first violation.
   void validate(const std::string& name) const {
-    if (shape.rows == 0 || shape.cols == 0 || out == 0 || in == 0) {
-      ::dynasparse::detail::fail<FormatError>("sparse", "empty block shape or matrix", "positive sizes",
-                                std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + " blocks of " +
-                                    shape_string(out, in),
-                                name);
+    if (shape.rows == 0 || shape.cols == 0 || out == 0 || in == 0 || shape.rows > max_block_side ||
+        shape.cols > max_block_side) {
+      ::dynasparse::detail::fail<FormatError>(
+          "sparse", "block shape or matrix size out of range",
+          "positive sizes, blocks at most " + std::to_string(max_block_side),
+          std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + " blocks of " +
+              shape_string(out, in),
+          name);
     }
     if (row_ptr.size() != block_rows() + 1) {
       ::dynasparse::detail::fail<FormatError>("sparse", "row pointer length", block_rows() + 1, row_ptr.size(), name);

@@ -22,6 +22,9 @@ struct BlockShape {
   std::size_t cols = 1;   ///< C, along the inputs
 };
 
+/// Largest block side any format accepts: R * C and the block counts then never overflow.
+inline constexpr std::size_t max_block_side = std::size_t{1} << 16;
+
 /// Which blocks of an [out, in] matrix are stored: `keep[br * block_cols + bc]` is 1 for a
 /// stored block. Edge blocks may be partial (out or in not multiples of the block).
 struct BlockMask {
@@ -42,9 +45,11 @@ struct BlockMask {
 
 /// Checks that `shape` can tile an [out, in] matrix. @throws ConfigError naming `name`.
 inline void check_block_shape(BlockShape shape, std::size_t out, std::size_t in, const std::string& name) {
-  if (shape.rows == 0 || shape.cols == 0) {
-    ::dynasparse::detail::fail<ConfigError>("sparse", "block shape must be positive", "R, C >= 1",
-                              std::to_string(shape.rows) + "x" + std::to_string(shape.cols), name);
+  if (shape.rows == 0 || shape.cols == 0 || shape.rows > max_block_side ||
+      shape.cols > max_block_side) {
+    ::dynasparse::detail::fail<ConfigError>(
+        "sparse", "block shape out of range", "1 <= R, C <= " + std::to_string(max_block_side),
+        std::to_string(shape.rows) + "x" + std::to_string(shape.cols), name);
   }
   if (out == 0 || in == 0) {
     ::dynasparse::detail::fail<ConfigError>("sparse", "empty weight matrix", "out, in >= 1", shape_string(out, in), name);

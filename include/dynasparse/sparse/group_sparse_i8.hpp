@@ -73,8 +73,9 @@ class GroupSparseI8 {
           const float a = alpha_[br * rb + i];
           for (std::size_t c = 0; c < block_cols; ++c) {
             const float v = f.values[b * per_block + BlockCsr<float>::offset(f.shape, i, c)];
-            simd::quantize_f32s8(&v, &csr_.values[b * per_block + BlockCsr<std::int8_t>::offset(f.shape, i, c)], 1,
-                                 a > 0.0f ? 127.0f / a : 0.0f);
+            simd::quantize_f32s8(
+                &v, &csr_.values[b * per_block + BlockCsr<std::int8_t>::offset(f.shape, i, c)], 1,
+                simd::inv_scale_for(a));
           }
         }
       }

@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -44,6 +45,7 @@ def blas():
 
 def ours_ms(h, length):
     name = f"BM_Attention/gated_output/E512/H{h}/L{length}/threads:1"
+    time.sleep(0.3)  # PyTorch's idle OpenBLAS workers stop spinning first (see pytorch.py)
     out = subprocess.run([BENCH, f"--benchmark_filter=^{name}(/real_time)?$", "--benchmark_format=json",
                           "--benchmark_min_time=0.2"], check=True, capture_output=True, text=True).stdout
     runs = [b for b in json.loads(out)["benchmarks"] if b["name"].startswith(name)]

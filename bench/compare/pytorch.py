@@ -35,15 +35,9 @@ import sys
 import tempfile
 import time
 
-# OpenBLAS's idle workers spin for about 2^28 cycles after each call before they sleep. With
-# --threads 2 they would then hold the second core while our CLI runs between PyTorch's
-# calls; 2^4 cycles (its minimum) makes them sleep at once. Read when the library loads, so
-# it is set before torch is imported.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
@@ -169,7 +163,15 @@ def set_blas_threads(n):
     return f"OpenBLAS at {lib.openblas_get_num_threads()} thread(s)"
 
 
+# OpenBLAS's idle workers spin for about 2^28 cycles (0.1 s here) after each call before they
+# sleep. With several threads they would hold a core while our CLI runs right after a PyTorch
+# call, so the CLI starts only once they sleep. (OPENBLAS_THREAD_TIMEOUT would stop the spin,
+# but it also makes PyTorch wake its workers on every call, which slows it at 2 threads.)
+BLAS_SPIN_S = 0.3
+
+
 def cli(*args):
+    time.sleep(BLAS_SPIN_S)
     out = subprocess.run([CLI, *args], check=True, capture_output=True, text=True)
     return out.stdout
 
@@ -182,7 +184,11 @@ def main():
     ap.add_argument("--context", type=int, default=512,
                     help=f"decode {DECODE_WINDOW} tokens centred on this position (1-based)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    # PyTorch's threads go to its BLAS, which runs its matrix products. With torch's own
+    # intra-op threads above 1, OpenBLAS runs each call on one thread: here four rounds of a
+    # 128-row block's GEMMs took 35.7 ms at torch.set_num_threads(2) and 18.3 ms at 1 (BLAS
+    # at 2 threads in both; 37.3 ms with both at 1).
+    torch.set_num_threads(1)
     blas = set_blas_threads(args.threads)
     cfg = default_config(hidden=512, heads=8, ffn=2048, layers=args.layers, max_seq_len=1024, vocab=256)
     model = init_(Model(cfg), seed=1).eval()

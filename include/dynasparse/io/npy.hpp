@@ -481,7 +481,8 @@ inline std::vector<std::uint8_t> npy_bytes(DType dtype, const std::vector<std::s
 }
 
 /// Writes a .npy file (as numpy.save would). @throws as npy_bytes(); FormatError if the
-/// file cannot be written (the partial file is removed).
+/// file cannot be written (written under a temporary name and renamed into place, so a
+/// file already at `path` is replaced whole or kept).
 inline void write_npy(const std::string& path, DType dtype, const std::vector<std::size_t>& shape,
                       const void* data, std::size_t bytes) {
   detail::npy_checked_bytes(dtype, shape, bytes);

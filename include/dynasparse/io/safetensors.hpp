@@ -456,7 +456,9 @@ class SafetensorsWriter {
     return out;
   }
 
-  /// Writes the file to `path` (streamed: tensors are not gathered in memory first).
+  /// Writes the file to `path` (streamed: tensors are not gathered in memory first) beside it
+  /// under a temporary name, then renames it into place: a file already there, even one
+  /// mapped by a SafetensorsFile, is replaced whole or, on failure, kept as it was.
   /// @throws FormatError if the file cannot be created or written.
   void write(const std::string& path) const {
     const Layout layout = plan();

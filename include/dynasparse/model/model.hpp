@@ -204,7 +204,9 @@ class Model {
   /// in F32; converted layers as their stored parts (model/stored_linear.hpp) with any
   /// calibrated activation alpha. load() of the file gives this model back (the same
   /// outputs) without the original file and without quantizing or pruning again.
-  /// @throws FormatError if the file cannot be written (no partial file is left).
+  /// Saving over the file this model was loaded from is safe: the new file is renamed into
+  /// place (io::SafetensorsWriter::write). @throws FormatError if the file cannot be
+  /// written (no partial file is left, and a file already at `path` is kept).
   void save(const std::string& path) const {
     io::SafetensorsWriter w;
     w.add("embed.weight", embed_->table());

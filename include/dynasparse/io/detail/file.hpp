@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -367,7 +368,14 @@ class MappedFile {
 class FileWriter {
  public:
   explicit FileWriter(std::string path) : path_(std::move(path)) {
-    file_ = std::fopen(path_.c_str(), "wb");
+    // Written beside the target and renamed over it by commit(): a failed write leaves the
+    // old file as it was, and writing over a file that is mapped (a model saved over the
+    // file it was loaded from) does not truncate pages still in use.
+    const auto salt = static_cast<unsigned long long>(
+        std::chrono::steady_clock::now().time_since_epoch().count() ^
+        static_cast<long long>(reinterpret_cast<std::uintptr_t>(this)));
+    tmp_ = path_ + ".partial-" + std::to_string(salt % 1000000007ULL);
+    file_ = std::fopen(tmp_.c_str(), "wb");
     if (file_ == nullptr) {
       fail_format("cannot open file for writing", "a writable path", errno_text(errno), path_);
     }
@@ -385,7 +393,8 @@ class FileWriter {
     }
   }
 
-  /// Flushes and closes; the file is complete afterwards.
+  /// Flushes, closes and puts the file in place; it is complete afterwards. @throws
+  /// FormatError naming the path if any step fails (the old file, if any, is then kept).
   void commit() {
     const bool flushed = std::fflush(file_) == 0;
     int err = errno;
@@ -393,8 +402,16 @@ class FileWriter {
     if (flushed) err = errno;
     file_ = nullptr;
     if (!flushed || !closed) {
-      std::remove(path_.c_str());
+      std::remove(tmp_.c_str());
       fail_format("cannot write file", "a complete file", errno_text(err), path_);
+    }
+#if defined(_WIN32)
+    std::remove(path_.c_str());  // rename does not replace an existing file there
+#endif
+    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      err = errno;
+      std::remove(tmp_.c_str());
+      fail_format("cannot replace file", "a writable path", errno_text(err), path_);
     }
   }
 
@@ -403,10 +420,10 @@ class FileWriter {
     if (file_ == nullptr) return;
     std::fclose(file_);
     file_ = nullptr;
-    std::remove(path_.c_str());
+    std::remove(tmp_.c_str());
   }
 
-  std::string path_;
+  std::string path_, tmp_;
   std::FILE* file_ = nullptr;
 };
 

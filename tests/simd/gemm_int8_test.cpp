@@ -53,7 +53,7 @@ TYPED_TEST_SUITE(SimdGemmS8, Int8Arches, ArchNames);
 
 TYPED_TEST(SimdGemmS8, BitExactWithScalarReferenceOnOddShapes) {
   for (std::size_t m : {1u, 2u, 5u, 6u, 7u, 13u}) {
-    for (std::size_t n : {1u, 63u, 64u, 65u, 130u}) {
+    for (std::size_t n : {1u, 63u, 64u, 65u, 84u, 130u}) {
       for (std::size_t k : {1u, 3u, 4u, 5u, 64u, 257u}) {
         const auto a = uniform_int8(m * k, -127, 127, static_cast<unsigned>(m * 1000 + k));
         const auto w = uniform_int8(n * k, -127, 127, static_cast<unsigned>(n * 1000 + k + 7));
@@ -88,8 +88,8 @@ TYPED_TEST(SimdGemmS8, ExtremeValuesAndMinus128ActivationsStayExact) {
 }
 
 TYPED_TEST(SimdGemmS8, LongKCrossesEveryInnerBlock) {
-  // K past the kernels' unrolled groups and activation chunks (AVX2 widens 512 bytes at a
-  // time), with ragged row and column tails.
+  // K past the kernels' unrolled groups, with ragged row and column tails (AVX2: 9 rows run
+  // as chunks of 4, 4 and 1; 33 columns as a pair of panels and a single one).
   for (std::size_t m : {1u, 3u, 9u}) {
     for (std::size_t k : {511u, 512u, 514u, 1030u}) {
       const std::size_t n = 33;

@@ -132,7 +132,7 @@ inline void spmm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std:
   if constexpr (MR == 1) {
     spmm_s8s8_s32_row<R>(a, col_idx, b0, b1, values, tile);
   } else if constexpr (MR > 4) {
-    constexpr std::size_t h = MR / 2;
+    constexpr std::size_t h = 4;
     spmm_s8s8_s32_tile<R, h>(a, lda, col_idx, b0, b1, values, tile);
     spmm_s8s8_s32_tile<R, MR - h>(a + h * lda, lda, col_idx, b0, b1, values, tile + h * R);
   } else {

@@ -26,7 +26,8 @@
 // Registers (16 ymm): MR x NV accumulators of 8 outputs, NV weight vectors, the broadcast,
 // |a|, the constant 1 and a temporary. One row has its own kernel (spmm_s8s8_s32_row) that
 // takes all of R at once (R / 8 accumulators); two rows take up to four vectors, more rows
-// two, and five or six rows run as two halves that reuse the block-row's weights from L1.
+// two, and five or six rows run as four rows, then the rest, which re-read the block-row
+// (from L1 when it fits: 64 x 512 int8 weights do not on Zen 3, whose L1 holds 32 KiB).
 #pragma once
 
 #include <cstddef>

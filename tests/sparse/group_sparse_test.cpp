@@ -42,10 +42,17 @@ TYPED_TEST_SUITE(SimdSpmmF32, FloatArches, ArchNames);
 
 TYPED_TEST(SimdSpmmF32, EqualsTheDenseProductOfTheMaskedMatrix) {
   // One row with in = 301 takes the kernel's four-stream path (>= 256 inputs in a
-  // block-row), with a partial last block-column and a remainder of blocks.
+  // block-row), with a partial last block-column and a remainder of blocks. Row counts
+  // leave every remainder from 1 to 5 past tiles of 6 rows.
   for (auto [r_block, c_block] : {std::pair<std::size_t, std::size_t>{16, 1}, {16, 4}, {16, 8}, {32, 4}, {64, 1}, {64, 4}}) {
-    for (auto [m, in, out] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 37, 20}, {7, 64, 48},
-                              {9, 30, 33}, {13, 5, 16}, {30, 21, 70}, {1, 301, 20}}) {
+    for (auto [m, in, out] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 37, 20},
+                              {7, 64, 48},
+                              {9, 30, 33},
+                              {13, 5, 16},
+                              {30, 21, 70},
+                              {1, 301, 20},
+                              {4, 17, 24},
+                              {11, 40, 40}}) {
       for (double target : {0.0, 0.5, 0.9, 1.0}) {
         const auto w = uniform_floats(out * in, -1.0f, 1.0f, static_cast<unsigned>(in * out + c_block));
         const auto x = uniform_floats(m * in, -1.0f, 1.0f, static_cast<unsigned>(m + in));

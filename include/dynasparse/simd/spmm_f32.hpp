@@ -26,41 +26,42 @@ constexpr std::size_t spmm_register_budget() noexcept {
   return vector_registers<Arch>() * 3 / 4;
 }
 
-// One register tile: MR rows of x against one block-row of R outputs, all in registers.
-template <class Arch, std::size_t R, std::size_t MR>
+// One register tile: MR rows of x against outputs [o0, o0 + NV w) of one block-row of R
+// outputs, all in registers.
+template <class Arch, std::size_t R, std::size_t MR, std::size_t NV>
 inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
                           const std::uint32_t* col_idx, std::uint32_t b_begin, std::uint32_t b_end,
                           const float* values, const std::uint32_t* value_blocks,
-                          std::size_t c_block, float* out /* MR x R */) noexcept {
+                          std::size_t c_block, std::size_t o0, float* out /* MR x R */) noexcept {
   using B = xsimd::batch<float, Arch>;
-  constexpr std::size_t w = B::size, nv = R / w;
-  B acc[MR][nv];
+  constexpr std::size_t w = B::size;
+  B acc[MR][NV];
   DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
     DYNASPARSE_UNROLL(8)
-    for (std::size_t j = 0; j < nv; ++j) acc[r][j] = B(0.0f);
+    for (std::size_t j = 0; j < NV; ++j) acc[r][j] = B(0.0f);
   }
   for (std::uint32_t b = b_begin; b < b_end; ++b) {
     const std::size_t k0 = static_cast<std::size_t>(col_idx[b]) * c_block;
     const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
     const float* v =
-        values + static_cast<std::size_t>(value_blocks ? value_blocks[b] : b) * R * c_block;
+        values + static_cast<std::size_t>(value_blocks ? value_blocks[b] : b) * R * c_block + o0;
     for (std::size_t c = 0; c < cn; ++c) {
-      B wv[nv];
+      B wv[NV];
       DYNASPARSE_UNROLL(8)
-      for (std::size_t j = 0; j < nv; ++j) wv[j] = B::load_unaligned(v + c * R + j * w);
+      for (std::size_t j = 0; j < NV; ++j) wv[j] = B::load_unaligned(v + c * R + j * w);
       DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         const B xb(x[r * ldx + k0 + c]);
         DYNASPARSE_UNROLL(8)
-        for (std::size_t j = 0; j < nv; ++j) acc[r][j] = xsimd::fma(xb, wv[j], acc[r][j]);
+        for (std::size_t j = 0; j < NV; ++j) acc[r][j] = xsimd::fma(xb, wv[j], acc[r][j]);
       }
     }
   }
   DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
     DYNASPARSE_UNROLL(8)
-    for (std::size_t j = 0; j < nv; ++j) acc[r][j].store_unaligned(out + r * R + j * w);
+    for (std::size_t j = 0; j < NV; ++j) acc[r][j].store_unaligned(out + r * R + o0 + j * w);
   }
 }
 
@@ -158,12 +159,44 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
   for (std::size_t j = 0; j < nv; ++j) ((a0[j] + a1[j]) + (a2[j] + a3[j])).store_unaligned(out + j * w);
 }
 
+// Vectors of outputs one register tile covers for blocks of R outputs: all of the block-row
+// where 32 registers hold the tile, two on 16-register targets (AVX2). There, a block-row of
+// four or more vectors in one tile would leave room for three rows or fewer, and GCC then
+// folds the weight loads into every FMA (12 accumulators, 4 weight vectors and a broadcast
+// need 17 registers): the tile of 3 x 32 floats ran at 60% of the FMA peak on Zen 3.
+template <class Arch, std::size_t R>
+constexpr std::size_t spmm_f32_tile_vectors() noexcept {
+  constexpr std::size_t nv = R / xsimd::batch<float, Arch>::size;
+  return vector_registers<Arch>() >= 32 || nv < 2 ? nv : 2;
+}
+
 // Rows of x one register tile holds for blocks of R outputs.
 template <class Arch, std::size_t R>
 constexpr std::size_t spmm_f32_tile_rows_for() noexcept {
-  constexpr std::size_t nv = R / xsimd::batch<float, Arch>::size;
+  constexpr std::size_t nv = spmm_f32_tile_vectors<Arch, R>();
   constexpr std::size_t budget = spmm_register_budget<Arch>();
   return budget / nv > 12 ? 12 : (budget / nv < 1 ? 1 : budget / nv);
+}
+
+// Calls spmm_tile_f32<Arch, R, rows> for a runtime rows in [1, MR], over every pass of
+// tile vectors across the block-row.
+template <class Arch, std::size_t R, std::size_t MR>
+inline void spmm_tile_rows_f32(std::size_t rows, const float* x, std::size_t ldx, std::size_t in,
+                               const std::uint32_t* col_idx, std::uint32_t b0, std::uint32_t b1,
+                               const float* values, const std::uint32_t* value_blocks,
+                               std::size_t c_block, float* tile) noexcept {
+  if constexpr (MR > 1) {
+    if (rows < MR) {
+      spmm_tile_rows_f32<Arch, R, MR - 1>(rows, x, ldx, in, col_idx, b0, b1, values, value_blocks,
+                                          c_block, tile);
+      return;
+    }
+  }
+  constexpr std::size_t nv = spmm_f32_tile_vectors<Arch, R>(), w = xsimd::batch<float, Arch>::size;
+  for (std::size_t o0 = 0; o0 < R; o0 += nv * w) {
+    spmm_tile_f32<Arch, R, MR, nv>(x, ldx, in, col_idx, b0, b1, values, value_blocks, c_block, o0,
+                                   tile);
+  }
 }
 
 template <class Arch, std::size_t R>
@@ -187,17 +220,8 @@ inline void spmm_f32_rows(const float* x, std::size_t ldx, std::size_t m, std::s
     }
     for (; r0 < m; r0 += mr) {
       const std::size_t rows = m - r0 < mr ? m - r0 : mr;
-      const float* xr = x + r0 * ldx;
-      if (rows == mr) {
-        spmm_tile_f32<Arch, R, mr>(xr, ldx, in, col_idx, b0, b1, values, value_blocks, c_block,
-                                   tile);
-      } else {
-        // Remainder rows one at a time through the same tile code (MR = 1).
-        for (std::size_t r = 0; r < rows; ++r) {
-          spmm_tile_f32<Arch, R, 1>(xr + r * ldx, ldx, in, col_idx, b0, b1, values, value_blocks,
-                                    c_block, tile + r * R);
-        }
-      }
+      spmm_tile_rows_f32<Arch, R, mr>(rows, x + r0 * ldx, ldx, in, col_idx, b0, b1, values,
+                                      value_blocks, c_block, tile);
       for (std::size_t r = 0; r < rows; ++r) {
         float* yr = y + (r0 + r) * ldy + n0;
         for (std::size_t i = 0; i < nn; ++i) yr[i] = tile[r * R + i] + (bias ? bias[n0 + i] : 0.0f);
@@ -229,9 +253,10 @@ constexpr std::size_t spmm_f32_tile_rows(std::size_t r_block) noexcept {
 /// `value_blocks` (one per stored block), block b's values are values[value_blocks[b]]
 /// instead of values[b]: a subset of a matrix's blocks is then multiplied in place, without
 /// copying its values (DenseF32::forward_input_groups skips inputs known to be zero). Register
-/// tile: up to 12 rows of x against a block-row's R outputs; one row (decoding) uses four
-/// accumulator sets. Matches the scalar reference within float rounding (fused
-/// multiply-adds, other summation order for one row): 1e-5 of sum |terms| in the tests.
+/// tile: up to 12 rows of x against a block-row's R outputs (on 16-register targets, 6 rows
+/// against 2 vectors of outputs at a time); one row (decoding) uses four accumulator sets. Matches
+/// the scalar reference within float rounding (fused multiply-adds, other summation order for one
+/// row): 1e-5 of sum |terms| in the tests.
 template <class Arch = arch>
 inline void spmm_f32(const float* x, std::size_t ldx, std::size_t m, std::size_t in,
                      const std::uint32_t* row_ptr, const std::uint32_t* col_idx,

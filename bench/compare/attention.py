@@ -64,6 +64,8 @@ def main():
                  "--target dynasparse_bench")
     torch.set_num_threads(1)
     lib = blas()
+    if lib is None:
+        sys.exit("attention.py: PyTorch's BLAS is not OpenBLAS; install it (scripts/install-deps.sh python)")
     default_threads = lib.openblas_get_num_threads() if lib else None
     torch.manual_seed(0)
     print(f"torch {torch.__version__}; OpenBLAS default threads: {default_threads}; load average "

@@ -190,6 +190,10 @@ def main():
     # at 2 threads in both; 37.3 ms with both at 1).
     torch.set_num_threads(1)
     blas = set_blas_threads(args.threads)
+    if not blas.startswith("OpenBLAS"):
+        # The reference BLAS that python3-torch alone pulls in is ~20x slower here (449 ms
+        # for the 128-token FP32 prefill): a comparison against it would mislead.
+        sys.exit(f"pytorch.py: {blas}; install OpenBLAS (scripts/install-deps.sh python)")
     cfg = default_config(hidden=512, heads=8, ffn=2048, layers=args.layers, max_seq_len=1024, vocab=256)
     model = init_(Model(cfg), seed=1).eval()
     tokens = torch.randint(0, 256, (args.prefill,), generator=torch.Generator().manual_seed(2))

@@ -23,8 +23,8 @@ namespace nn {
 /// [out, in] is packed once into panels of panel_rows() outputs x all inputs, each input's
 /// outputs consecutive ([panel][in][panel_rows], zero-padded past `out`), so the product is
 /// the group-sparse float kernel (simd::spmm_f32) with every block present and one block per
-/// panel: a register tile of up to 12 input rows x one panel, weights streamed once per tile
-/// and no index overhead. Threads split the panels (parallel_for, dynasparse::num_threads()).
+/// panel: a register tile of up to 12 input rows x one panel (6 rows x half a panel on AVX2,
+/// whose 16 registers hold no more), weights streamed once per tile and no index overhead. Threads split the panels (parallel_for, dynasparse::num_threads()).
 /// Immutable after construction; forward() may run concurrently from many threads.
 class DenseF32 {
  public:

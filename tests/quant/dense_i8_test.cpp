@@ -100,8 +100,9 @@ TEST(DenseI8, ThreadCountDoesNotChangeTheResult) {
 }
 
 TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
-  // Groups of 8 outputs (attention heads of head_dim 8) against 64-column tiles, at one and
-  // two threads, for one row (decoding) and several; static and dynamic activation scales.
+  // Groups of 8 outputs (attention heads of head_dim 8) against packed panels of 8 or 64
+  // columns, at one and two threads, for one row (decoding) and several; static and dynamic
+  // activation scales.
   for (int threads : {1, 2}) {
     ds::set_num_threads(threads);
     for (std::size_t m : {1u, 7u}) {
@@ -122,6 +123,17 @@ TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
           }
           // Tiles [64, 128) and [128, 192) hold no listed group: left as they were.
           for (std::size_t c = 64; c < 192; ++c) ASSERT_EQ(part[r * p.n + c], -7.0f) << c;
+          // Neither is any packed panel without a listed column (on AVX2 and the scalar
+          // path panels are 8 columns, so groups 0 and 3 inside the first tile stay too).
+          constexpr std::size_t step = ds::simd::gemm_column_step<>;
+          for (std::size_t c = 0; c < p.n; ++c) {
+            bool listed = false;
+            for (std::uint32_t g : groups)
+              listed = listed || (g * 8 / step <= c / step && c / step <= (g * 8 + 7) / step);
+            if (!listed) {
+              ASSERT_EQ(part[r * p.n + c], -7.0f) << "column " << c << ", panels of " << step;
+            }
+          }
         }
       }
     }

@@ -140,11 +140,12 @@ class DenseI8 {
 
   /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
   /// columns [g * group, (g + 1) * group) of y, equal to forward()'s bit for bit. The
-  /// product runs over the 64-column tiles (simd::gemm_tile_cols) that hold a listed column,
-  /// so it costs (tiles touched) / (all tiles) of forward(); columns of other tiles are not
-  /// written, the rest of a touched tile is. Groups may come in any order. (An attention
-  /// layer's heads that no query needs, in q_proj.) @throws ShapeError on mismatched shapes;
-  /// ConfigError if group is 0 or wider than the layer, or a group lies past it.
+  /// product runs over the packed panels (simd::gemm_column_step: 8 columns on AVX2 and the
+  /// scalar path, 64 with AVX-512 VNNI) that hold a listed column, so it costs (panels
+  /// touched) / (all panels) of forward(); columns of other panels are not written, the rest
+  /// of a touched panel is. Groups may come in any order. (An attention layer's heads that no
+  /// query needs, in q_proj.) @throws ShapeError on mismatched shapes; ConfigError if group
+  /// is 0 or wider than the layer, or a group lies past it.
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "quant", name_, " input");
@@ -152,10 +153,25 @@ class DenseI8 {
     check_feature_groups(group, groups, count, out_, "quant", "output", name_);
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    constexpr std::size_t tc = simd::gemm_tile_cols;
-    const std::size_t tiles = (out_ + tc - 1) / tc;
-    std::uint32_t* list = ws.allocate<std::uint32_t>(tiles);
-    product(x, y, list, spans_of_groups(group, groups, count, tc, tiles, list), ws);
+    constexpr std::size_t step = simd::gemm_column_step<>, per_tile = simd::gemm_tile_cols / step;
+    const std::size_t units = (out_ + step - 1) / step;
+    std::uint32_t* list = ws.allocate<std::uint32_t>(units);
+    const std::size_t n = spans_of_groups(group, groups, count, step, units, list);
+    // Consecutive panels merge into column ranges of at most one tile, so neighbouring heads
+    // share a kernel call and the ranges stay small enough to split across threads.
+    std::uint32_t* ranges = ws.allocate<std::uint32_t>(2 * n);
+    std::size_t nr = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (nr > 0 && list[i] == ranges[2 * nr - 1] &&
+          ranges[2 * nr - 1] - ranges[2 * nr - 2] < per_tile) {
+        ++ranges[2 * nr - 1];
+      } else {
+        ranges[2 * nr] = list[i];
+        ranges[2 * nr + 1] = list[i] + 1;
+        ++nr;
+      }
+    }
+    product(x, y, ranges, nr, ws);
   }
 
   /// y [M, out] = x [M, in] * dequant(W)^T + bias: the weight-only path. Blocks of 64
@@ -203,9 +219,9 @@ class DenseI8 {
   }
 
  private:
-  // y = x W^T + bias over the 64-column tiles tiles[0, count), or over every column when
-  // tiles is null. Shapes are checked by the caller.
-  void product(ConstMatrixView x, MatrixView y, const std::uint32_t* tiles, std::size_t count,
+  // y = x W^T + bias over the column ranges [ranges[2i], ranges[2i + 1]) * gemm_column_step
+  // for i < count, or over every column when ranges is null. Shapes are checked by the caller.
+  void product(ConstMatrixView x, MatrixView y, const std::uint32_t* ranges, std::size_t count,
                Workspace& ws) const {
     const std::size_t m = x.rows();
     if (m == 0) return;
@@ -229,16 +245,17 @@ class DenseI8 {
       }
     };
     const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * in_ * m + 1));
-    if (tiles == nullptr) {
+    if (ranges == nullptr) {
       parallel_for(0, (out_ + tc - 1) / tc, grain, [&](std::size_t p0, std::size_t p1) {
         simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_), epilogue);
       });
       return;
     }
+    constexpr std::size_t step = simd::gemm_column_step<>;
     parallel_for(0, count, grain, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i) {
-        const std::size_t c0 = std::size_t{tiles[i]} * tc;
-        simd::gemm_s8s8_s32(a, lda, packed_, m, c0, std::min(c0 + tc, out_), epilogue);
+        simd::gemm_s8s8_s32(a, lda, packed_, m, std::size_t{ranges[2 * i]} * step,
+                            std::min(std::size_t{ranges[2 * i + 1]} * step, out_), epilogue);
       }
     });
   }

@@ -141,6 +141,12 @@ inline constexpr std::size_t gemm_tile_cols = 64;
 /// Rows of the tiles handed to an epilogue.
 template <class I8Arch>
 inline constexpr std::size_t gemm_tile_rows = GemmI8Traits<I8Arch>::tile_rows;
+/// Columns at which gemm_s8s8_s32 may start: the packed panel width (8 on AVX2, 64 with
+/// AVX-512 VNNI), 8 on the scalar path, whose weights are row-major. The finest granularity
+/// at which a product can leave columns out without computing them.
+template <class I8Arch = int8_arch>
+inline constexpr std::size_t gemm_column_step =
+    GemmI8Traits<I8Arch>::panel_cols != 0 ? GemmI8Traits<I8Arch>::panel_cols : 8;
 
 namespace detail {
 // Calls Traits::tile<rows>(args...) for a runtime rows in [1, MR].
@@ -348,7 +354,8 @@ inline void dequantize_s32f32(const std::int32_t* t, std::size_t n, float row_sc
 /// `epilogue(row0, rows, col0, cols, tile, ld)` for each tile, where tile[r * ld + c] is the
 /// exact int32 sum for row row0 + r and column col0 + c. A holds prepared rows
 /// (gemm_prepare_activation_row) with stride lda bytes. n0 must be a multiple of
-/// gemm_tile_cols. Never allocates; the tile lives on the stack.
+/// gemm_column_step<I8Arch>; tiles run from n0 in steps of gemm_tile_cols. Never allocates;
+/// the tile lives on the stack.
 template <class I8Arch = int8_arch, class Epilogue>
 inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8Weights<I8Arch>& w,
                           std::size_t m, std::size_t n0, std::size_t n1, Epilogue&& epilogue) {

@@ -46,7 +46,7 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
     const std::size_t cn = in - k0 < c_block ? in - k0 : c_block;
     const float* v =
         values + static_cast<std::size_t>(value_blocks ? value_blocks[b] : b) * R * c_block + o0;
-    for (std::size_t c = 0; c < cn; ++c) {
+    auto column = [&](std::size_t c) {
       B wv[NV];
       DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < NV; ++j) wv[j] = B::load_unaligned(v + c * R + j * w);
@@ -56,6 +56,15 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
         DYNASPARSE_UNROLL(8)
         for (std::size_t j = 0; j < NV; ++j) acc[r][j] = xsimd::fma(xb, wv[j], acc[r][j]);
       }
+    };
+    if (cn == 4) {
+      // The recommended blocks are 4 inputs wide: unrolled, a block costs no loop control.
+      column(0);
+      column(1);
+      column(2);
+      column(3);
+    } else {
+      for (std::size_t c = 0; c < cn; ++c) column(c);
     }
   }
   DYNASPARSE_UNROLL(12)

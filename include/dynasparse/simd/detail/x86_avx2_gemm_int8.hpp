@@ -54,6 +54,23 @@ void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::int8_t
                         std::int32_t* c, std::size_t ldc) noexcept;
 
 #if DYNASPARSE_HAS_AVX2
+// acc[j] += the four-byte dot products of a row's activation quad (at `quad`, broadcast)
+// with the 8 columns' quads of w[j], j < NV: vpabsb once, then per vector vpsignb,
+// vpmaddubsw and vpmaddwd by `ones` (the sign trick above). Shared with the sparse kernel.
+template <std::size_t NV>
+inline void maddubs_quad(const std::int8_t* quad, const __m256i* w, const __m256i ones,
+                         __m256i* acc) noexcept {
+  std::int32_t q;
+  std::memcpy(&q, quad, sizeof(q));
+  const __m256i av = _mm256_set1_epi32(q);
+  const __m256i ua = _mm256_abs_epi8(av);
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < NV; ++j) {
+    const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w[j], av));
+    acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
+  }
+}
+
 // MR rows against NV panels with vpmaddubsw.
 template <std::size_t MR, std::size_t NV>
 inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
@@ -75,17 +92,8 @@ inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
     DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j) wv[j] = _mm256_loadu_si256(w[j] + kq);
     DYNASPARSE_UNROLL(8)
-    for (std::size_t r = 0; r < MR; ++r) {
-      std::int32_t quad;
-      std::memcpy(&quad, a + r * lda + kq * gemm_kgroup, sizeof(quad));
-      const __m256i av = _mm256_set1_epi32(quad);
-      const __m256i ua = _mm256_abs_epi8(av);
-      DYNASPARSE_UNROLL(8)
-      for (std::size_t j = 0; j < NV; ++j) {
-        const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(wv[j], av));
-        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(p16, ones));
-      }
-    }
+    for (std::size_t r = 0; r < MR; ++r)
+      maddubs_quad<NV>(a + r * lda + kq * gemm_kgroup, wv, ones, acc[r]);
   }
   DYNASPARSE_UNROLL(8)
   for (std::size_t r = 0; r < MR; ++r) {

@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "dynasparse/config.hpp"
+#include "dynasparse/simd/detail/x86_avx2_gemm_int8.hpp"
 
 #if DYNASPARSE_HAS_AVX2
 #include <immintrin.h>
@@ -69,17 +70,7 @@ inline void spmm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
     for (std::size_t j = 0; j < NV; ++j)
       w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
     DYNASPARSE_UNROLL(12)
-    for (std::size_t r = 0; r < MR; ++r) {
-      std::int32_t quad;
-      std::memcpy(&quad, a + r * lda + k0, sizeof(quad));
-      const __m256i av = _mm256_set1_epi32(quad);
-      const __m256i ua = _mm256_abs_epi8(av);
-      DYNASPARSE_UNROLL(8)
-      for (std::size_t j = 0; j < NV; ++j) {
-        const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w[j], av));
-        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(p16, ones));
-      }
-    }
+    for (std::size_t r = 0; r < MR; ++r) maddubs_quad<NV>(a + r * lda + k0, w, ones, acc[r]);
   }
   DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {

@@ -224,7 +224,7 @@ void bm_decode(benchmark::State& state, nn::KVDType dtype, std::size_t ctx) {
   label(state);
 }
 
-int register_all() {
+int register_attention_benchmarks() {
   for (std::size_t h : {8u, 64u}) {
     for (std::size_t l : {128u, 512u, 2048u, 8192u, 16384u}) {
       for (int t : {1, 2}) {
@@ -269,6 +269,6 @@ int register_all() {
   return 0;
 }
 
-const int registered = register_all();
+const int attention_registered = register_attention_benchmarks();
 
 }  // namespace

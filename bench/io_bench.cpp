@@ -298,7 +298,7 @@ void load_model(benchmark::State& state, bool int8, bool cold) {
   state.SetLabel("hidden 1024, FFN 4096, 2 layers; " + ds::build_info());
 }
 
-[[maybe_unused]] const bool registered = [] {
+[[maybe_unused]] const bool io_registered = [] {
   for (const char* cache : {"warm", "cold"}) {
     const bool cold = std::string(cache) == "cold";
     struct Case {

@@ -140,7 +140,7 @@ const std::vector<Shape>& sparse_shapes() {
   return s;
 }
 
-int register_all() {
+int register_linear_benchmarks() {
   for (const Shape& s : sparse_shapes()) {
     for (int t : {1, 2}) {
       for (int pct : {0, 30, 50, 70, 90}) {
@@ -199,6 +199,6 @@ int register_all() {
   return 0;
 }
 
-const int registered = register_all();
+const int linear_registered = register_linear_benchmarks();
 
 }  // namespace

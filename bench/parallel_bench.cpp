@@ -78,7 +78,7 @@ ds::ModelConfig bench_config() {
 }
 
 // The model file, made once: random weights scaled by 1 / sqrt(fan-in).
-const ds::io::SafetensorsFile& model_file() {
+const ds::io::SafetensorsFile& parallel_model_file() {
   static const ds::io::SafetensorsFile file = [] {
     const ds::ModelConfig c = bench_config();
     ds::io::SafetensorsWriter w;
@@ -123,7 +123,8 @@ std::vector<std::int32_t> tokens() {
 class Deployment {
  public:
   Deployment(std::size_t tp, std::size_t pp) : plan_(par::fixed_plan(bench_config(), tp, pp)), ws_(plan_.world()) {
-    for (std::size_t r = 0; r < plan_.world(); ++r) shards_.push_back(par::ModelShard::load(model_file(), plan_, r));
+    for (std::size_t r = 0; r < plan_.world(); ++r)
+      shards_.push_back(par::ModelShard::load(parallel_model_file(), plan_, r));
     logits_.resize(kLen * bench_config().vocab);
   }
   // Seconds for `prompts` prefills of `t`, back to back on every rank.

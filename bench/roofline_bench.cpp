@@ -384,7 +384,7 @@ void bm_copy(benchmark::State& state, bool triad, int threads) {
   label(state, triad ? "triad a = b + s * c (STREAM bytes)" : "copy b = a (STREAM bytes)");
 }
 
-int register_all() {
+int register_roofline_benchmarks() {
   ds::set_num_threads(0);
   const int all = ds::num_threads();
   std::vector<int> counts = {1};
@@ -411,6 +411,6 @@ int register_all() {
   return 0;
 }
 
-const int registered = register_all();
+const int roofline_registered = register_roofline_benchmarks();
 
 }  // namespace

@@ -121,7 +121,7 @@ void register_unary(const char* op, Unary vec, Unary scalar, float lo, float hi,
   }
 }
 
-int register_all() {
+int register_simd_benchmarks() {
   register_unary("Exp", simd::exp_f32<>, ref::exp_f32, -80.0f, 80.0f);
   register_unary("Sigmoid", simd::sigmoid_f32<>, ref::sigmoid_f32, -10.0f, 10.0f);
   register_unary("Tanh", simd::tanh_f32<>, ref::tanh_f32, -5.0f, 5.0f);
@@ -172,6 +172,6 @@ int register_all() {
   return 0;
 }
 
-const int registered = register_all();
+const int simd_registered = register_simd_benchmarks();
 
 }  // namespace

@@ -21,7 +21,7 @@ namespace ds = dynasparse;
 namespace io = dynasparse::io;
 using Bytes = std::vector<std::uint8_t>;
 
-std::string temp_path(const std::string& name) {
+std::string npy_temp_path(const std::string& name) {
   return ::testing::TempDir() + "dynasparse_io_npy_" + name;
 }
 
@@ -103,7 +103,7 @@ TEST(Npy, RoundTripsEveryDTypeThroughFiles) {
       if (t == ds::DType::BOOL) {
         for (auto& b : data) b &= 1;
       }
-      const std::string path = temp_path("roundtrip.npy");
+      const std::string path = npy_temp_path("roundtrip.npy");
       io::write_npy(path, t, shape, data.data(), data.size());
       const io::NpyArray a = io::read_npy(path);
       EXPECT_EQ(a.dtype, t);
@@ -186,13 +186,13 @@ TEST(Npy, TypedAccessorsCheckTheDType) {
 TEST(Npy, WritesViewsAndArrays) {
   float m[12];
   for (int i = 0; i < 12; ++i) m[i] = static_cast<float>(i);
-  const std::string path = temp_path("view.npy");
+  const std::string path = npy_temp_path("view.npy");
   io::write_npy(path, ds::TensorView<const float>(m, 3, 4).col_range(2, 2));
   const io::NpyArray a = io::read_npy(path);
   EXPECT_EQ(a.shape, (std::vector<std::size_t>{3, 2}));
   EXPECT_EQ(a.view<float>()(1, 0), 6.0f);
   EXPECT_EQ(a.view<float>()(2, 1), 11.0f);
-  const std::string copy = temp_path("copy.npy");
+  const std::string copy = npy_temp_path("copy.npy");
   io::write_npy(copy, a);
   EXPECT_EQ(io::read_npy(copy).view<float>()(2, 1), 11.0f);
   EXPECT_THROW(io::write_npy(path, ds::DType::F32, {3}, m, 8), ds::ShapeError);

@@ -52,7 +52,7 @@ Bytes make_file(const std::string& header, std::size_t n) {
   return make_file(header, data);
 }
 
-std::string temp_path(const std::string& name) {
+std::string safetensors_temp_path(const std::string& name) {
   return ::testing::TempDir() + "dynasparse_io_safetensors_" + name;
 }
 
@@ -186,7 +186,7 @@ TEST(SafetensorsWriter, MatchesReferenceBytesForEmptyFiles) {
 }
 
 TEST(SafetensorsFile, ReadsPyTorchSaveFileBytes) {
-  const std::string path = temp_path("pytorch.safetensors");
+  const std::string path = safetensors_temp_path("pytorch.safetensors");
   write_file(path, pytorch_zeros_2x2());
   const io::SafetensorsFile f(path);
   EXPECT_EQ(f.name(), path);
@@ -261,7 +261,7 @@ TEST(SafetensorsFile, RoundTripsEveryDTypeInMemoryAndOnDisk) {
   const Bytes bytes = w.to_bytes();
   expect_every_dtype(io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "mem"), contents);
 
-  const std::string path = temp_path("every_dtype.safetensors");
+  const std::string path = safetensors_temp_path("every_dtype.safetensors");
   w.write(path);
   const io::SafetensorsFile mapped(path);
   EXPECT_TRUE(mapped.mapped());
@@ -328,7 +328,7 @@ TEST(SafetensorsFile, LoadIsZeroCopyIntoTheMappingForAlignedF32) {
   const std::uint8_t odd[3] = {1, 2, 3};
   io::SafetensorsWriter writer;
   writer.add("w", {3, 4}, w.data()).add("row", {4}, w.data()).add("odd", {3}, odd);
-  const std::string path = temp_path("zero_copy.safetensors");
+  const std::string path = safetensors_temp_path("zero_copy.safetensors");
   writer.write(path);
 
   const io::SafetensorsFile f(path);
@@ -358,7 +358,7 @@ TEST(SafetensorsFile, UnalignedTensorIsReadThroughACopy) {
     for (int i = 0; i < 4; ++i) data.push_back(static_cast<std::uint8_t>(u >> (8 * i)));
   }
   const Bytes bytes = make_file(header, data);
-  const std::string path = temp_path("unaligned.safetensors");
+  const std::string path = safetensors_temp_path("unaligned.safetensors");
   write_file(path, bytes);
   const auto check = [](const io::SafetensorsFile& f) {
     EXPECT_NE(reinterpret_cast<std::uintptr_t>(f.bytes("b").data) % alignof(float), 0u);
@@ -447,7 +447,7 @@ TEST(SafetensorsFile, MovingKeepsTensorsAndViewsValid) {
   const float v[3] = {1.0f, 2.0f, 3.0f};
   io::SafetensorsWriter w;
   w.add("v", {3}, v);
-  const std::string path = temp_path("move.safetensors");
+  const std::string path = safetensors_temp_path("move.safetensors");
   w.write(path);
   io::SafetensorsFile a(path);
   const io::TensorData<float> t = a.load<float>("v");
@@ -876,7 +876,7 @@ TEST(SafetensorsHostile, MissingFileAndDirectory) {
                   std::generic_category().message(ENOENT) + " [" + path + "]");
   }
   EXPECT_THROW(const io::SafetensorsFile dir(::testing::TempDir()), ds::FormatError);
-  const std::string empty = temp_path("empty.safetensors");
+  const std::string empty = safetensors_temp_path("empty.safetensors");
   write_file(empty, Bytes{});
   EXPECT_THROW(const io::SafetensorsFile f(empty), ds::FormatError);
 }

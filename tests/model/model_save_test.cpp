@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "model/model_data.hpp"
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,8 +21,8 @@
 namespace {
 
 namespace ds = dynasparse;
-
-std::string data(const std::string& name) { return std::string(DYNASPARSE_TEST_DATA_DIR) + "/model/" + name; }
+using dynasparse_test::l2_relative_error;
+using dynasparse_test::model_data;
 
 std::string temp_path(const std::string& stem) {
   return ::testing::TempDir() + "dynasparse_save_" + stem + "_" +
@@ -36,18 +37,9 @@ std::vector<float> logits_of(const ds::Model& m, const std::vector<std::int32_t>
 }
 
 std::vector<std::int32_t> golden_tokens(const std::string& file) {
-  const ds::io::SafetensorsFile f(data(file));
+  const ds::io::SafetensorsFile f(model_data(file));
   const auto t = f.load<std::int32_t>("golden.tokens");
   return std::vector<std::int32_t>(t.data(), t.data() + t.size());
-}
-
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += static_cast<double>(a[i]) * a[i];
-  }
-  return std::sqrt(num / den);
 }
 
 long file_size(const std::string& path) {
@@ -88,23 +80,23 @@ TEST(ModelSave, EveryFormatRoundTripsBitExactly) {
                            "tiny_rotary_classifier.safetensors"}) {
     const auto tokens = golden_tokens(file);
     ds::LoadOptions opt = with_extra();
-    expect_round_trip(ds::Model::load(data(file), opt), tokens, "fp32");
+    expect_round_trip(ds::Model::load(model_data(file), opt), tokens, "fp32");
 
     ds::LoadOptions i8 = opt;
     i8.int8 = true;
-    expect_round_trip(ds::Model::load(data(file), i8), tokens, "int8");
+    expect_round_trip(ds::Model::load(model_data(file), i8), tokens, "int8");
 
     ds::LoadOptions sp = opt;
     for (const char* l : {"layers.0.ffn.up", "layers.1.ffn.down"}) sp.formats[l] = "gsparse_f32";
     sp.formats["layers.0.ffn.down"] = "gsparse_i8";
     sp.prune = 0.5;
-    expect_round_trip(ds::Model::load(data(file), sp), tokens, "sparse");
+    expect_round_trip(ds::Model::load(model_data(file), sp), tokens, "sparse");
 
     // q alone converted: q, k and v leave PyTorch's packed in_proj and go by their own names.
     ds::LoadOptions mixed = opt;
     mixed.formats["layers.1.attn.attention.q_proj"] = "dense_i8";
     mixed.formats["layers.0.attn.attention.out_proj"] = "gsparse_f32";
-    expect_round_trip(ds::Model::load(data(file), mixed), tokens, "mixed");
+    expect_round_trip(ds::Model::load(model_data(file), mixed), tokens, "mixed");
   }
 }
 
@@ -113,7 +105,7 @@ TEST(ModelSave, SavingOverTheFileAModelWasLoadedFromReplacesIt) {
   // over it, so the mapping keeps its pages and the new file is whole.
   const auto tokens = golden_tokens("tiny_head_gate.safetensors");
   const std::string path = temp_path("self");
-  ds::Model::load(data("tiny_head_gate.safetensors"), with_extra()).save(path);
+  ds::Model::load(model_data("tiny_head_gate.safetensors"), with_extra()).save(path);
   ds::LoadOptions int8;
   int8.int8 = true;
   const ds::Model m = ds::Model::load(path, int8);
@@ -128,7 +120,7 @@ TEST(ModelSave, SavingOverTheFileAModelWasLoadedFromReplacesIt) {
 
 TEST(ModelSave, AFailedSaveLeavesTheExistingFileAlone) {
   const std::string path = temp_path("keep");
-  const ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), with_extra());
+  const ds::Model m = ds::Model::load(model_data("tiny_head_gate.safetensors"), with_extra());
   m.save(path);
   const long size = file_size(path);
   // A directory where the file should go: the write fails, the directory and its contents
@@ -151,7 +143,7 @@ TEST(ModelSave, CalibratedAlphasTravelWithTheLayers) {
   const auto tokens = golden_tokens("tiny_head_gate.safetensors");
   ds::LoadOptions i8 = with_extra();
   i8.int8 = true;
-  ds::Model q = ds::Model::load(data("tiny_head_gate.safetensors"), i8);
+  ds::Model q = ds::Model::load(model_data("tiny_head_gate.safetensors"), i8);
   std::map<std::string, float> alphas;
   float a = 1.5f;
   q.for_each_linear([&](ds::nn::AnyLinear& l) { alphas[l.name()] = (a += 0.25f); });
@@ -161,12 +153,12 @@ TEST(ModelSave, CalibratedAlphasTravelWithTheLayers) {
 
 TEST(ModelSave, ConvertedFilesAreSmallAndLoadInOtherFormats) {
   const auto tokens = golden_tokens("tiny_head_gate.safetensors");
-  const ds::Model fp = ds::Model::load(data("tiny_head_gate.safetensors"), with_extra());
+  const ds::Model fp = ds::Model::load(model_data("tiny_head_gate.safetensors"), with_extra());
   const std::string fp_path = temp_path("fp"), q_path = temp_path("q");
   fp.save(fp_path);
   ds::LoadOptions i8 = with_extra();
   i8.int8 = true;
-  const ds::Model q = ds::Model::load(data("tiny_head_gate.safetensors"), i8);
+  const ds::Model q = ds::Model::load(model_data("tiny_head_gate.safetensors"), i8);
   q.save(q_path);
   // INT8 linear layers are a quarter of their float bytes; embeddings and norms stay float.
   EXPECT_LT(file_size(q_path), file_size(fp_path));
@@ -182,8 +174,8 @@ TEST(ModelSave, ConvertedFilesAreSmallAndLoadInOtherFormats) {
   const ds::Model deq = ds::Model::load(q_path, as_f32);
   for (const auto& [name, format] : deq.layer_formats()) EXPECT_EQ(format, "dense_f32") << name;
   const auto ref = logits_of(fp, tokens);
-  const double err_deq = relative_error(ref, logits_of(deq, tokens));
-  const double err_q = relative_error(ref, logits_of(q, tokens));
+  const double err_deq = l2_relative_error(ref, logits_of(deq, tokens));
+  const double err_q = l2_relative_error(ref, logits_of(q, tokens));
   EXPECT_GT(err_deq, 0.0);
   EXPECT_LT(err_deq, 0.05);
   EXPECT_LT(err_q, 0.05);
@@ -226,7 +218,7 @@ TEST(ModelSave, CorruptPartsAreRefusedNamingFileAndTensor) {
   opt.formats["layers.1.ffn.up"] = "dense_i8";
   opt.prune = 0.5;
   const std::string path = temp_path("corrupt");
-  ds::Model::load(data("tiny_head_gate.safetensors"), opt).save(path);
+  ds::Model::load(model_data("tiny_head_gate.safetensors"), opt).save(path);
   ASSERT_EQ(load_error<ds::Error>(path, "none", [](auto&, auto&, auto&) {}), "");
 
   auto expect = [&](const std::string& msg, const std::string& tensor) {

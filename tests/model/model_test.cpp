@@ -1,30 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/model/model.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "model/model_data.hpp"
+#include <gtest/gtest.h>
 
 #include "dynasparse/model/tokenizer.hpp"
 
 namespace {
 
 namespace ds = dynasparse;
-
-std::string data(const std::string& name) { return std::string(DYNASPARSE_TEST_DATA_DIR) + "/model/" + name; }
+using dynasparse_test::l2_relative_error;
+using dynasparse_test::model_data;
 
 // Golden logits of examples/python/model.py for this file's tokens, within 1e-4 relative to
 // the logits' scale (the issue's contract; float sums over E = 32 and two blocks).
 void expect_matches_golden(const std::string& file) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
-  const ds::io::SafetensorsFile f(data(file));
+  const ds::io::SafetensorsFile f(model_data(file));
   const ds::Model model = ds::Model::from_file(f, opt);
   const auto tokens = f.load<std::int32_t>("golden.tokens");
   const auto golden = f.load<float>("golden.logits");
@@ -59,7 +60,7 @@ TEST(Model, OutputGatedEncoderMatchesPyTorchGoldens) { expect_matches_golden("ti
 TEST(Model, GenerationIsDeterministicForASeed) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
-  const ds::Model model = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  const ds::Model model = ds::Model::load(model_data("tiny_head_gate.safetensors"), opt);
   ds::GenerateOptions g;
   g.max_new_tokens = 6;
   g.sampling.temperature = 0.8f;
@@ -98,7 +99,7 @@ TEST(Model, GenerationIsDeterministicForASeed) {
 
 TEST(Model, QuantizedAndSparseFormatsStayCloseToFloat) {
   // Convert every FFN linear to INT8 through the config, loading the same weights.
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
   const ds::Model fp = ds::Model::from_file(f, opt);
@@ -139,7 +140,7 @@ TEST(Model, QuantizedAndSparseFormatsStayCloseToFloat) {
 }
 
 TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   auto rewrite = [&](auto edit) {
     ds::io::SafetensorsWriter w;
     std::string config = f.metadata().at("dynasparse.config");
@@ -256,7 +257,7 @@ TEST(Model, HostileFilesAreRejectedNamingFileAndTensor) {
 TEST(Model, ASessionOfALongerModelCannotRunPastThisModelsPositions) {
   // Two models alike but for max_seq_len: the longer one's session has room this model's
   // position table does not.
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
   const ds::Model m = ds::Model::from_file(f, opt);
@@ -301,7 +302,7 @@ TEST(Model, ASessionOfALongerModelCannotRunPastThisModelsPositions) {
 TEST(Model, SkipThresholdOutsideZeroToOneIsRefusedAndLeavesTheModelUnchanged) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
-  ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  ds::Model m = ds::Model::load(model_data("tiny_head_gate.safetensors"), opt);
   const float tau = m.config().skip_threshold;
   EXPECT_THROW(m.set_skip_threshold(2.0f), ds::ConfigError);
   EXPECT_THROW(m.set_skip_threshold(-1.0f), ds::ConfigError);
@@ -314,7 +315,7 @@ TEST(Model, SkipThresholdOutsideZeroToOneIsRefusedAndLeavesTheModelUnchanged) {
 TEST(Model, CheckedModeFlagsNonFiniteActivations) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
-  ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  ds::Model m = ds::Model::load(model_data("tiny_head_gate.safetensors"), opt);
   const std::int32_t tokens[] = {1, 2, 3};
   std::vector<float> logits(3 * m.vocab());
   ds::Workspace ws;
@@ -322,7 +323,7 @@ TEST(Model, CheckedModeFlagsNonFiniteActivations) {
   EXPECT_NO_THROW(m.forward(tokens, 3, ds::MatrixView(logits.data(), 3, m.vocab()), ws));
   EXPECT_TRUE(m.checked());
   // Finite but absurd weights (3e38 norm gains) overflow inside layer 0.
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   ds::io::SafetensorsWriter w;
   std::vector<float> huge(m.config().hidden, 3e38f);
   for (const auto& name : f.names()) {
@@ -352,7 +353,7 @@ TEST(Model, ManyThreadsShareOneModelWithTheirOwnSessions) {
   ds::set_num_threads(1);
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
-  const ds::Model m = ds::Model::load(data("tiny_head_gate.safetensors"), opt);
+  const ds::Model m = ds::Model::load(model_data("tiny_head_gate.safetensors"), opt);
   ds::GenerateOptions g;
   g.max_new_tokens = 6;
   g.sampling.temperature = 0.7f;
@@ -392,17 +393,8 @@ std::vector<float> golden_logits(const ds::Model& m, const ds::io::SafetensorsFi
   return out;
 }
 
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += a[i] * a[i];
-  }
-  return std::sqrt(num / den);
-}
-
 TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
   const ds::Model fp = ds::Model::from_file(f, opt);
@@ -415,7 +407,7 @@ TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
   EXPECT_EQ(q.config().formats.size(), q.layer_formats().size());
   EXPECT_LT(q.bytes(), fp.bytes());
   // W8A8 on random weights: within a few percent of float (relative L2 over all logits).
-  const double err = relative_error(ref, golden_logits(q, f));
+  const double err = l2_relative_error(ref, golden_logits(q, f));
   EXPECT_LT(err, 0.05);
   EXPECT_GT(err, 0.0);
 
@@ -448,7 +440,7 @@ TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
   const auto got = golden_logits(pruned, f);
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << i;  // same kernel, same blocks
-  EXPECT_GT(relative_error(ref, got), 0.0);
+  EXPECT_GT(l2_relative_error(ref, got), 0.0);
   ds::Model pruned_mut = ds::Model::from_file(f, sp);
   pruned_mut.for_each_linear([](ds::nn::AnyLinear& l) {
     EXPECT_DOUBLE_EQ(l.density(), l.name() == "layers.1.ffn.up" ? 0.5 : 1.0) << l.name();
@@ -470,14 +462,14 @@ TEST(Model, LoadOptionsChooseFormatsAndPruneWithoutRewritingTheFile) {
   }
   ds::LoadOptions few = opt;
   few.limits.max_total_elements = 1000;
-  EXPECT_THROW(ds::Model::load(data("tiny_head_gate.safetensors"), few), ds::FormatError);
+  EXPECT_THROW(ds::Model::load(model_data("tiny_head_gate.safetensors"), few), ds::FormatError);
   ds::LoadOptions bad_prune = opt;
   bad_prune.prune = 1.5;
   EXPECT_THROW(ds::Model::from_file(f, bad_prune), ds::ConfigError);
 }
 
 TEST(Model, CalibratedStaticInt8UsesTheObservedActivationRange) {
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   ds::LoadOptions opt;
   opt.allow_extra_tensors = true;
   ds::Model fp = ds::Model::from_file(f, opt);
@@ -538,7 +530,7 @@ TEST(Model, CalibratedStaticInt8UsesTheObservedActivationRange) {
   EXPECT_EQ(set, alphas.size());
   const auto fixed = golden_logits(q, f);
   EXPECT_NE(fixed, dynamic);
-  EXPECT_LT(relative_error(ref, fixed), 0.05);
+  EXPECT_LT(l2_relative_error(ref, fixed), 0.05);
   // A float layer has nothing to calibrate (skipped); an unknown name is an error.
   EXPECT_NO_THROW(fp.set_activation_alphas(alphas));
   EXPECT_THROW(q.set_activation_alphas({{"layers.7.ffn.up", 1.0f}}), ds::ConfigError);
@@ -546,7 +538,7 @@ TEST(Model, CalibratedStaticInt8UsesTheObservedActivationRange) {
 }
 
 TEST(Model, FilesCarryCalibratedAlphasForInt8Loads) {
-  const ds::io::SafetensorsFile f(data("tiny_head_gate.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
   auto with_alpha = [&](std::vector<std::size_t> shape, std::vector<float> alpha) {
     ds::io::SafetensorsWriter w;
     for (const auto& name : f.names()) {

@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
 // Models with rotary positions and with a classifier head, against examples/python/model.py.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -9,13 +7,16 @@
 #include <string>
 #include <vector>
 
+#include "model/model_data.hpp"
+#include <gtest/gtest.h>
+
 #include "dynasparse/model/model.hpp"
 
 namespace {
 
 namespace ds = dynasparse;
-
-std::string data(const std::string& name) { return std::string(DYNASPARSE_TEST_DATA_DIR) + "/model/" + name; }
+using dynasparse_test::l2_relative_error;
+using dynasparse_test::model_data;
 
 // The golden tests' budget (model_test.cpp): 1e-4 relative to the largest golden value,
 // float sums over E = 32 in other orders through two blocks.
@@ -74,7 +75,7 @@ std::string load_error(const std::vector<std::uint8_t>& blob, bool allow_extra) 
 bool is_golden(const std::string& name) { return name.rfind("golden.", 0) == 0; }
 
 TEST(ModelRotary, DecoderMatchesPyTorchGoldensAndCachedDecoding) {
-  const ds::io::SafetensorsFile f(data("tiny_rotary.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_rotary.safetensors"));
   const ds::Model m = load(f);
   EXPECT_EQ(m.config().positions, ds::PositionKind::Rotary);
   EXPECT_FALSE(f.contains("pos_embed.weight"));
@@ -121,7 +122,7 @@ TEST(ModelRotary, DecoderMatchesPyTorchGoldensAndCachedDecoding) {
 TEST(ModelRotary, RopeBaseFromTheConfigIsTheOneUsed) {
   // The classifier file uses rope_base 500; loaded with the default 10000 instead it no
   // longer matches its goldens, so the config's base reaches every layer.
-  const ds::io::SafetensorsFile f(data("tiny_rotary_classifier.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_rotary_classifier.safetensors"));
   ASSERT_EQ(load(f).config().rope_base, 500.0f);
   const auto blob = rewrite(f, [](const std::string&) { return false; }, [](nlohmann::json& j) { j.erase("rope_base"); });
   const auto g = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "default_base");
@@ -136,7 +137,7 @@ TEST(ModelRotary, RopeBaseFromTheConfigIsTheOneUsed) {
 }
 
 TEST(ModelClassifier, EncoderMatchesPyTorchGoldensAndPoolsByTheMean) {
-  const ds::io::SafetensorsFile f(data("tiny_rotary_classifier.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_rotary_classifier.safetensors"));
   const ds::Model m = load(f);
   ASSERT_FALSE(m.config().causal);
   EXPECT_EQ(m.out_dim(), 5u);
@@ -166,7 +167,7 @@ TEST(ModelClassifier, EncoderMatchesPyTorchGoldensAndPoolsByTheMean) {
 TEST(ModelClassifier, CausalClassifierPoolsTheLastToken) {
   // The same weights as a causal model: classify() is the last token's class logits, and
   // cached decoding writes class logits too.
-  const ds::io::SafetensorsFile f(data("tiny_rotary_classifier.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_rotary_classifier.safetensors"));
   const auto blob = rewrite(f, [](const std::string&) { return false; }, [](nlohmann::json& j) { j["causal"] = true; });
   const auto g = ds::io::SafetensorsFile::from_bytes(blob.data(), blob.size(), "causal_classifier");
   const ds::Model m = load(g);
@@ -189,7 +190,7 @@ TEST(ModelClassifier, CausalClassifierPoolsTheLastToken) {
 }
 
 TEST(ModelClassifier, ErrorsNameTheTensorAndTheCause) {
-  const ds::io::SafetensorsFile f(data("tiny_rotary_classifier.safetensors"));
+  const ds::io::SafetensorsFile f(model_data("tiny_rotary_classifier.safetensors"));
   // A classifier without its bias.
   const std::string no_bias = load_error(rewrite(f, [](const std::string& n) { return n == "classifier.bias"; }), true);
   EXPECT_NE(no_bias.find("missing tensor"), std::string::npos) << no_bias;
@@ -234,7 +235,7 @@ TEST(ModelClassifier, ErrorsNameTheTensorAndTheCause) {
     EXPECT_NE(std::string(e.what()).find("this model is a classifier"), std::string::npos) << e.what();
   }
   // classify() needs a classifier head.
-  const ds::Model lm = load(ds::io::SafetensorsFile(data("tiny_rotary.safetensors")));
+  const ds::Model lm = load(ds::io::SafetensorsFile(model_data("tiny_rotary.safetensors")));
   std::vector<float> out(lm.vocab());
   ds::Workspace ws;
   const std::int32_t t[] = {1, 2};

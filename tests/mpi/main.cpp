@@ -2,12 +2,17 @@
 // GoogleTest main for the MPI tests: every rank runs every test (each test makes its own
 // MpiCommunicator, so a test that breaks one leaves the others alone); rank 0 prints the
 // usual report, the other ranks only their failures; all ranks exit with the worst status.
-#include <gtest/gtest.h>
-
 #include <cstdio>
+#include <cstring>
+
+#include <gtest/gtest.h>
 
 #include "dynasparse/core/threading.hpp"
 #include "dynasparse/parallel/mpi_communicator.hpp"
+
+namespace dynasparse_test {
+int peer_death_run(int argc, char** argv);  // peer_death.cpp
+}
 
 namespace {
 
@@ -32,6 +37,10 @@ int main(int argc, char** argv) {
   dynasparse::parallel::MpiEnvironment env(&argc, &argv);
   // One thread per rank: the tests run more ranks than the machine has cores.
   dynasparse::set_num_threads(1);
+  // The same binary is the program of tests/mpi/peer_death_test.sh: one Model-heavy
+  // translation unit less to compile.
+  if (argc > 1 && std::strcmp(argv[1], "--peer-death") == 0)
+    return dynasparse_test::peer_death_run(argc - 1, argv + 1);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

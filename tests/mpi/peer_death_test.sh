@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Runs tests/mpi/peer_death_main.cpp, whose rank 1 dies after the first forward pass, and
-# checks that the job ends on its own within a bound, with a non-zero status, and that every
-# error a surviving rank prints names rank 1. Exit 0 when all holds.
+# Runs dynasparse_mpi_tests --peer-death (tests/mpi/peer_death.cpp), whose rank 1 dies after
+# the first forward pass, and checks that the job ends on its own within a bound, with a
+# non-zero status, and that every error a surviving rank prints names rank 1. Exit 0 when all
+# holds.
 #   peer_death_test.sh <ranks> <exit|kill> <survivors must report: yes|no> <program> <mpirun command...>
 set -u
 ranks=$1 how=$2 must_report=$3 program=$4
@@ -13,7 +14,7 @@ timeout_ms=2000  # the communicator's: long enough for oversubscribed ranks to k
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 start=$(date +%s%N)
-timeout -k 5 "$limit" "$@" "$program" "$how" "$timeout_ms" >"$out" 2>&1
+timeout -k 5 "$limit" "$@" "$program" --peer-death "$how" "$timeout_ms" >"$out" 2>&1
 status=$?
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 failures=0

@@ -22,7 +22,7 @@ using dynasparse_test::relative_error;
 // as tp partial products (a reordered float sum of 64 or 128 terms, a few ulp each) in each
 // of 4 layers, and LayerNorm can amplify a difference by up to 1 / std of its input; 1e-5
 // is ~100 ulp of the logits, the contract.
-constexpr double kFp32Rel = 1e-5;
+using dynasparse_test::kFp32Rel;
 
 struct Shape {
   std::size_t tp, pp, micro;

@@ -83,6 +83,9 @@ inline std::vector<std::int32_t> test_tokens(std::size_t n, std::size_t vocab) {
   return t;
 }
 
+/// Tolerance of a sharded FP32 forward against one device: the shards sum in another order.
+inline constexpr double kFp32Rel = 1e-5;
+
 /// max |a - b| / max |b|: the error relative to the logits' scale.
 inline double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0.0, scale = 0.0;

@@ -19,7 +19,7 @@ using dynasparse_test::relative_error;
 
 // The executor tests' FP32 budget (executor_test.cpp): tp partial sums of out_proj and
 // FFN-down reorder float sums in each of 4 layers; 1e-5 of the logits' scale.
-constexpr double kFp32Rel = 1e-5;
+using dynasparse_test::kFp32Rel;
 
 // random_model.hpp's file for `cfg`, without the learned position table (a rotary model has
 // none) and, for a classifier, with classifier.weight and .bias instead of an LM head.
@@ -60,12 +60,13 @@ TEST(ShardRotary, EveryPlanMatchesOneDevice) {
     std::vector<float> ref(tokens.size() * m.vocab());
     ds::Workspace ws;
     m.forward(tokens.data(), tokens.size(), ds::MatrixView(ref.data(), tokens.size(), m.vocab()), ws);
-    struct Shape {
+    struct RotaryShape {
       std::size_t tp, pp, micro;
     };
     // Head subsets (tp 2, 4), stages, and micro-batches (cached chunks continue the
     // positions of the chunks before them).
-    for (const Shape s : {Shape{2, 1, 1}, Shape{4, 1, 1}, Shape{2, 2, 1}, Shape{1, 2, 4}, Shape{2, 2, 3}}) {
+    for (const RotaryShape s : {RotaryShape{2, 1, 1}, RotaryShape{4, 1, 1}, RotaryShape{2, 2, 1},
+                                RotaryShape{1, 2, 4}, RotaryShape{2, 2, 3}}) {
       if (!causal && s.micro > 1) continue;
       par::RunOptions ro;
       ro.exec.micro_batches = s.micro;

@@ -20,7 +20,7 @@ namespace par = dynasparse::parallel;
 using dynasparse_test::relative_error;
 
 // The executor tests' FP32 budget: partial sums over ranks reorder float additions.
-constexpr double kFp32Rel = 1e-5;
+using dynasparse_test::kFp32Rel;
 
 std::vector<float> one_device(const ds::Model& m, const std::vector<std::int32_t>& tokens) {
   std::vector<float> out(tokens.size() * m.vocab());

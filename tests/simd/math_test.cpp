@@ -18,9 +18,6 @@ namespace {
 using namespace dynasparse_test;
 namespace simd = dynasparse::simd;
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
 // Compares element by element: NaN must match NaN; infinities must match exactly; finite
 // values within abs + rel * |ref|.
 void expect_close(const std::vector<float>& ref, const std::vector<float>& got,

@@ -16,8 +16,6 @@ namespace {
 using namespace dynasparse_test;
 namespace simd = dynasparse::simd;
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
 template <class Arch>
 class SimdSoftmax : public ::testing::Test {};
 TYPED_TEST_SUITE(SimdSoftmax, FloatArches, ArchNames);

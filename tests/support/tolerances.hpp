@@ -9,6 +9,8 @@
 namespace dynasparse_test {
 
 inline constexpr float kEps = std::numeric_limits<float>::epsilon();  // 1.19e-7
+inline constexpr float kInf = std::numeric_limits<float>::infinity();
+inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // xsimd's exp is a Cody-Waite reduction plus a degree-5 polynomial, documented at 1-2 ulp;
 // std::exp is correctly rounded or nearly. Allow 4 ulp relative on normal results, and an

@@ -3,7 +3,7 @@
 // process (exit code 3, or SIGKILL) after the first forward pass of a 2-stage pipeline (2
 // ranks) or a 2 x 2 hybrid (4 ranks); the others start the second pass and wait on it. They
 // must end with an error naming rank 1 and a non-zero exit, never hang.
-//   dynasparse_mpi_peer_death <exit|kill> <timeout ms>
+//   dynasparse_mpi_tests --peer-death <exit|kill> <timeout ms>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -20,9 +20,11 @@
 namespace ds = dynasparse;
 namespace par = dynasparse::parallel;
 
-int main(int argc, char** argv) {
-  par::MpiEnvironment env(&argc, &argv);
-  ds::set_num_threads(1);  // the ranks oversubscribe the cores
+namespace dynasparse_test {
+
+// Called by main.cpp with the MPI environment up and one thread per rank; argv[0] is
+// "--peer-death".
+int peer_death_run(int argc, char** argv) {
   const std::string how = argc > 1 ? argv[1] : "exit";
   const std::chrono::milliseconds timeout(argc > 2 ? std::atoi(argv[2]) : 2000);
   par::MpiCommunicator world(MPI_COMM_WORLD, timeout);
@@ -54,3 +56,5 @@ int main(int argc, char** argv) {
   std::printf("rank %zu: finished without rank 1\n", world.rank());
   return 0;
 }
+
+}  // namespace dynasparse_test

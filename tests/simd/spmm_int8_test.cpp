@@ -161,23 +161,27 @@ TYPED_TEST(SimdSpmmS8S32, ExtremeValuesStayExact) {
   // Full-scale weights against full-scale activations of both signs, -128 included (the
   // dense kernels accept it, and it is the shifted path's byte 0): the largest s16 pair sums
   // of the widening kernels (2 * 128 * 127) and the largest shifted start values.
-  const std::size_t in = 1027, m = 7;
-  for (std::size_t rb : {16u, 32u, 64u}) {
-    for (int wv : {127, -127, 0}) {
-      // wv == 0: alternating +-127 by output and input.
-      const SparseI8 w(
-          rb + 3, in, rb, [](std::size_t, std::size_t) { return true; },
-          [&](std::size_t n, std::size_t k) {
-            return static_cast<std::int8_t>(wv != 0 ? wv : ((n + k) % 2 ? 127 : -127));
-          });
-      for (int av : {127, -127, -128, 0}) {
-        std::vector<std::int8_t> q(m * in);
-        for (std::size_t i = 0; i < q.size(); ++i) {
-          q[i] = static_cast<std::int8_t>(av != 0 ? av : (i % 3 == 0 ? -128 : 127));
+  // One row too: its kernel reads a block-row this long as four streams.
+  const std::size_t in = 1027;
+  for (std::size_t m : {1u, 7u}) {
+    for (std::size_t rb : {16u, 32u, 64u}) {
+      for (int wv : {127, -127, 0}) {
+        // wv == 0: alternating +-127 by output and input.
+        const SparseI8 w(
+            rb + 3, in, rb, [](std::size_t, std::size_t) { return true; },
+            [&](std::size_t n, std::size_t k) {
+              return static_cast<std::int8_t>(wv != 0 ? wv : ((n + k) % 2 ? 127 : -127));
+            });
+        for (int av : {127, -127, -128, 0}) {
+          std::vector<std::int8_t> q(m * in);
+          for (std::size_t i = 0; i < q.size(); ++i) {
+            q[i] = static_cast<std::int8_t>(av != 0 ? av : (i % 3 == 0 ? -128 : 127));
+          }
+          this->expect_matches_reference(w, q, m,
+                                         "R=" + std::to_string(rb) + " m=" + std::to_string(m) +
+                                             " w=" + std::to_string(wv) +
+                                             " a=" + std::to_string(av));
         }
-        this->expect_matches_reference(
-            w, q, m,
-            "R=" + std::to_string(rb) + " w=" + std::to_string(wv) + " a=" + std::to_string(av));
       }
     }
   }

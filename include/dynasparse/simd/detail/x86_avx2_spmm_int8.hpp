@@ -84,10 +84,13 @@ inline void spmm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
 // One row (decoding): all R outputs at once, in R / 8 accumulators. The loops over vectors
 // are unrolled explicitly: GCC 12 at -O2 left the generic kernel's rolled, which kept the
 // sums and a copy of every block's weights on the stack (one row at R = 32 and 64 took three
-// to four times as long). Unlike the VNNI row kernels, this one reads the blocks as one
-// stream: at three instructions per 32 bytes where VNNI has one, the four quarters of the
-// block-row in step measured no faster from DRAM (8192 x 8192) and 10-20% slower from L3
-// (4096 x 4096) on Zen 4.
+// to four times as long). A block-row of spmm_row_stream_blocks blocks or more is read as
+// four streams, one per quarter of its blocks, as the VNNI row kernels do: on Zen 3 (where
+// this kernel runs: no VNNI), a 4096 x 4096 layer with every block stored took 1.29 ms
+// instead of 1.67 (medians of three; dense_i8 0.79-0.93 ms in the same runs). On Zen 4 the
+// same split had measured 10-20% slower from L3, but there the VNNI kernels run instead.
+inline constexpr std::uint32_t spmm_row_stream_blocks = 32;
+
 template <std::size_t R>
 inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx, std::uint32_t b0,
                               std::uint32_t b1, const std::int8_t* values,
@@ -97,7 +100,7 @@ inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx
   __m256i acc[nv];
   DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm256_setzero_si256();
-  for (std::uint32_t b = b0; b < b1; ++b) {
+  auto block = [&](std::uint32_t b) {
     const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
     std::int32_t quad;
     std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
@@ -109,7 +112,19 @@ inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx
       const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w, av));
       acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
     }
+  };
+  std::uint32_t b = b0;
+  if (b1 - b0 >= spmm_row_stream_blocks) {
+    const std::uint32_t q = (b1 - b0) / 4;
+    for (std::uint32_t i = 0; i < q; ++i) {
+      block(b0 + i);
+      block(b0 + q + i);
+      block(b0 + 2 * q + i);
+      block(b0 + 3 * q + i);
+    }
+    b = b0 + 4 * q;
   }
+  for (; b < b1; ++b) block(b);
   DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + 8 * j), acc[j]);

@@ -32,7 +32,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "dynasparse/config.hpp"
 #include "dynasparse/simd/detail/x86_avx2_gemm_int8.hpp"
@@ -102,16 +101,11 @@ inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx
   for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm256_setzero_si256();
   auto block = [&](std::uint32_t b) {
     const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
-    std::int32_t quad;
-    std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
-    const __m256i av = _mm256_set1_epi32(quad);
-    const __m256i ua = _mm256_abs_epi8(av);
+    __m256i w[nv];
     DYNASPARSE_UNROLL(8)
-    for (std::size_t j = 0; j < nv; ++j) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
-      const __m256i p16 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w, av));
-      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p16, ones));
-    }
+    for (std::size_t j = 0; j < nv; ++j)
+      w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
+    maddubs_quad<nv>(a + static_cast<std::size_t>(col_idx[b]) * 4, w, ones, acc);
   };
   std::uint32_t b = b0;
   if (b1 - b0 >= spmm_row_stream_blocks) {

@@ -22,8 +22,11 @@ else()
     "native, avx2, avx512, armv8, armv8-dotprod, scalar")
 endif()
 
-# dynasparse_configure_target(<target>): arch flags, warnings, scalar forcing.
+# dynasparse_configure_target(<target> [COMPILED]): arch flags, warnings, scalar forcing;
+# COMPILED links dynasparse::compiled (Model's members compiled once) instead of the
+# header-only target.
 function(dynasparse_configure_target target)
+  cmake_parse_arguments(PARSE_ARGV 1 _arg "COMPILED" "" "")
   target_compile_options(${target} PRIVATE ${_dynasparse_arch_flags})
   if(DYNASPARSE_ARCH STREQUAL "scalar")
     target_compile_definitions(${target} PRIVATE DYNASPARSE_FORCE_SCALAR)
@@ -41,5 +44,9 @@ function(dynasparse_configure_target target)
         -Wno-stringop-overflow)
     endif()
   endif()
-  target_link_libraries(${target} PRIVATE dynasparse::dynasparse)
+  if(_arg_COMPILED)
+    target_link_libraries(${target} PRIVATE dynasparse::compiled)
+  else()
+    target_link_libraries(${target} PRIVATE dynasparse::dynasparse)
+  endif()
 endfunction()

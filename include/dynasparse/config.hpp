@@ -49,3 +49,14 @@
 #else
 #define DYNASPARSE_UNROLL(n)
 #endif
+
+/// Compiled mode. With DYNASPARSE_COMPILED defined (linking the CMake target
+/// dynasparse::compiled defines it), model/model.hpp only declares Model's members, and
+/// src/model.cpp compiles them once for the program. A file that uses Model then compiles in
+/// a fraction of the time. Both sides must be built with the same ISA flags: otherwise the
+/// inline namespace above differs and the link fails.
+#if defined(DYNASPARSE_COMPILED)
+#define DYNASPARSE_COMPILED_INLINE
+#else
+#define DYNASPARSE_COMPILED_INLINE inline
+#endif

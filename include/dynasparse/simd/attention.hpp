@@ -256,10 +256,13 @@ inline void attention_scores_group(const float* const* qs, std::size_t d, const 
 /// weights p in s[r][0, n), whole vectors up to nv; with vector_tail the vector at nv is
 /// loaded whole and its lanes outside in_block zeroed, otherwise keys [nv, n) are added
 /// one by one.
+/// With `chains` (one row and one column only), the column is summed as four interleaved
+/// chains of keys instead of one.
 template <class A, std::size_t R, std::size_t C, class VR, class Mask>
 inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, std::size_t nv,
                                   bool vector_tail, const Mask& in_block, const float* alpha,
-                                  float* const* s, float* const* accs) noexcept {
+                                  float* const* s, float* const* accs,
+                                  bool chains = false) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::size_t w = B::size;
   decltype(vr.p) v[C];
@@ -271,7 +274,24 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
     for (std::size_t r = 0; r < R; ++r)
       av[r][k] = B::load_aligned(accs[r] + (c + k) * w) * B(alpha[r]);
   }
-  for (std::size_t j = 0; j < nv; j += w) {
+  std::size_t j0 = 0;
+  if constexpr (R == 1 && C == 1) {
+    if (chains) {
+      // One FMA chain per column is bound by the FMA's latency; four chains, still reading
+      // the column in address order.
+      B part[3] = {B(0.0f), B(0.0f), B(0.0f)};
+      for (; j0 + 4 * w <= nv; j0 += 4 * w) {
+        av[0][0] = xsimd::fma(B::load_unaligned(s[0] + j0), load_keys<A>(v[0] + j0), av[0][0]);
+        DYNASPARSE_UNROLL(3)
+        for (std::size_t u = 0; u < 3; ++u) {
+          const std::size_t ju = j0 + (u + 1) * w;
+          part[u] = xsimd::fma(B::load_unaligned(s[0] + ju), load_keys<A>(v[0] + ju), part[u]);
+        }
+      }
+      av[0][0] += (part[0] + part[1]) + part[2];
+    }
+  }
+  for (std::size_t j = j0; j < nv; j += w) {
     B p[R];
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) p[r] = B::load_unaligned(s[r] + j);
@@ -401,13 +421,17 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
   // weights and values stream past, so each loaded weight vector feeds C columns and each
   // value vector R rows. One row (decoding) reads V column after column, in address order:
   // a long cache comes from memory, and reading four columns at once took a decoding step
-  // at 16384 tokens from 3.7-4.1 to 6.3 ms.
+  // at 16384 tokens from 3.7-4.1 to 6.3 ms. A call with a single query (decoding) sums
+  // each column as four chains instead (at context 1024, head_dim 8, the step took 1.4x as
+  // long with one). Only there: elsewhere a row must get the same bits whether it falls in
+  // a group of R rows or is left alone (by head skipping, say).
   constexpr std::size_t C = R == 1 ? 1 : (vector_registers<A>() >= 32 ? 4 : 2);
+  const bool chains = R == 1 && a.lq == 1;
   std::size_t c = 0;
   for (; c + C <= d; c += C)
-    attention_values_step<A, R, C>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs);
+    attention_values_step<A, R, C>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs, chains);
   for (; c < d; ++c)
-    attention_values_step<A, R, 1>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs);
+    attention_values_step<A, R, 1>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs, chains);
 }
 
 template <class A, bool Int8>

@@ -51,9 +51,10 @@
 #endif
 
 /// Compiled mode. With DYNASPARSE_COMPILED defined (linking the CMake target
-/// dynasparse::compiled defines it), model/model.hpp only declares Model's members, and
-/// src/model.cpp compiles them once for the program. A file that uses Model then compiles in
-/// a fraction of the time. Both sides must be built with the same ISA flags: otherwise the
+/// dynasparse::compiled defines it), model/model.hpp, parallel/shard.hpp and
+/// parallel/executor.hpp only declare their classes' members, and src/model.cpp and
+/// src/parallel.cpp compile them once for the program. A file that uses Model then compiles
+/// in a fraction of the time. Both sides must be built with the same ISA flags: otherwise the
 /// inline namespace above differs and the link fails.
 #if defined(DYNASPARSE_COMPILED)
 #define DYNASPARSE_COMPILED_INLINE

@@ -49,7 +49,12 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
     auto column = [&](std::size_t c) {
       B wv[NV];
       DYNASPARSE_UNROLL(8)
-      for (std::size_t j = 0; j < NV; ++j) wv[j] = B::load_unaligned(v + c * R + j * w);
+      for (std::size_t j = 0; j < NV; ++j) {
+        wv[j] = B::load_unaligned(v + c * R + j * w);
+        // Unrolled over a block's four columns, GCC otherwise folds each weight load into
+        // every row's FMA: six loads of a vector instead of one, and register copies.
+        keep_in_register(wv[j]);
+      }
       DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {
         const B xb(x[r * ldx + k0 + c]);
@@ -74,18 +79,36 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
   }
 }
 
-// A single row (decoding): four independent accumulator sets break the FMA dependency
-// chain that one row's sum would otherwise be.
+// Accumulator sets of the one-row kernel for blocks of R outputs: four where they fit in
+// the register budget, fewer where they would not. On AVX2 a 64-output block is eight
+// vectors; four sets of them (32 registers of 16) lived on the stack, so every FMA came
+// with a load and a store. One set of eight vectors is already eight independent chains.
+template <class Arch, std::size_t R>
+constexpr std::size_t spmm_row_sets() noexcept {
+  constexpr std::size_t nv = R / xsimd::batch<float, Arch>::size;
+  constexpr std::size_t budget = spmm_register_budget<Arch>();
+  return 4 * nv <= budget ? 4 : (2 * nv <= budget ? 2 : 1);
+}
+
+// A single row (decoding): four streams of weights (a0..a3) feed up to four independent
+// accumulator sets, which break the FMA dependency chain one row's sum would otherwise be.
 template <class Arch, std::size_t R>
 inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* col_idx,
                          std::uint32_t b_begin, std::uint32_t b_end, const float* values,
                          const std::uint32_t* value_blocks, std::size_t c_block,
                          float* out) noexcept {
   using B = xsimd::batch<float, Arch>;
-  constexpr std::size_t w = B::size, nv = R / w;
-  B a0[nv], a1[nv], a2[nv], a3[nv];
-  DYNASPARSE_UNROLL(8)
-  for (std::size_t j = 0; j < nv; ++j) a0[j] = a1[j] = a2[j] = a3[j] = B(0.0f);
+  constexpr std::size_t w = B::size, nv = R / w, sets = spmm_row_sets<Arch, R>();
+  B sums[sets][nv];
+  DYNASPARSE_UNROLL(4)
+  for (std::size_t k = 0; k < sets; ++k) {
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t j = 0; j < nv; ++j) sums[k][j] = B(0.0f);
+  }
+  B(&a0)[nv] = sums[0];
+  B(&a1)[nv] = sums[1 % sets];
+  B(&a2)[nv] = sums[2 % sets];
+  B(&a3)[nv] = sums[3 % sets];
   auto step = [&](B (&acc)[nv], const float* v, float xs) {
     const B xb(xs);
     DYNASPARSE_UNROLL(8)
@@ -165,7 +188,15 @@ inline void spmm_row_f32(const float* x, std::size_t in, const std::uint32_t* co
     for (; c < cn; ++c) step(a0, v + c * R, x[k0 + c]);
   }
   DYNASPARSE_UNROLL(8)
-  for (std::size_t j = 0; j < nv; ++j) ((a0[j] + a1[j]) + (a2[j] + a3[j])).store_unaligned(out + j * w);
+  for (std::size_t j = 0; j < nv; ++j) {
+    B t = sums[0][j];
+    if constexpr (sets == 4) {
+      t = (t + sums[1][j]) + (sums[2][j] + sums[3][j]);
+    } else if constexpr (sets == 2) {
+      t += sums[1][j];
+    }
+    t.store_unaligned(out + j * w);
+  }
 }
 
 // Vectors of outputs one register tile covers for blocks of R outputs: all of the block-row
@@ -263,9 +294,9 @@ constexpr std::size_t spmm_f32_tile_rows(std::size_t r_block) noexcept {
 /// instead of values[b]: a subset of a matrix's blocks is then multiplied in place, without
 /// copying its values (DenseF32::forward_input_groups skips inputs known to be zero). Register
 /// tile: up to 12 rows of x against a block-row's R outputs (on 16-register targets, 6 rows
-/// against 2 vectors of outputs at a time); one row (decoding) uses four accumulator sets. Matches
-/// the scalar reference within float rounding (fused multiply-adds, other summation order for one
-/// row): 1e-5 of sum |terms| in the tests.
+/// against 2 vectors of outputs at a time); one row (decoding) up to four accumulator sets, as
+/// registers allow. Matches the scalar reference within float rounding (fused multiply-adds, other
+/// summation order for one row): 1e-5 of sum |terms| in the tests.
 template <class Arch = arch>
 inline void spmm_f32(const float* x, std::size_t ldx, std::size_t m, std::size_t in,
                      const std::uint32_t* row_ptr, const std::uint32_t* col_idx,

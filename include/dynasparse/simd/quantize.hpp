@@ -41,7 +41,20 @@ inline void quantize_f32s8(const float* x, std::int8_t* q, std::size_t n,
       // xsimd 8's operator!= is an ordered compare (false for NaN); isnan is not.
       v = xsimd::select(xsimd::isnan(v), zero, v);
       v = xsimd::nearbyint(xsimd::min(xsimd::max(v, lo), hi));
-      xsimd::to_int(v).store_aligned(r);
+      const auto vi = xsimd::to_int(v);
+#if DYNASPARSE_HAS_AVX2
+      if constexpr (std::is_base_of_v<xsimd::avx2, Arch> &&
+                    !std::is_base_of_v<xsimd::avx512f, Arch>) {
+        // GCC turns the lane loop below into eight extracts and byte shifts on AVX2; the
+        // codes are in [-127, 127], so two saturating packs narrow them exactly.
+        const __m256i t = vi;
+        const __m128i p16 =
+            _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(p16, p16));
+        continue;
+      }
+#endif
+      vi.store_aligned(r);
       // xsimd has no narrowing conversion; this fixed-length int32 -> int8 loop compiles to
       // one (vpmovdb on AVX-512, xtn on NEON).
       for (std::size_t j = 0; j < w; ++j) q[i + j] = static_cast<std::int8_t>(r[j]);

@@ -5,6 +5,7 @@
 // DYNASPARSE_FORCE_SCALAR turns every vector path off, so the scalar references run
 // everywhere (the CI's scalar job, and a debugging aid for users).
 #if defined(DYNASPARSE_FORCE_SCALAR)
+#define DYNASPARSE_HAS_SSE2 0
 #define DYNASPARSE_HAS_AVX2 0
 #define DYNASPARSE_HAS_AVX512BW 0
 #define DYNASPARSE_HAS_AVX512VNNI 0
@@ -13,6 +14,11 @@
 #define DYNASPARSE_HAS_NEON_DOTPROD 0
 #define DYNASPARSE_HAS_I8MM 0
 #else
+#if defined(__SSE2__)
+#define DYNASPARSE_HAS_SSE2 1
+#else
+#define DYNASPARSE_HAS_SSE2 0
+#endif
 #if defined(__AVX2__)
 #define DYNASPARSE_HAS_AVX2 1
 #else

@@ -40,21 +40,31 @@ inline void quantize_f32s8(const float* x, std::int8_t* q, std::size_t n,
       B v = B::load_unaligned(x + i) * vs;
       // xsimd 8's operator!= is an ordered compare (false for NaN); isnan is not.
       v = xsimd::select(xsimd::isnan(v), zero, v);
-      v = xsimd::nearbyint(xsimd::min(xsimd::max(v, lo), hi));
-      const auto vi = xsimd::to_int(v);
+      v = xsimd::min(xsimd::max(v, lo), hi);
+      // On x86, cvtps2dq rounds in the current mode, as nearbyint does (SSE2 has no vector
+      // rounding, and xsimd's emulation made this kernel slower than its scalar twin), and
+      // two saturating packs narrow the codes, which are in [-127, 127], exactly (GCC made
+      // the generic lane loop below eight extracts and shifts per vector).
 #if DYNASPARSE_HAS_AVX2
       if constexpr (std::is_base_of_v<xsimd::avx2, Arch> &&
                     !std::is_base_of_v<xsimd::avx512f, Arch>) {
-        // GCC turns the lane loop below into eight extracts and byte shifts on AVX2; the
-        // codes are in [-127, 127], so two saturating packs narrow them exactly.
-        const __m256i t = vi;
+        const __m256i t = _mm256_cvtps_epi32(v);
         const __m128i p16 =
             _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
         _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(p16, p16));
         continue;
       }
 #endif
-      vi.store_aligned(r);
+#if DYNASPARSE_HAS_SSE2
+      if constexpr (w == 4 && std::is_base_of_v<xsimd::sse2, Arch>) {
+        const __m128i t = _mm_cvtps_epi32(v);
+        const __m128i p16 = _mm_packs_epi32(t, t);
+        const std::int32_t packed = _mm_cvtsi128_si32(_mm_packs_epi16(p16, p16));
+        std::memcpy(q + i, &packed, sizeof(packed));
+        continue;
+      }
+#endif
+      xsimd::to_int(xsimd::nearbyint(v)).store_aligned(r);
       // xsimd has no narrowing conversion; this fixed-length int32 -> int8 loop compiles to
       // one (vpmovdb on AVX-512, xtn on NEON).
       for (std::size_t j = 0; j < w; ++j) q[i + j] = static_cast<std::int8_t>(r[j]);

@@ -2,11 +2,14 @@
 # whose users choose their own flags).
 
 set(DYNASPARSE_ARCH "native" CACHE STRING
-  "Target of the tests, benchmarks and examples: native, avx2, avx512, armv8, armv8-dotprod, scalar")
-set_property(CACHE DYNASPARSE_ARCH PROPERTY STRINGS native avx2 avx512 armv8 armv8-dotprod scalar)
+  "Target of the tests, benchmarks and examples: native, baseline (x86-64, SSE2), avx2, avx512, armv8, armv8-dotprod, scalar")
+set_property(CACHE DYNASPARSE_ARCH PROPERTY STRINGS native baseline avx2 avx512 armv8 armv8-dotprod scalar)
 
 if(DYNASPARSE_ARCH STREQUAL "native")
   set(_dynasparse_arch_flags -march=native)
+elseif(DYNASPARSE_ARCH STREQUAL "baseline")
+  # What an application built without -march gets: SSE2 floats, scalar int8.
+  set(_dynasparse_arch_flags -march=x86-64)
 elseif(DYNASPARSE_ARCH STREQUAL "avx2")
   set(_dynasparse_arch_flags -march=x86-64-v3)
 elseif(DYNASPARSE_ARCH STREQUAL "avx512")
@@ -19,7 +22,7 @@ elseif(DYNASPARSE_ARCH STREQUAL "scalar")
   set(_dynasparse_arch_flags "")
 else()
   message(FATAL_ERROR "DYNASPARSE_ARCH: unknown value '${DYNASPARSE_ARCH}'; expected one of "
-    "native, avx2, avx512, armv8, armv8-dotprod, scalar")
+    "native, baseline, avx2, avx512, armv8, armv8-dotprod, scalar")
 endif()
 
 # dynasparse_configure_target(<target> [COMPILED]): arch flags, warnings, scalar forcing;

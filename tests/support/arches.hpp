@@ -21,6 +21,9 @@ using FloatArches =
 using FloatArches = ::testing::Types<simd::ScalarArch, simd::arch, xsimd::sse2>;
 #elif DYNASPARSE_HAS_NEON
 using FloatArches = ::testing::Types<simd::ScalarArch, xsimd::neon64>;
+#elif DYNASPARSE_HAS_SSE2
+// The x86-64 baseline build (no -march): its own float path.
+using FloatArches = ::testing::Types<simd::ScalarArch, xsimd::sse2>;
 #else
 using FloatArches = ::testing::Types<simd::ScalarArch>;
 #endif

@@ -14,7 +14,7 @@
 #define DYNASPARSE_HAS_NEON_DOTPROD 0
 #define DYNASPARSE_HAS_I8MM 0
 #else
-#if defined(__SSE2__)
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #define DYNASPARSE_HAS_SSE2 1
 #else
 #define DYNASPARSE_HAS_SSE2 0
@@ -66,7 +66,7 @@
 #define DYNASPARSE_ISA_TAG avx2
 #elif DYNASPARSE_HAS_NEON
 #define DYNASPARSE_ISA_TAG neon64
-#elif defined(__SSE2__) || defined(_M_X64)
+#elif DYNASPARSE_HAS_SSE2
 #define DYNASPARSE_ISA_TAG sse2
 #else
 #define DYNASPARSE_ISA_TAG generic

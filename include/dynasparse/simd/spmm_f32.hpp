@@ -51,9 +51,13 @@ inline void spmm_tile_f32(const float* x, std::size_t ldx, std::size_t in,
       DYNASPARSE_UNROLL(8)
       for (std::size_t j = 0; j < NV; ++j) {
         wv[j] = B::load_unaligned(v + c * R + j * w);
+#if DYNASPARSE_HAS_SSE2
         // Unrolled over a block's four columns, GCC otherwise folds each weight load into
-        // every row's FMA: six loads of a vector instead of one, and register copies.
+        // every row's FMA: six loads of a vector instead of one, and register copies. Only
+        // x86 has FMAs with a memory operand; on AArch64, pinning all of a 64-output
+        // block's weights next to its sums would ask for 33 of 32 registers.
         keep_in_register(wv[j]);
+#endif
       }
       DYNASPARSE_UNROLL(12)
       for (std::size_t r = 0; r < MR; ++r) {

@@ -259,7 +259,9 @@ int register_attention_benchmarks() {
     }
   }
   for (std::size_t ctx : {1024u, 16384u}) {
-    for (auto [name, dtype] : {std::pair{"f32kv", nn::KVDType::F32}, std::pair{"i8kv", nn::KVDType::I8}}) {
+    for (auto [name, dtype] :
+         {std::pair{"f32kv", nn::KVDType::F32}, std::pair{"i8kv", nn::KVDType::I8},
+          std::pair{"i8compactkv", nn::KVDType::I8Compact}}) {
       const std::string n = std::string("BM_AttentionDecode/") + name + "/E512/H64/ctx" + std::to_string(ctx);
       benchmark::RegisterBenchmark(n.c_str(), [=](benchmark::State& st) {
         bm_decode(st, dtype, ctx);

@@ -171,21 +171,29 @@ def attention_table(t, c=None):
     dec = []
     c = c or {}
     for ctx in [1024, 16384]:
-        fn, qn = f"BM_AttentionDecode/f32kv/E512/H64/ctx{ctx}", f"BM_AttentionDecode/i8kv/E512/H64/ctx{ctx}"
-        f, q = t.get(fn), t.get(qn)
-        if f and q:
+        fn = f"BM_AttentionDecode/f32kv/E512/H64/ctx{ctx}"
+        f = t.get(fn)
+        if not f:
+            continue
+        for kind, label in [("i8kv", "I8"), ("i8compactkv", "I8Compact")]:
+            qn = f"BM_AttentionDecode/{kind}/E512/H64/ctx{ctx}"
+            q = t.get(qn)
+            if not q:
+                continue
             fm, qm = c.get(fn, {}).get("kv_MB"), c.get(qn, {}).get("kv_MB")
             mb = f"{fm:.1f} | {qm:.1f} | {100 * qm / fm:.1f}%" if fm and qm else "- | - | -"
-            dec.append(f"| {ctx} | {ms(f)} | {ms(q)} | {q / f:.2f}x | {mb} |")
+            dec.append(f"| {ctx} | {label} | {ms(f)} | {ms(q)} | {q / f:.2f}x | {mb} |")
     out = ""
     if rows:
         out += ("| shape | naive ms | streaming ms | streaming speed-up | gated_output ms | head skip 25% | "
                 "skip 50% | skip 75% | scattered 50% | scattered 75% (speed-ups over skip 0%) |\n"
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
     if dec:
-        out += ("\nDecoding one token (E512, H64, so head_dim 8): FP32 vs INT8 KV cache, and the cache's MB "
-                "at that context\n\n| context | f32 KV ms | i8 KV ms | i8 / f32 time | f32 KV MB | i8 KV MB | "
-                "i8 / f32 bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(dec) + "\n")
+        out += ("\nDecoding one token (E512, H64, so head_dim 8): FP32 vs INT8 KV cache (`KVDType::I8`, "
+                "a float scale per token and head; `I8Compact`, a float per token and a 4-bit code per "
+                "head), and the cache's MB at that context\n\n| context | INT8 cache | f32 KV ms | INT8 KV ms | "
+                "INT8 / f32 time | f32 KV MB | INT8 KV MB | INT8 / f32 bytes |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(dec) + "\n")
     return out
 
 

@@ -457,12 +457,15 @@ TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
 
 // Full causal forward vs token-by-token decoding through a cache. For INT8 the layer has
 // no gate and an identity out_proj, so the output is the heads' attention, where the
-// error bound of nn::KVDType::I8 applies directly.
+// error bound of nn::KVDType::I8 applies directly (I8Compact: its steps are up to sqrt(2)
+// times I8's, and under the bound's max|k| and max|v| over everything, so the bound holds
+// with 254 / sqrt(2) in place of 254).
 // A cache longer than 256 tokens takes the blocked and paneled layouts.
 void decode_matches_full(nn::KVDType dtype, bool batch_first, std::size_t l = 33,
                          std::size_t max_len = 36) {
   const std::size_t e = 64, h = 8, d = 8, batch = 2;
-  const bool int8 = dtype == nn::KVDType::I8;
+  const bool int8 = dtype != nn::KVDType::F32;
+  const double unit = dtype == nn::KVDType::I8Compact ? 254.0 / std::sqrt(2.0) : 254.0;
   const RandomLayer w(e, e, 41u, int8);
   nn::GatedAttentionConfig cfg;
   cfg.embed_dim = e;
@@ -517,8 +520,8 @@ void decode_matches_full(nn::KVDType dtype, bool batch_first, std::size_t l = 33
     for (std::size_t hd = 0; hd < h; ++hd) {
       double q1 = 0.0;
       for (std::size_t c = 0; c < d; ++c) q1 += std::fabs(project(w.wq, w.bq, r, hd * d + c));
-      const double eps_s = q1 * kmax / (254.0 * std::sqrt(double(d)));
-      const double bound = vmax / 254.0 + vmax * (std::exp(2.0 * eps_s) - 1.0) + 1e-5;
+      const double eps_s = q1 * kmax / (unit * std::sqrt(double(d)));
+      const double bound = vmax / unit + vmax * (std::exp(2.0 * eps_s) - 1.0) + 1e-5;
       for (std::size_t c = 0; c < d; ++c) {
         const double err = std::fabs(double(decoded[r * e + hd * d + c]) - full[r * e + hd * d + c]);
         EXPECT_LE(err, bound) << r << "," << hd << "," << c;
@@ -535,6 +538,11 @@ TEST(GatedAttentionDecode, Float32CacheEqualsFullCausalForward) {
 }
 
 TEST(GatedAttentionDecode, Int8CacheStaysWithinBound) { decode_matches_full(nn::KVDType::I8, false); }
+
+TEST(GatedAttentionDecode, CompactInt8CacheStaysWithinItsBound) {
+  decode_matches_full(nn::KVDType::I8Compact, false);
+  decode_matches_full(nn::KVDType::I8Compact, true, 300, 520);
+}
 
 TEST(GatedAttentionDecode, LongCachesInTheirBlockedLayoutsMatchTheFullForward) {
   decode_matches_full(nn::KVDType::F32, false, 300, 520);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/nn/kv_cache.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "support/random.hpp"
@@ -22,8 +24,15 @@ float stored(const nn::KVCache& cache, std::size_t n, std::size_t h, std::size_t
   if (cache.dtype() == nn::KVDType::F32)
     return value ? a.vt[a.kv_index(c, j)] : a.kt[a.k_index(c, j)];
   const auto* q = value ? a.vt_s8 : a.kt_s8;
-  const float* s = value ? a.v_scale : a.k_scale;
-  return static_cast<float>(q[a.kv_index(c, j)]) * s[j];
+  return static_cast<float>(q[a.kv_index(c, j)]) * (value ? a.v_scale_at(j) : a.k_scale_at(j));
+}
+
+// The largest error a stored element may have, given the largest |x| of its head and of
+// its token (nn::KVDType's contracts), with room for the rounding of the products.
+float int8_tolerance(nn::KVDType dtype, float head_max, float token_max) {
+  if (dtype == nn::KVDType::F32) return 0.0f;
+  if (dtype == nn::KVDType::I8) return head_max / 254 * 1.0001f;
+  return std::max(std::sqrt(2.0f) * head_max, token_max / 128) / 254 * 1.0001f;
 }
 
 TEST(KVCache, BytesPerToken) {
@@ -34,6 +43,11 @@ TEST(KVCache, BytesPerToken) {
   EXPECT_EQ(f.bytes(), f.bytes_per_token() * 16);
   const nn::KVCache q64(2, 8, 64, 16, nn::KVDType::I8);
   EXPECT_LE(q64.bytes_per_token() * 100, nn::KVCache(2, 8, 64, 16).bytes_per_token() * 27);
+  // Compact: a float per token for K and for V, and a 4-bit code per (token, head) for each.
+  const nn::KVCache c(1, 64, 8, 16, nn::KVDType::I8Compact);
+  EXPECT_EQ(c.bytes_per_token(), 2u * 512 + 2 * 4 + 64);
+  EXPECT_LE(c.bytes_per_token() * 100, f.bytes_per_token() * 27);
+  EXPECT_EQ(c.bytes(), c.bytes_per_token() * 16);
 }
 
 TEST(KVCache, LongCachesAllocateWholeBlocks) {
@@ -43,13 +57,15 @@ TEST(KVCache, LongCachesAllocateWholeBlocks) {
   const std::size_t v_row = ds::simd::attention_kv_stride(256);
   EXPECT_EQ(f.bytes(), (2 * 8 * 304 + 2 * 2 * 8 * v_row) * sizeof(float));
   EXPECT_EQ(q.bytes(), 2 * (2 * 2 * 8 * 256) + 2 * 2 * 304 * sizeof(float));
+  const nn::KVCache c(1, 2, 8, 300, nn::KVDType::I8Compact);
+  EXPECT_EQ(c.bytes(), 2 * (2 * 2 * 8 * 256) + 2 * 304 * sizeof(float) + 2 * 2 * 304 / 2);
 }
 
 TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
   const std::size_t batch = 2, h = 2, d = 8, e = h * d, len = 300;
   const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 5u);
   const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 6u);
-  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
     nn::KVCache cache(batch, h, d, len, dtype);
     // 250 tokens, then 50: the second call crosses the first block's end.
     cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e),
@@ -62,8 +78,8 @@ TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
         for (std::size_t hd = 0; hd < h; ++hd) {
           for (std::size_t c = 0; c < d; ++c) {
             const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
-            // INT8: half a step of at most 2 / 127.
-            const float tol = dtype == nn::KVDType::F32 ? 0.0f : 2.0f / 254 * 1.0001f;
+            // INT8: half a step of at most 2 / 127 (times sqrt(2), compact).
+            const float tol = int8_tolerance(dtype, 2.0f, 2.0f);
             ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol)
                 << t << "," << n << "," << hd << "," << c;
             ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol)
@@ -81,7 +97,7 @@ TEST(KVCache, ALongAppendSplitAcrossThreadsStoresWhatOneThreadStores) {
   const std::size_t batch = 2, h = 3, d = 80, e = h * d, len = 300;
   const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 15u);
   const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 16u);
-  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
     for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
       nn::KVCache one(batch, h, d, len, dtype), two(batch, h, d, len, dtype);
       ds::set_num_threads(1);
@@ -101,7 +117,7 @@ TEST(KVCache, ALongAppendSplitAcrossThreadsStoresWhatOneThreadStores) {
                             b = stored(two, n, hd, c, t, value);
                 ASSERT_EQ(a, b) << n << "," << t << "," << hd << "," << c << "," << value;
                 const float want = (value ? v : k)[row * e + hd * d + c];
-                ASSERT_NEAR(a, want, dtype == nn::KVDType::F32 ? 0.0f : 2.0f / 254 * 1.0001f);
+                ASSERT_NEAR(a, want, int8_tolerance(dtype, 2.0f, 2.0f));
               }
             }
           }
@@ -113,7 +129,7 @@ TEST(KVCache, ALongAppendSplitAcrossThreadsStoresWhatOneThreadStores) {
 
 TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {
   const std::size_t batch = 2, h = 3, d = 5, e = h * d;
-  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8}) {
+  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
     for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
       nn::KVCache cache(batch, h, d, 10, dtype);
       const auto k = uniform_floats(3 * batch * e, -2.0f, 2.0f, 1u);
@@ -126,6 +142,11 @@ TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {
         for (std::size_t t = 0; t < 3; ++t) {
           // The first append had 2 tokens, the second 1: rows follow each call's layout.
           const std::size_t row = t < 2 ? nn::layout_row(layout, n, t, 2, batch) : 2 * batch + n;
+          float ktok = 0.0f, vtok = 0.0f;
+          for (std::size_t i = 0; i < e; ++i) {
+            ktok = std::max(ktok, std::fabs(k[row * e + i]));
+            vtok = std::max(vtok, std::fabs(v[row * e + i]));
+          }
           for (std::size_t hd = 0; hd < h; ++hd) {
             float kmax = 0.0f, vmax = 0.0f;
             for (std::size_t c = 0; c < d; ++c) {
@@ -138,9 +159,12 @@ TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {
                 EXPECT_EQ(stored(cache, n, hd, c, t, false), kw);
                 EXPECT_EQ(stored(cache, n, hd, c, t, true), vw);
               } else {
-                // Half a quantization step, max|x| / 254, plus the rounding of the products.
-                EXPECT_NEAR(stored(cache, n, hd, c, t, false), kw, kmax / 254 * 1.0001f);
-                EXPECT_NEAR(stored(cache, n, hd, c, t, true), vw, vmax / 254 * 1.0001f);
+                // Half a quantization step, max|x| / 254 (compact: up to sqrt(2) times
+                // that), plus the rounding of the products.
+                EXPECT_NEAR(stored(cache, n, hd, c, t, false), kw,
+                            int8_tolerance(dtype, kmax, ktok));
+                EXPECT_NEAR(stored(cache, n, hd, c, t, true), vw,
+                            int8_tolerance(dtype, vmax, vtok));
               }
             }
           }
@@ -183,6 +207,77 @@ TEST(KVCache, Int8HeadsOfZerosAndNaN) {
     EXPECT_EQ(stored(cache, 0, 0, c, 0, false), 0.0f);  // all-zero head: exact zeros
     EXPECT_TRUE(std::isnan(stored(cache, 0, 1, c, 0, false)));  // NaN spreads to its head
     EXPECT_FLOAT_EQ(stored(cache, 0, 1, c, 0, true), 1.0f);
+  }
+}
+
+TEST(KVCache, CompactScalesTakeTheFinestStepThatHoldsEachHead) {
+  // Heads of very different sizes in one token, among them one under 2^-7 of the largest
+  // (it shares the coarsest step) and one of zeros.
+  const std::size_t h = 6, d = 8, e = h * d;
+  const float sizes[h] = {1.0f, 0.9f, 0.3f, 0.05f, 0.002f, 0.0f};
+  auto k = uniform_floats(2 * e, -1.0f, 1.0f, 31u);
+  for (std::size_t t = 0; t < 2; ++t) {
+    for (std::size_t i = 0; i < e; ++i)
+      k[t * e + i] *= sizes[(i / d + t) % h] * (t == 0 ? 3.0f : 0.5f);
+  }
+  nn::KVCache cache(1, h, d, 4, nn::KVDType::I8Compact);
+  cache.append(ds::ConstMatrixView(k.data(), 2, e), ds::ConstMatrixView(k.data(), 2, e));
+  for (std::size_t t = 0; t < 2; ++t) {
+    float tok = 0.0f;
+    for (std::size_t i = 0; i < e; ++i) tok = std::max(tok, std::fabs(k[t * e + i]));
+    for (std::size_t hd = 0; hd < h; ++hd) {
+      float head = 0.0f;
+      for (std::size_t c = 0; c < d; ++c) head = std::max(head, std::fabs(k[t * e + hd * d + c]));
+      ds::simd::AttentionArgs a;
+      cache.bind(0, hd, a);
+      const unsigned code = (a.k_code[t / 2] >> (4 * (t % 2))) & 15u;
+      ASSERT_LE(code, 14u);
+      EXPECT_FLOAT_EQ(a.k_scale[t], tok / 127);
+      const float step = ds::simd::kv_code_step(code) * a.k_scale[t];
+      EXPECT_EQ(a.k_scale_at(t), step);
+      // Holds the head, and the next finer step would not (unless the head is zero).
+      EXPECT_GE(step * 127.0f, head) << t << "," << hd;
+      if (head > 0.0f && code < 14) {
+        EXPECT_LT(ds::simd::kv_code_step(code + 1) * a.k_scale[t] * 127.0f, head) << t << "," << hd;
+      }
+      for (std::size_t c = 0; c < d; ++c) {
+        EXPECT_NEAR(stored(cache, 0, hd, c, t, false), k[t * e + hd * d + c],
+                    int8_tolerance(nn::KVDType::I8Compact, head, tok))
+            << t << "," << hd << "," << c;
+        if (head == 0.0f) {
+          EXPECT_EQ(stored(cache, 0, hd, c, t, false), 0.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST(KVCache, CompactHeadsOfNaNOrInfinityStayTheirs) {
+  // One head with NaN, one with infinity: they read as NaN, and the token's scale comes from
+  // the finite heads, which keep their precision.
+  const std::size_t h = 4, d = 4, e = h * d;
+  auto k = uniform_floats(e, -1.0f, 1.0f, 32u);
+  k[1 * d + 2] = std::nanf("");
+  k[3 * d + 0] = std::numeric_limits<float>::infinity();
+  std::vector<float> zeros(e, 0.0f);
+  nn::KVCache cache(1, h, d, 2, nn::KVDType::I8Compact);
+  cache.append(ds::ConstMatrixView(k.data(), 1, e), ds::ConstMatrixView(zeros.data(), 1, e));
+  float tok = 0.0f;
+  for (std::size_t hd : {0u, 2u}) {
+    for (std::size_t c = 0; c < d; ++c) tok = std::max(tok, std::fabs(k[hd * d + c]));
+  }
+  for (std::size_t hd = 0; hd < h; ++hd) {
+    float head = 0.0f;
+    for (std::size_t c = 0; c < d; ++c) head = std::max(head, std::fabs(k[hd * d + c]));
+    for (std::size_t c = 0; c < d; ++c) {
+      if (hd == 1 || hd == 3) {
+        EXPECT_TRUE(std::isnan(stored(cache, 0, hd, c, 0, false))) << hd << "," << c;
+      } else {
+        EXPECT_NEAR(stored(cache, 0, hd, c, 0, false), k[hd * d + c],
+                    int8_tolerance(nn::KVDType::I8Compact, head, tok));
+      }
+      EXPECT_EQ(stored(cache, 0, hd, c, 0, true), 0.0f);  // a token of zeros stays exact
+    }
   }
 }
 

@@ -401,4 +401,84 @@ TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
   }
 }
 
+// Compact INT8 scales (a float per key times a 4-bit code) give exactly what the same
+// kernel gives with the scales expanded by AttentionArgs::scale_at beforehand: the kernel's
+// vector expansion is bit-exact with the scalar definition, in the dequantizing path (not
+// padded, or many rows) and in the direct one (padded, few rows). A code of 15 (a head that
+// held NaN) must turn every row that sees the key into NaN.
+TYPED_TEST(SimdAttention, CompactInt8ScalesGiveTheBitsOfTheirExpandedScales) {
+  std::uint32_t seed = 700;
+  for (std::size_t d : {8u, 64u}) {
+    for (bool nan_code : {false, true}) {
+      Problem p(9, 333, d, seed += 7);
+      p.causal = true;
+      const auto k8 = uniform_int8(d * p.stride, -127, 127, seed + 1);
+      const auto v8 = uniform_int8(d * p.stride, -127, 127, seed + 2);
+      const auto ks = uniform_floats(p.stride, 0.001f, 0.02f, seed + 3);
+      const auto vs = uniform_floats(p.stride, 0.001f, 0.01f, seed + 4);
+      std::vector<std::uint8_t> kc(p.stride / 2), vc(p.stride / 2);
+      const auto r1 = uniform_int8(p.stride, 0, 14, seed + 5),
+                 r2 = uniform_int8(p.stride, 0, 14, seed + 6);
+      for (std::size_t j = 0; j < p.stride; ++j) {
+        kc[j / 2] = static_cast<std::uint8_t>(kc[j / 2] | (r1[j] << (4 * (j % 2))));
+        vc[j / 2] = static_cast<std::uint8_t>(vc[j / 2] | (r2[j] << (4 * (j % 2))));
+      }
+      if (nan_code)
+        vc[300 / 2] = static_cast<std::uint8_t>((vc[300 / 2] & 0xF0u) | simd::kv_code_nonfinite);
+      std::vector<float> eks(p.stride), evs(p.stride);
+      for (std::size_t j = 0; j < p.stride; ++j) {
+        eks[j] = simd::AttentionArgs::scale_at(ks.data(), kc.data(), j);
+        evs[j] = simd::AttentionArgs::scale_at(vs.data(), vc.data(), j);
+      }
+      EXPECT_EQ(std::isnan(evs[300]), nan_code);
+      for (std::size_t c = 0; c < d; ++c) {
+        for (std::size_t j = 0; j < p.stride; ++j) {
+          p.kt[c * p.stride + j] = static_cast<float>(k8[c * p.stride + j]) * eks[j];
+          p.vt[c * p.stride + j] = static_cast<float>(v8[c * p.stride + j]) * evs[j];
+        }
+      }
+      const auto want = p.reference();
+      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+      for (bool padded : {false, true}) {
+        for (std::size_t rows : {1u, 9u}) {
+          std::vector<float> got(p.lq * d, 7.0f), expanded(p.lq * d, 7.0f);
+          auto a = int8_args(p, got.data(), k8, v8, ks, vs);
+          a.k_code = kc.data();
+          a.v_code = vc.data();
+          a.kv_padded = padded;
+          std::vector<std::uint32_t> list(rows);
+          for (std::size_t i = 0; i < rows; ++i)
+            list[i] = static_cast<std::uint32_t>(p.lq - rows + i);
+          a.rows = list.data();
+          a.num_rows = rows;
+          simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+          auto b = int8_args(p, expanded.data(), k8, v8, eks, evs);
+          b.kv_padded = padded;
+          b.rows = list.data();
+          b.num_rows = rows;
+          simd::attention_s8kv_f32<TypeParam>(b, scratch.data());
+          for (std::size_t i = 0; i < got.size(); ++i) {
+            const std::string where = "d " + std::to_string(d) + " nan " +
+                                      std::to_string(nan_code) + " padded " +
+                                      std::to_string(padded) + " rows " + std::to_string(rows) +
+                                      " i " + std::to_string(i);
+            if (std::isnan(expanded[i])) {
+              EXPECT_TRUE(std::isnan(got[i])) << where;
+            } else {
+              EXPECT_EQ(got[i], expanded[i]) << where;
+            }
+            if (i >= (p.lq - rows) * d) {
+              if (std::isnan(want[i])) {
+                EXPECT_TRUE(std::isnan(got[i])) << where;
+              } else {
+                EXPECT_NEAR(got[i], want[i], kAttentionRel) << where;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

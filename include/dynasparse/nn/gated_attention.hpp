@@ -596,7 +596,7 @@ class GatedAttention {
     chunks = std::max<std::size_t>(1, std::min(chunks, (lq + 15) / 16));
     const std::size_t units = heads_total * chunks;
     const std::size_t parts = std::max<std::size_t>(1, std::min(threads, units));
-    const bool int8 = src.cache != nullptr && src.cache->dtype() == KVDType::I8;
+    const bool int8 = src.cache != nullptr && src.cache->dtype() != KVDType::F32;
     const std::size_t scratch_floats = (simd::attention_scratch_floats(d) + 15) / 16 * 16;
     float* scratch = ws.allocate<float>(parts * scratch_floats);
     const std::size_t q_stride = cfg_.batch_first ? inner : batch * inner;

@@ -17,7 +17,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/attention_args.hpp"
@@ -94,6 +96,76 @@ inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const
 /// 0, 1, 2, ... for lane masks (as many as the widest float vector has lanes).
 alignas(64) inline constexpr float attention_lane_index[16] = {0, 1, 2,  3,  4,  5,  6,  7,
                                                                8, 9, 10, 11, 12, 13, 14, 15};
+
+/// Bit offset of lane i's 4-bit code in the 32-bit word of its eight keys.
+alignas(64) inline constexpr std::int32_t attention_code_shift[16] = {0, 4, 8, 12, 16, 20, 24, 28,
+                                                                      0, 4, 8, 12, 16, 20, 24, 28};
+/// Which 32-bit word of codes lane i reads (the second one for lanes 8-15).
+alignas(64) inline constexpr std::int32_t attention_code_word[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                                                     1, 1, 1, 1, 1, 1, 1, 1};
+
+/// The little-endian 32-bit word of the first `bytes` (at most 4) bytes at p.
+inline std::int32_t load_code_word(const std::uint8_t* p, std::size_t bytes) noexcept {
+  std::uint32_t v = 0;
+  for (std::size_t b = 0; b < bytes; ++b) v |= std::uint32_t{p[b]} << (8 * b);
+  return static_cast<std::int32_t>(v);
+}
+
+/// out[j] = scale[j] * kv_code_step(code of key j) for keys [0, n) of a block that starts at
+/// an even key (codes at `code`, two per byte), and up to n rounded up to the vector width
+/// when `padded` (those scales and codes must be readable). Bit-exact with
+/// AttentionArgs::scale_at: the same step, then one rounded product.
+template <class A>
+inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::size_t n,
+                             bool padded, float* out) noexcept {
+  using B = xsimd::batch<float, A>;
+  using I = xsimd::batch<std::int32_t, A>;
+  constexpr std::size_t w = B::size;
+  static_assert(w % 2 == 0 && w <= 16, "a vector covers whole bytes of codes");
+  const std::size_t end = padded ? (n + w - 1) / w * w : n;
+  const std::size_t vend = end / w * w;
+#if DYNASPARSE_HAS_AVX2
+  if constexpr (std::is_base_of_v<xsimd::avx2, A> && !std::is_base_of_v<xsimd::avx512f, A>) {
+    // The 16 steps as two 8-entry tables: vpermps picks by the code's low three bits,
+    // its fourth bit (shifted into the sign) picks the table.
+    const __m256 lo = _mm256_load_ps(kv_code_steps), hi = _mm256_load_ps(kv_code_steps + 8);
+    const __m256i shift = _mm256_load_si256(reinterpret_cast<const __m256i*>(attention_code_shift));
+    for (std::size_t j = 0; j < vend; j += 8) {
+      std::int32_t word;  // x86 is little-endian: key j's code is the low nibble
+      std::memcpy(&word, code + j / 2, 4);
+      const __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32(word), shift);
+      const __m256 step =
+          _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, c), _mm256_permutevar8x32_ps(hi, c),
+                           _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
+      _mm256_storeu_ps(out + j, _mm256_mul_ps(step, _mm256_loadu_ps(scale + j)));
+    }
+    for (std::size_t t = vend; t < end; ++t) out[t] = AttentionArgs::scale_at(scale, code, t);
+    return;
+  }
+#endif
+  const I shift = I::load_aligned(attention_code_shift);
+  for (std::size_t j = 0; j < vend; j += w) {
+    const std::uint8_t* p = code + j / 2;
+    I c;
+    if constexpr (w == 4) {
+      // Four lanes from two bytes directly: SSE2 has no per-lane shift (xsimd emulates
+      // it lane by lane, 15x slower here).
+      c = I({p[0] & 15, p[0] >> 4, p[1] & 15, p[1] >> 4});
+    } else if constexpr (w == 8) {
+      c = (I(load_code_word(p, 4)) >> shift) & I(15);
+    } else {
+      const I word = xsimd::select(I::load_aligned(attention_code_word) == I(0),
+                                   I(load_code_word(p, 4)), I(load_code_word(p + 4, 4)));
+      c = (word >> shift) & I(15);
+    }
+    // kv_code_steps' bits: exponent 127 - ceil(c / 2), and for odd c the mantissa of
+    // 2^(1/2) (0.70710678f = 2^-1 * 1.41421354f); code 15 is a quiet NaN.
+    I bits = ((I(127) - ((c + I(1)) >> 1)) << 23) | ((I(0) - (c & I(1))) & I(0x3504F3));
+    bits = xsimd::select(c == I(static_cast<std::int32_t>(kv_code_nonfinite)), I(0x7FC00000), bits);
+    (xsimd::bitwise_cast<B>(bits) * B::load_unaligned(scale + j)).store_unaligned(out + j);
+  }
+  for (std::size_t t = vend; t < end; ++t) out[t] = AttentionArgs::scale_at(scale, code, t);
+}
 
 /// Query rows whose scores and value sums share each load of K and V (register blocking).
 inline constexpr std::size_t attention_group_rows = 4;
@@ -444,7 +516,7 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   const std::size_t d = a.d;
   const std::size_t tile = attention_tile_rows<A>(d);
   // Scratch layout: acc [tile][d][w] | m [tile] | l [tile] | scores [g][bk] | q*scale [g][d] |
-  // dequantized K and V blocks [d][bk] each (INT8 only).
+  // dequantized K and V blocks [d][bk] each, expanded compact K and V scales [bk] each (INT8 only).
   float* acc = scratch;
   float* mrow = acc + tile * d * w;
   float* lrow = mrow + tile;
@@ -452,6 +524,8 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   float* qbuf = sbuf + g * bk;
   float* kf = qbuf + g * d;
   float* vf = kf + d * bk;
+  float* ksc = vf + d * bk;
+  float* vsc = ksc + bk;
 
   // Dequantized blocks sit in scratch of bk keys per row, a multiple of any vector width.
   const bool padded = Int8 || a.kv_padded;
@@ -506,15 +580,25 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
       };
       if constexpr (Int8) {
         const std::size_t at = a.kv_index(0, j0);
+        const float* ks = a.k_scale + j0;
+        const float* vs = a.v_scale + j0;
+        if (a.k_code != nullptr) {
+          // Once per block and call: about 0.17 ns a key for each of K and V on AVX2, a fifth
+          // of the attention work per key when decoding at head_dim 8.
+          expand_kv_scales<A>(ks, a.k_code + j0 / 2, nb, a.kv_padded, ksc);
+          expand_kv_scales<A>(vs, a.v_code + j0 / 2, nb, a.kv_padded, vsc);
+          ks = ksc;
+          vs = vsc;
+        }
         if constexpr (has_load_s8_f32<A>()) {
           if (direct) {
-            fold_tile(KeyRowsS8{a.kt_s8 + at, a.kv_stride, a.k_scale + j0},
-                      ValueRowsS8{a.vt_s8 + at, a.kv_stride, a.v_scale + j0});
+            fold_tile(KeyRowsS8{a.kt_s8 + at, a.kv_stride, ks},
+                      ValueRowsS8{a.vt_s8 + at, a.kv_stride, vs});
             continue;
           }
         }
-        dequantize_kv_block<A>(a.kt_s8 + at, a.kv_stride, a.k_scale + j0, nb, d, kf, bk);
-        dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, a.v_scale + j0, nb, d, vf, bk);
+        dequantize_kv_block<A>(a.kt_s8 + at, a.kv_stride, ks, nb, d, kf, bk);
+        dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, vs, nb, d, vf, bk);
         fold_tile(KeyRows{kf, bk, 0}, ValueRows{vf, bk, nullptr});
       } else {
         const KeyRows kr =
@@ -555,7 +639,7 @@ constexpr std::size_t attention_scratch_floats(std::size_t d) noexcept {
     const std::size_t tile = detail::attention_tile_rows<Arch>(d);
     constexpr std::size_t g = detail::attention_group_rows;
     return tile * d * w + 2 * tile + g * detail::attention_block_keys + g * d +
-           2 * d * detail::attention_block_keys;
+           2 * (d + 1) * detail::attention_block_keys;
   }
 }
 
@@ -573,7 +657,8 @@ inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
 }
 
 /// attention_f32 over INT8 K and V with a scale per key (AttentionArgs::kt_s8, vt_s8,
-/// k_scale, v_scale). Tiles of many query rows dequantize each block into scratch once and
+/// k_scale, v_scale, and k_code, v_code when compact: each block's scales are then expanded
+/// into scratch first). Tiles of many query rows dequantize each block into scratch once and
 /// handle it as float; with kv_padded and at most four rows (decoding), archs with a
 /// widening int8 load read K and V as stored and apply the scales per score and per
 /// softmax weight. The result equals attention_f32 on the dequantized K and V within the

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "dynasparse/config.hpp"
 
@@ -19,6 +20,27 @@ inline constexpr std::size_t attention_kv_block = 256;
 /// Keys per panel of a paneled float K (AttentionArgs::k_panels): a multiple of every
 /// float vector width.
 inline constexpr std::size_t attention_k_panel = 16;
+
+/// Largest code of a compact INT8 scale (AttentionArgs::k_code): codes 0..14 are steps of
+/// 2^(-1/2), code 15 marks a head that held NaN or infinity.
+inline constexpr unsigned kv_code_nonfinite = 15;
+
+/// The factor a compact INT8 scale code c stands for: 2^(-c/2) for c in 0..14 (1 down to
+/// 2^-7), NaN for kv_code_nonfinite: 2^-floor(c/2), times 2^(-1/2) rounded to float when c
+/// is odd (a product without rounding). Vector kernels look the codes up here or build the
+/// same bits.
+constexpr float kv_code_step_value(unsigned c) noexcept {
+  return c >= kv_code_nonfinite
+             ? std::numeric_limits<float>::quiet_NaN()
+             : ((c & 1u) != 0 ? 0.70710678118654752f : 1.0f) / static_cast<float>(1u << (c >> 1));
+}
+alignas(64) inline constexpr float kv_code_steps[16] = {
+    kv_code_step_value(0),  kv_code_step_value(1),  kv_code_step_value(2),  kv_code_step_value(3),
+    kv_code_step_value(4),  kv_code_step_value(5),  kv_code_step_value(6),  kv_code_step_value(7),
+    kv_code_step_value(8),  kv_code_step_value(9),  kv_code_step_value(10), kv_code_step_value(11),
+    kv_code_step_value(12), kv_code_step_value(13), kv_code_step_value(14), kv_code_step_value(15)};
+/// kv_code_steps[c] for a code c in 0..15.
+inline float kv_code_step(unsigned c) noexcept { return kv_code_steps[c & 15u]; }
 
 /// One attention head: out[i] = softmax_j(scale * q[i] . k[j] + mask[i, j]) . v for the
 /// query rows i selected by `rows`. Lengths and strides are in elements, never bytes.
@@ -50,6 +72,11 @@ struct AttentionArgs {
   const std::int8_t* vt_s8 = nullptr;
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;
+  /// Compact INT8 scales (nn::KVDType::I8Compact), or null: the scale of key j is then
+  /// k_scale[j] * kv_code_step(c), c the 4-bit code of key j (low nibble of k_code[j / 2]
+  /// for even j, high for odd), likewise v. Codes, like scales, are one per key, unblocked.
+  const std::uint8_t* k_code = nullptr;
+  const std::uint8_t* v_code = nullptr;
   std::size_t kv_stride = 0;
   std::size_t lkv = 0;
   /// Blocked layout (0: not blocked). Keys come in blocks of kv_block, each a `[d, kv_block]`
@@ -105,6 +132,14 @@ struct AttentionArgs {
     if (!k_panels) return kv_index(c, j);
     return j / attention_k_panel * attention_k_panel * d + c * attention_k_panel +
            j % attention_k_panel;
+  }
+  /// The scale of INT8 key j (k_scale[j], times its code's step when compact).
+  float k_scale_at(std::size_t j) const noexcept { return scale_at(k_scale, k_code, j); }
+  /// The scale of INT8 value j.
+  float v_scale_at(std::size_t j) const noexcept { return scale_at(v_scale, v_code, j); }
+  static float scale_at(const float* scale, const std::uint8_t* code, std::size_t j) noexcept {
+    if (code == nullptr) return scale[j];
+    return kv_code_step((code[j / 2] >> (4 * (j % 2))) & 15u) * scale[j];
   }
   /// Number of rows the kernel will compute.
   std::size_t row_count() const noexcept { return rows != nullptr ? num_rows : lq; }

@@ -121,10 +121,10 @@ inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept 
   attention_rows(
       a, scratch,
       [&](std::size_t c, std::size_t j) {
-        return static_cast<float>(a.kt_s8[a.kv_index(c, j)]) * a.k_scale[j];
+        return static_cast<float>(a.kt_s8[a.kv_index(c, j)]) * a.k_scale_at(j);
       },
       [&](std::size_t c, std::size_t j) {
-        return static_cast<float>(a.vt_s8[a.kv_index(c, j)]) * a.v_scale[j];
+        return static_cast<float>(a.vt_s8[a.kv_index(c, j)]) * a.v_scale_at(j);
       });
 }
 

@@ -15,10 +15,12 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -128,15 +130,23 @@ void cmd_run(const std::string& path, const std::string& tokens_path, const std:
               tokens.size(), width);
 }
 
-void cmd_generate(const std::string& path, const std::string& prompt, std::size_t n, const ds::SamplingOptions& s,
-                  bool allow_extra, bool quiet) {
+// The KV cache's storage named by --kv.
+ds::nn::KVDType kv_dtype(const std::string& kv) {
+  if (kv == "i8") return ds::nn::KVDType::I8;
+  if (kv == "i8compact") return ds::nn::KVDType::I8Compact;
+  return ds::nn::KVDType::F32;
+}
+
+void cmd_generate(const std::string& path, const std::string& prompt, std::size_t n,
+                  const ds::SamplingOptions& s, const std::string& kv, bool allow_extra,
+                  bool quiet) {
   const ds::Model m = load_model(path, allow_extra);
   const std::vector<std::int32_t> ids = ds::ByteTokenizer::encode(prompt);
   // The cache holds what this call can reach, not the model's whole context: it is
   // allocated up front.
   const std::size_t max_len = m.config().max_seq_len;
-  ds::Session session =
-      m.new_session(ids.size() >= max_len || n >= max_len - ids.size() ? max_len : ids.size() + n);
+  ds::Session session = m.new_session(
+      ids.size() >= max_len || n >= max_len - ids.size() ? max_len : ids.size() + n, kv_dtype(kv));
   ds::GenerateOptions g;
   g.max_new_tokens = n;
   g.sampling = s;
@@ -254,7 +264,8 @@ void cmd_quantize(const std::string& path, const std::string& out, const std::st
   }
 }
 
-void cmd_eval(const std::string& path, const std::string& text_path, std::size_t max_bytes, bool allow_extra, bool quiet) {
+void cmd_eval(const std::string& path, const std::string& text_path, std::size_t max_bytes,
+              const std::string& kv, bool allow_extra, bool quiet) {
   const ds::Model m = load_model(path, allow_extra);
   if (!m.config().causal) {
     ds::detail::fail<ds::UnsupportedError>("cli", "bits per byte of an encoder", "a causal model", "causal = false", path);
@@ -277,10 +288,19 @@ void cmd_eval(const std::string& path, const std::string& text_path, std::size_t
   std::size_t scored = 0;
   std::vector<float> logits(window * v);
   ds::Workspace ws;
+  // With --kv, each window is a prefill through a KV cache of that storage, whose attention
+  // reads K and V back from the cache: the bits then include the cache's rounding.
+  std::optional<ds::Session> session;
+  if (!kv.empty()) session.emplace(m.new_session(window, kv_dtype(kv)));
   Progress bar("eval", ids.size(), quiet);
   for (std::size_t start = 0; start + 1 < ids.size(); start += window - 1) {
     const std::size_t n = std::min(window, ids.size() - start);
-    m.forward(ids.data() + start, n, ds::MatrixView(logits.data(), n, v), ws);
+    if (session) {
+      session->reset();
+      m.decode(ids.data() + start, n, *session, ds::MatrixView(logits.data(), n, v));
+    } else {
+      m.forward(ids.data() + start, n, ds::MatrixView(logits.data(), n, v), ws);
+    }
     for (std::size_t i = 0; i + 1 < n; ++i) {
       const float* l = logits.data() + i * v;
       const float mx = *std::max_element(l, l + v);
@@ -301,8 +321,8 @@ double median_of(std::vector<double> v) {
   return v[(v.size() - 1) / 2];
 }
 
-void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode, int threads, int repeat, bool json,
-               bool allow_extra) {
+void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode, int threads,
+               int repeat, bool json, const std::string& kv, bool allow_extra) {
   ds::set_num_threads(threads);
   const ds::Model m = load_model(path, allow_extra);
   // Both are cut to fit the context (the counts run are reported).
@@ -320,7 +340,7 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
   // shared machine does not move it); the best shows what a quiet machine gives. One
   // untimed repetition first: the first pass faults in the mapped weights.
   std::vector<double> prefill_s, decode_s;
-  ds::Session s = m.new_session(prefill + decode);
+  ds::Session s = m.new_session(prefill + decode, kv_dtype(kv));
   for (int rep = -1; rep < repeat; ++rep) {
     s.reset();
     auto t0 = clock::now();
@@ -356,7 +376,6 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
                 ds::num_threads());
   }
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Parallel plans: `dynasparse plan` and `dynasparse run --plan`.
@@ -654,6 +673,15 @@ int main(int argc, char** argv) {
   gen->add_option("--top-k", sampling.top_k);
   gen->add_option("--top-p", sampling.top_p);
   gen->add_option("--seed", sampling.seed);
+  // Shared by generate, eval and bench: the KV cache's storage.
+  std::string kv;
+  const auto add_kv = [&](CLI::App* sub, const char* what) {
+    sub->add_option("--kv", kv, what)->check(CLI::IsMember({"f32", "i8", "i8compact"}));
+  };
+  add_kv(gen,
+         "KV cache: f32 (default), i8 (a float scale per token and head) or i8compact (a float per "
+         "token, "
+         "4 bits per head: 27% of f32's bytes at head_dim 8)");
 
   double target = 0.5;
   std::string block = std::to_string(ds::nn::recommended_block_shape.rows) + "x" +
@@ -685,6 +713,9 @@ int main(int argc, char** argv) {
   ev->add_option("model", model)->required();
   ev->add_option("--text", text_path)->required();
   ev->add_option("--max-bytes", max_bytes, "evaluate at most this many bytes");
+  add_kv(ev,
+         "evaluate through a KV cache of this storage (f32, i8, i8compact) instead of a cache-free "
+         "forward");
 
   std::size_t prefill = 128, decode = 32;
   int threads = 1;
@@ -699,6 +730,7 @@ int main(int argc, char** argv) {
                     "timed repetitions (prefill, then decode) after one untimed; the median is reported")
       ->check(CLI::Range(1, 1000));
   bench->add_flag("--json", json);
+  add_kv(bench, "KV cache: f32 (default), i8 or i8compact");
 
   try {
     app.parse(argc, argv);
@@ -720,11 +752,11 @@ int main(int argc, char** argv) {
       cmd_run_plan_threads(model, tokens_path, out, rp, allow_extra);
     }
     if (*plan) cmd_plan(model, pa, allow_extra);
-    if (*gen) cmd_generate(model, prompt, n_new, sampling, allow_extra, quiet);
+    if (*gen) cmd_generate(model, prompt, n_new, sampling, kv, allow_extra, quiet);
     if (*sp) cmd_sparsify(model, out, target, block, which, int8, allow_extra);
     if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quiet);
-    if (*ev) cmd_eval(model, text_path, max_bytes, allow_extra, quiet);
-    if (*bench) cmd_bench(model, prefill, decode, threads, repeat, json, allow_extra);
+    if (*ev) cmd_eval(model, text_path, max_bytes, kv, allow_extra, quiet);
+    if (*bench) cmd_bench(model, prefill, decode, threads, repeat, json, kv, allow_extra);
   } catch (const ds::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

@@ -52,6 +52,16 @@ cmp -s "$work/q.npy" "$work/q2.npy" && echo "ok   re-quantizing a quantized file
   || { echo "FAIL INT8 file is not smaller than the float sparse one"; fails=$((fails + 1)); }
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 20) >"$work/text.txt"
 check eval 0 'bits per byte' -- "$bin" $x eval "$model" --text "$work/text.txt"
+# Through an INT8 KV cache (compact scales): the same text within 1% of the float bits.
+bits_f=$("$bin" $x -q eval "$model" --text "$work/text.txt" 2>/dev/null | awk '{print $2}')
+bits_c=$("$bin" $x -q eval "$model" --text "$work/text.txt" --kv i8compact 2>/dev/null | awk '{print $2}')
+if awk -v f="$bits_f" -v c="$bits_c" 'BEGIN { d = c - f; if (d < 0) d = -d; exit !(f > 0 && d <= 0.01 * f) }'; then
+  echo "ok   eval through an i8compact KV cache: $bits_c vs $bits_f bits per byte"
+else
+  echo "FAIL eval --kv i8compact: '$bits_c' vs '$bits_f' bits per byte"; fails=$((fails + 1))
+fi
+check eval-kv-unknown 2 'kv' -- "$bin" $x eval "$model" --text "$work/text.txt" --kv f16
+check bench-kv 0 '"decode_ms_per_token"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --kv i8 --json
 check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \
   -o "$work/cq.safetensors" --layers all --calibrate "$work/text.txt" --observer mse --samples 20 --sample-bytes 12
 check calibrated-info 0 'input_alpha .* (static)' -- "$bin" $x info "$work/cq.safetensors"

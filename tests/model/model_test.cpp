@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/model/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -56,6 +57,38 @@ void expect_matches_golden(const std::string& file) {
 TEST(Model, HeadGatedDecoderMatchesPyTorchGoldens) { expect_matches_golden("tiny_head_gate.safetensors"); }
 
 TEST(Model, OutputGatedEncoderMatchesPyTorchGoldens) { expect_matches_golden("tiny_output_gate.safetensors"); }
+
+// Decoding through INT8 KV caches (a scale per token and head, and compact scales) stays
+// close to the golden logits. K and V move by at most 1/254 (I8) or sqrt(2)/254 (I8Compact)
+// of their largest values; this random tiny model turns that into 0.8% (I8) and 1.1%
+// (I8Compact) of the logits' scale at worst, and the tolerance is three times the larger: a
+// scale or code applied to the wrong key or head is off by far more. Both must also differ
+// from float (the INT8 path really ran).
+TEST(Model, Int8KVCachesDecodeCloseToTheGoldens) {
+  ds::LoadOptions opt;
+  opt.allow_extra_tensors = true;
+  const ds::io::SafetensorsFile f(model_data("tiny_head_gate.safetensors"));
+  const ds::Model model = ds::Model::from_file(f, opt);
+  const auto tokens = f.load<std::int32_t>("golden.tokens");
+  const auto golden = f.load<float>("golden.logits");
+  const std::size_t n = tokens.size(), v = model.vocab();
+  float scale = 0.0f;
+  for (std::size_t i = 0; i < n * v; ++i) scale = std::max(scale, std::fabs(golden.data()[i]));
+  for (auto kv : {ds::nn::KVDType::I8, ds::nn::KVDType::I8Compact}) {
+    ds::Session s = model.new_session(0, kv);
+    std::vector<float> logits(n * v);
+    model.decode(tokens.data(), 4, s, ds::MatrixView(logits.data(), 4, v));
+    for (std::size_t t = 4; t < n; ++t)
+      model.decode(tokens.data() + t, 1, s, ds::MatrixView(logits.data() + t * v, 1, v));
+    float worst = 0.0f;
+    for (std::size_t i = 0; i < n * v; ++i) {
+      const float err = std::fabs(logits[i] - golden.data()[i]);
+      ASSERT_LE(err, 0.033f * scale) << static_cast<int>(kv) << " at " << i / v << "," << i % v;
+      worst = std::max(worst, err);
+    }
+    EXPECT_GT(worst, 0.0f) << static_cast<int>(kv);
+  }
+}
 
 TEST(Model, GenerationIsDeterministicForASeed) {
   ds::LoadOptions opt;

@@ -367,13 +367,18 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
                         {"prefill_tokens_per_s_best", prefill_best},
                         {"decode_tokens", decode},
                         {"decode_ms_per_token", decode_ms},
-                        {"decode_ms_per_token_best", decode_best}};
+                        {"decode_ms_per_token_best", decode_best},
+                        {"kv", kv.empty() ? "f32" : kv},
+                        {"kv_bytes_per_token", s.kv_bytes_per_token()}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s\nprefill %zu tokens: %.1f tokens/s (best %.1f); decode %zu tokens: %.3f ms/token (best %.3f); "
-                "median of %d, %d threads\n",
-                ds::build_info().c_str(), prefill, prefill_tps, prefill_best, decode, decode_ms, decode_best, repeat,
-                ds::num_threads());
+    std::printf(
+        "%s\nprefill %zu tokens: %.1f tokens/s (best %.1f); decode %zu tokens: %.3f ms/token (best "
+        "%.3f); "
+        "median of %d, %d threads; %s KV cache, %zu bytes per token\n",
+        ds::build_info().c_str(), prefill, prefill_tps, prefill_best, decode, decode_ms,
+        decode_best, repeat, ds::num_threads(), kv.empty() ? "f32" : kv.c_str(),
+        s.kv_bytes_per_token());
   }
 }
 

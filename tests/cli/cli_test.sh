@@ -61,7 +61,7 @@ else
   echo "FAIL eval --kv i8compact: '$bits_c' vs '$bits_f' bits per byte"; fails=$((fails + 1))
 fi
 check eval-kv-unknown 2 'kv' -- "$bin" $x eval "$model" --text "$work/text.txt" --kv f16
-check bench-kv 0 '"decode_ms_per_token"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --kv i8 --json
+check bench-kv 0 '"kv": "i8"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --kv i8 --json
 check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \
   -o "$work/cq.safetensors" --layers all --calibrate "$work/text.txt" --observer mse --samples 20 --sample-bytes 12
 check calibrated-info 0 'input_alpha .* (static)' -- "$bin" $x info "$work/cq.safetensors"

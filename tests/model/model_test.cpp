@@ -74,6 +74,14 @@ TEST(Model, Int8KVCachesDecodeCloseToTheGoldens) {
   const std::size_t n = tokens.size(), v = model.vocab();
   float scale = 0.0f;
   for (std::size_t i = 0; i < n * v; ++i) scale = std::max(scale, std::fabs(golden.data()[i]));
+  // Bytes per token over all layers: 8 per float, 2 per int8 value plus the scales.
+  const std::size_t layers = model.config().layers, e = model.config().hidden,
+                    h = model.config().heads != 0 ? model.config().heads : e / 8;
+  EXPECT_EQ(model.new_session(4).kv_bytes_per_token(), layers * 8 * e);
+  EXPECT_EQ(model.new_session(4, ds::nn::KVDType::I8).kv_bytes_per_token(),
+            layers * (2 * e + 8 * h));
+  EXPECT_EQ(model.new_session(4, ds::nn::KVDType::I8Compact).kv_bytes_per_token(),
+            layers * (2 * e + 8 + h));
   for (auto kv : {ds::nn::KVDType::I8, ds::nn::KVDType::I8Compact}) {
     ds::Session s = model.new_session(0, kv);
     std::vector<float> logits(n * v);

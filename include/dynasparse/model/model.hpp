@@ -79,6 +79,13 @@ class Session {
     for (const auto& c : caches_) b += c.bytes();
     return b;
   }
+  /// KV-cache bytes one token takes in all layers: K and V of every head, scales included,
+  /// without the allocation's padding (nn::KVCache::bytes_per_token).
+  std::size_t kv_bytes_per_token() const noexcept {
+    std::size_t b = 0;
+    for (const auto& c : caches_) b += c.bytes_per_token();
+    return b;
+  }
   /// Forgets the sequence (keeps the memory).
   void reset() noexcept {
     for (auto& c : caches_) c.clear();

@@ -281,4 +281,33 @@ TEST(KVCache, CompactHeadsOfNaNOrInfinityStayTheirs) {
   }
 }
 
+TEST(KVCache, CompactTokensOfTinyValuesStayWithinTheirBound) {
+  // A token under kv_compact_min_alpha stores zeros; one just above keeps the element bound
+  // in every head, the smallest sharing the coarsest step (whose inverse must stay finite).
+  const std::size_t h = 2, d = 4, e = h * d;
+  for (float amax :
+       {1e-35f, 0.5f * nn::kv_compact_min_alpha, 2.0f * nn::kv_compact_min_alpha, 1e-30f}) {
+    std::vector<float> k(e);
+    for (std::size_t c = 0; c < d; ++c) {
+      k[c] = amax * (c % 2 == 0 ? 1.0f : -0.37f);
+      k[d + c] = amax * 1e-3f * (c % 2 == 0 ? -1.0f : 0.61f);
+    }
+    nn::KVCache cache(1, h, d, 2, nn::KVDType::I8Compact);
+    cache.append(ds::ConstMatrixView(k.data(), 1, e), ds::ConstMatrixView(k.data(), 1, e));
+    for (std::size_t hd = 0; hd < h; ++hd) {
+      const float head = hd == 0 ? amax : amax * 1e-3f;
+      for (std::size_t c = 0; c < d; ++c) {
+        const float got = stored(cache, 0, hd, c, 0, false), want = k[hd * d + c];
+        ASSERT_TRUE(std::isfinite(got)) << amax << "," << hd << "," << c;
+        if (amax < nn::kv_compact_min_alpha) {
+          EXPECT_EQ(got, 0.0f) << amax;
+        } else {
+          EXPECT_NEAR(got, want, int8_tolerance(nn::KVDType::I8Compact, head, amax))
+              << amax << "," << hd << "," << c;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

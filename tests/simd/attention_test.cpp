@@ -442,9 +442,16 @@ TYPED_TEST(SimdAttention, CompactInt8ScalesGiveTheBitsOfTheirExpandedScales) {
       for (bool padded : {false, true}) {
         for (std::size_t rows : {1u, 9u}) {
           std::vector<float> got(p.lq * d, 7.0f), expanded(p.lq * d, 7.0f);
-          auto a = int8_args(p, got.data(), k8, v8, ks, vs);
-          a.k_code = kc.data();
-          a.v_code = vc.data();
+          // Scales and codes cut to what the kernel may read (ASan then catches a read past
+          // them): lkv keys, or lkv rounded up to 16 when padded.
+          const std::size_t readable = padded ? (p.lkv + 15) / 16 * 16 : p.lkv;
+          const std::vector<float> ks_cut(ks.begin(), ks.begin() + readable),
+              vs_cut(vs.begin(), vs.begin() + readable);
+          const std::vector<std::uint8_t> kc_cut(kc.begin(), kc.begin() + (readable + 1) / 2),
+              vc_cut(vc.begin(), vc.begin() + (readable + 1) / 2);
+          auto a = int8_args(p, got.data(), k8, v8, ks_cut, vs_cut);
+          a.k_code = kc_cut.data();
+          a.v_code = vc_cut.data();
           a.kv_padded = padded;
           std::vector<std::uint32_t> list(rows);
           for (std::size_t i = 0; i < rows; ++i)

@@ -52,11 +52,17 @@ enum class KVDType {
   /// up to sqrt(2) times its own max|x| / 127, and heads under 2^-7 of the token's largest
   /// share the step of 2^-7. Every stored element is therefore within
   ///   max(sqrt(2) max|x_head|, 2^-7 max|x_token|) / 254
-  /// of its float value, and the attention bound of I8 holds with that in place of
-  /// max|x| / 254. A head holding NaN or infinity gets code 15 (a NaN scale): its
-  /// dequantized values are NaN, the token's other heads are unaffected.
+  /// of its float value (up to float rounding), and the attention bound of I8 holds with
+  /// that in place of max|x| / 254. A token whose largest finite value is under
+  /// kv_compact_min_alpha (1e-32) stores zeros, an absolute error under that: its finest
+  /// steps would be denormal. A head holding NaN or infinity gets code 15 (a NaN scale):
+  /// its dequantized values are NaN, the token's other heads are unaffected.
   I8Compact,
 };
+
+/// Smallest largest-|x| of a token that I8Compact stores on a grid (see KVDType): from it
+/// on, the finest step, max|x| / (127 * 128), and its inverse are normal floats.
+inline constexpr float kv_compact_min_alpha = 1e-32f;
 
 /// The keys and values of the tokens seen so far, for `batch` sequences that advance
 /// together, `num_heads` heads of `head_dim`, up to `max_len` tokens. All memory is
@@ -279,7 +285,7 @@ class KVCache {
       const float a = simd::max_abs_f32(x + h * d_, d_);
       if (std::isfinite(a)) amax = std::max(amax, a);
     }
-    const float base = amax / 127.0f;
+    const float base = amax >= kv_compact_min_alpha ? amax / 127.0f : 0.0f;
     scale[n * scale_stride_ + pos] = base;
     const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
     for (std::size_t h = 0; h < heads_; ++h) {
@@ -288,7 +294,7 @@ class KVCache {
       float inv = 0.0f;  // a non-finite head stores zeros (its NaN scale makes them NaN)
       if (std::isfinite(a)) {
         c = 0;
-        if (a > 0.0f) {
+        if (a > 0.0f && base > 0.0f) {
           // The finest step 2^(-c/2) >= a / amax; log2 only guesses it, the loop decides.
           c = static_cast<unsigned>(
               std::clamp(std::floor(-2.0f * std::log2(a / amax)), 0.0f, 14.0f));

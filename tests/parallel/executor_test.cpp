@@ -328,6 +328,51 @@ TEST(Executor, CachedDecodingWithShardedCachesMatchesModelDecode) {
   EXPECT_LE(relative_error(got, ref), kFp32Rel);
 }
 
+// The same plan with INT8 caches. Each shard quantizes the K and V of the heads it holds
+// (I8Compact: its token scale is shared by those heads only), and the projections sum in
+// another order, so a code may round differently than on one device: the plan's logits
+// stay within twice the distance INT8 caching itself puts between one device's INT8 and
+// float logits (which must be far above float rounding, or the INT8 path did not run).
+TEST(Executor, CachedDecodingWithShardedInt8CachesStaysWithinTheCachesError) {
+  const auto cfg = dynasparse_test::small_config();
+  const auto bytes = dynasparse_test::write_model(cfg);
+  const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
+  const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
+  const ds::Model m = ds::Model::from_file(f);
+  const auto one_device = [&](ds::nn::KVDType kv) {
+    ds::Session s = m.new_session(16, kv);
+    std::vector<float> out(tokens.size() * cfg.vocab);
+    m.decode(tokens.data(), 5, s, ds::MatrixView(out.data(), 5, cfg.vocab));
+    for (std::size_t t = 5; t < tokens.size(); ++t) {
+      m.decode(tokens.data() + t, 1, s, ds::MatrixView(out.data() + t * cfg.vocab, 1, cfg.vocab));
+    }
+    return out;
+  };
+  const auto f32 = one_device(ds::nn::KVDType::F32);
+  const auto plan = par::fixed_plan(cfg, 2, 2);
+  for (auto kv : {ds::nn::KVDType::I8, ds::nn::KVDType::I8Compact}) {
+    const auto ref = one_device(kv);
+    const double int8_error = relative_error(ref, f32);
+    ASSERT_GT(int8_error, 100 * kFp32Rel) << static_cast<int>(kv);
+    par::ThreadGroup group(4, std::chrono::seconds(20));
+    std::vector<float> got(ref.size());
+    group.run([&](par::Communicator& c) {
+      const auto shard = par::ModelShard::load(f, plan, c.rank());
+      par::Executor ex(shard, c);
+      par::ShardSession session = ex.new_session(16, kv);
+      ds::Workspace ws;
+      std::vector<float> mine(got.size());
+      ex.decode(tokens.data(), 5, session, ds::MatrixView(mine.data(), 5, cfg.vocab), ws);
+      for (std::size_t t = 5; t < tokens.size(); ++t) {
+        ex.decode(tokens.data() + t, 1, session,
+                  ds::MatrixView(mine.data() + t * cfg.vocab, 1, cfg.vocab), ws);
+      }
+      if (c.rank() == 2) got = mine;
+    });
+    EXPECT_LE(relative_error(got, ref), 2 * int8_error) << static_cast<int>(kv);
+  }
+}
+
 // Bad input: each an error naming its cause, on every rank, without a hang.
 class ExecutorBadInput : public ::testing::Test {
  protected:

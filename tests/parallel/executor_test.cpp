@@ -295,18 +295,27 @@ TEST_F(ExecutorFormats, StaticInt8AlphasMakeRowSplitsMatchOneDevice) {
   }
 }
 
+// One device's logits for `tokens`: a prefill of 5, then one token at a time, through a
+// session of 16 tokens with `kv` caches.
+std::vector<float> decode_on_one_device(const ds::Model& m, const std::vector<std::int32_t>& tokens,
+                                        ds::nn::KVDType kv) {
+  const std::size_t v = m.vocab();
+  ds::Session s = m.new_session(16, kv);
+  std::vector<float> out(tokens.size() * v);
+  m.decode(tokens.data(), 5, s, ds::MatrixView(out.data(), 5, v));
+  for (std::size_t t = 5; t < tokens.size(); ++t) {
+    m.decode(tokens.data() + t, 1, s, ds::MatrixView(out.data() + t * v, 1, v));
+  }
+  return out;
+}
+
 TEST(Executor, CachedDecodingWithShardedCachesMatchesModelDecode) {
   const auto cfg = dynasparse_test::small_config();
   const auto bytes = dynasparse_test::write_model(cfg);
   const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
   const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
   const ds::Model m = ds::Model::from_file(f);
-  ds::Session s = m.new_session(16);
-  std::vector<float> ref(tokens.size() * cfg.vocab);
-  m.decode(tokens.data(), 5, s, ds::MatrixView(ref.data(), 5, cfg.vocab));
-  for (std::size_t t = 5; t < tokens.size(); ++t) {
-    m.decode(tokens.data() + t, 1, s, ds::MatrixView(ref.data() + t * cfg.vocab, 1, cfg.vocab));
-  }
+  const auto ref = decode_on_one_device(m, tokens, ds::nn::KVDType::F32);
   const auto plan = par::fixed_plan(cfg, 2, 2);
   par::ThreadGroup group(4, std::chrono::seconds(20));
   std::vector<float> got(ref.size());
@@ -339,19 +348,10 @@ TEST(Executor, CachedDecodingWithShardedInt8CachesStaysWithinTheCachesError) {
   const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
   const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
   const ds::Model m = ds::Model::from_file(f);
-  const auto one_device = [&](ds::nn::KVDType kv) {
-    ds::Session s = m.new_session(16, kv);
-    std::vector<float> out(tokens.size() * cfg.vocab);
-    m.decode(tokens.data(), 5, s, ds::MatrixView(out.data(), 5, cfg.vocab));
-    for (std::size_t t = 5; t < tokens.size(); ++t) {
-      m.decode(tokens.data() + t, 1, s, ds::MatrixView(out.data() + t * cfg.vocab, 1, cfg.vocab));
-    }
-    return out;
-  };
-  const auto f32 = one_device(ds::nn::KVDType::F32);
+  const auto f32 = decode_on_one_device(m, tokens, ds::nn::KVDType::F32);
   const auto plan = par::fixed_plan(cfg, 2, 2);
   for (auto kv : {ds::nn::KVDType::I8, ds::nn::KVDType::I8Compact}) {
-    const auto ref = one_device(kv);
+    const auto ref = decode_on_one_device(m, tokens, kv);
     const double int8_error = relative_error(ref, f32);
     ASSERT_GT(int8_error, 100 * kFp32Rel) << static_cast<int>(kv);
     par::ThreadGroup group(4, std::chrono::seconds(20));

@@ -65,9 +65,14 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// --int8-head, an app-wide flag like --allow-extra-tensors: every subcommand that runs the
+// model takes it (the files written by sparsify and quantize are not affected by it).
+bool int8_head_flag = false;
+
 ds::Model load_model(const std::string& path, bool allow_extra) {
   ds::LoadOptions opt;
   opt.allow_extra_tensors = allow_extra;
+  opt.int8_head = int8_head_flag;
   return ds::Model::load(path, opt);
 }
 
@@ -539,6 +544,7 @@ void run_rank(ds::parallel::Communicator& comm, const ds::io::SafetensorsFile& f
   namespace par = ds::parallel;
   ds::LoadOptions opt;
   opt.allow_extra_tensors = allow_extra;
+  opt.int8_head = int8_head_flag;
   const par::ModelShard shard = par::ModelShard::load(file, plan, comm.rank(), opt);
   par::Executor ex(shard, comm);
   par::ExecutorOptions eo;
@@ -631,6 +637,8 @@ int main(int argc, char** argv) {
   bool allow_extra = false, quiet = false;
   app.add_flag("--allow-extra-tensors", allow_extra, "accept tensors the model does not use");
   app.add_flag("-q,--quiet", quiet, "no progress or timing lines on stderr");
+  app.add_flag("--int8-head", int8_head_flag,
+               "run the output head (tied embedding, lm_head or classifier) in INT8 as well");
   std::string model;
 
   auto* info = app.add_subcommand("info", "print the config, layer formats and sizes");

@@ -198,6 +198,8 @@ int main(int argc, char** argv) try {
   };
   ds::LoadOptions int8;
   int8.int8 = true;
+  ds::LoadOptions int8_head = int8;  // the output head (the tied embedding) in INT8 too
+  int8_head.int8_head = true;
   std::vector<Variant> variants = {
       {"FP32 dense (baseline)", dense_file, fp32, ""},
       {"FP32 dense pruned to 50%, no retraining", dense_file, ffn_sparse(0.5), ""},
@@ -209,6 +211,7 @@ int main(int argc, char** argv) try {
       {"INT8 static, entropy observer", dense_file, int8, "entropy"},
       {"INT8 static, mse observer", dense_file, int8, "mse"},
       {"INT8 + group-sparse 70% (trained)", sparse_file, int8, "dynamic"},
+      {"INT8 + group-sparse 70%, INT8 head", sparse_file, int8_head, "dynamic"},
   };
   const std::size_t prefill = 256, decode = quick ? 8 : 64;
   std::printf("Held-out text: %zu bytes of %s; calibration: %zu samples of %zu bytes; %d threads.\n\n", eval_bytes,

@@ -61,6 +61,18 @@ if awk -v f="$bits_f" -v c="$bits_c" 'BEGIN { d = c - f; if (d < 0) d = -d; exit
 else
   echo "FAIL eval --kv i8compact: '$bits_c' vs '$bits_f' bits per byte"; fails=$((fails + 1))
 fi
+# --int8-head: the output head's INT8 rounding shows in the bits, within 1% of them, and
+# its INT8 table adds to the weights.
+bits_h=$("$bin" $x -q --int8-head eval "$model" --text "$work/text.txt" 2>/dev/null | awk '{print $2}')
+if awk -v f="$bits_f" -v c="$bits_h" 'BEGIN { d = c - f; if (d < 0) d = -d; exit !(f > 0 && d > 0 && d <= 0.01 * f) }'; then
+  echo "ok   eval with an INT8 head: $bits_h vs $bits_f bits per byte"
+else
+  echo "FAIL eval --int8-head: '$bits_h' vs '$bits_f' bits per byte"; fails=$((fails + 1))
+fi
+w_f=$("$bin" $x info "$model" | awk '/^weights:/ {print $2}')
+w_h=$("$bin" $x --int8-head info "$model" | awk '/^weights:/ {print $2}')
+awk -v f="$w_f" -v h="$w_h" 'BEGIN { exit !(h > f) }' && echo "ok   info --int8-head: $w_h MB vs $w_f MB" \
+  || { echo "FAIL info --int8-head: '$w_h' vs '$w_f' MB"; fails=$((fails + 1)); }
 check eval-kv-unknown 2 'kv' -- "$bin" $x eval "$model" --text "$work/text.txt" --kv f16
 check bench-kv 0 '"kv": "i8"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --kv i8 --json
 check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \

@@ -263,6 +263,14 @@ TEST_F(ExecutorFormats, DenseInt8StaysWithinItsQuantizationError) {
   expect_int8_within_its_own_error(file_, tokens_, opt, fp32_);
 }
 
+TEST_F(ExecutorFormats, Int8HeadStaysWithinItsQuantizationError) {
+  // The last stage's head quantizes its input rows as one device's does; under tensor
+  // parallelism those rows come from a float sum over ranks in another order.
+  ds::LoadOptions opt;
+  opt.int8_head = true;
+  expect_int8_within_its_own_error(file_, tokens_, opt, fp32_);
+}
+
 TEST_F(ExecutorFormats, GroupSparseInt8StaysWithinItsQuantizationError) {
   expect_int8_within_its_own_error(file_, tokens_, every_layer("gsparse_i8", 0.25), fp32_);
 }

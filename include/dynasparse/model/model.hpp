@@ -33,6 +33,7 @@
 #include "dynasparse/nn/kv_cache.hpp"
 #include "dynasparse/nn/norm.hpp"
 #include "dynasparse/quant/calibrator.hpp"
+#include "dynasparse/quant/dense_i8.hpp"
 #include "dynasparse/sparse/block_mask.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
@@ -53,6 +54,13 @@ struct LoadOptions {
   /// gsparse_f32 becomes gsparse_i8 (per-channel max-abs weights, dynamic activations until
   /// Model::set_activation_alphas).
   bool int8 = false;
+  /// The output head in INT8 too: logits (or class logits) from an INT8 copy of the head's
+  /// table (the tied embedding, `lm_head.weight` or `classifier.weight`) with per-row
+  /// max-abs weight scales and dynamic per-row activation scales. The float table stays
+  /// (the embedding lookup and save() read it), so weight bytes grow by about a quarter of
+  /// the table's; a decoding step reads a quarter of the head's bytes. Not stored by save(),
+  /// and not calibrated (the head's activations stay dynamic).
+  bool int8_head = false;
   /// One-shot magnitude pruning: group-sparse layers whose stored weights have fewer than
   /// this fraction of sparse_block blocks all zero are pruned to it, dropping the blocks of
   /// smallest L2 norm (no retraining). 0 keeps the file's zeros as they are.
@@ -154,6 +162,7 @@ class Model {
     for (const auto& blk : blocks_) b += blk.ffn.bytes() + blk.attn_bytes;
     if (lm_head_) b += lm_head_->bytes();
     if (classifier_) b += classifier_->bytes() + classifier_bias_.size() * sizeof(float);
+    if (head_i8_) b += head_i8_->bytes();
     return b;
   }
   /// The format of each linear layer, by name (as in the config's `formats`).
@@ -269,8 +278,8 @@ class Model {
   void embed(const std::int32_t* tokens, std::size_t n, std::size_t start, MatrixView x) const;
 
   // Final norm, then logits = x W_head^T (the embedding table when tied), or class logits
-  // x W_cls^T + b_cls.
-  void head(ConstMatrixView x, MatrixView logits, MatrixView scratch) const;
+  // x W_cls^T + b_cls; through head_i8_ when it is set.
+  void head(ConstMatrixView x, MatrixView logits, MatrixView scratch, Workspace& ws) const;
 
   // Calibration key of a layer: q, k and v read the same input, so they share one observer.
   static std::string tap_key(const std::string& name);
@@ -281,6 +290,7 @@ class Model {
   std::unique_ptr<nn::Embedding> embed_, pos_, lm_head_;  // pos_: learned positions only
   std::unique_ptr<nn::Embedding> classifier_;             // [num_classes, E], with a bias
   std::vector<float> classifier_bias_;
+  std::unique_ptr<quant::DenseI8> head_i8_;  // LoadOptions::int8_head (bias: the classifier's)
   std::vector<Block> blocks_;
   std::unique_ptr<Norm> norm_f_;
   std::vector<std::pair<std::string, std::string>> formats_;

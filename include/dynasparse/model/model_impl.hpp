@@ -173,7 +173,7 @@ DYNASPARSE_COMPILED_INLINE nn::AttentionStats Model::forward(const std::int32_t*
     add_into(x, t2);
     check_finite(x, l);
   }
-  head(x, logits, t1);
+  head(x, logits, t1, ws);
   return stats;
 }
 
@@ -227,7 +227,7 @@ DYNASPARSE_COMPILED_INLINE void Model::decode(const std::int32_t* tokens, std::s
     add_into(x, t2);
     check_finite(x, l);
   }
-  head(x, logits, t1);
+  head(x, logits, t1, ws);
   s.pos_ += n;
 }
 
@@ -317,8 +317,12 @@ DYNASPARSE_COMPILED_INLINE void Model::embed(const std::int32_t* tokens, std::si
 }
 
 DYNASPARSE_COMPILED_INLINE void Model::head(ConstMatrixView x, MatrixView logits,
-                                            MatrixView scratch) const {
+                                            MatrixView scratch, Workspace& ws) const {
   apply_norm(*norm_f_, x, scratch);
+  if (head_i8_) {
+    head_i8_->forward(scratch, logits, ws);  // the classifier's bias included
+    return;
+  }
   const ConstMatrixView w = classifier_ ? classifier_->table()
                             : lm_head_  ? lm_head_->table()
                                         : embed_->table();
@@ -579,6 +583,13 @@ DYNASPARSE_COMPILED_INLINE void Model::build(const io::SafetensorsFile& file,
   } else if (!cfg_.tied_lm_head) {
     const auto h = matrix("lm_head.weight", cfg_.vocab, e);
     lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
+  }
+  if (opt.int8_head) {
+    const ConstMatrixView w = classifier_ ? classifier_->table()
+                              : lm_head_  ? lm_head_->table()
+                                          : embed_->table();
+    const char* name = classifier_ ? "classifier" : lm_head_ ? "lm_head" : "embed (tied head)";
+    head_i8_ = std::make_unique<quant::DenseI8>(w, classifier_bias_, name);
   }
   // The float tensors read by other paths (a stored layer's scales and bias).
   for (const std::string& name : used) {

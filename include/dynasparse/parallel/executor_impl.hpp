@@ -180,7 +180,7 @@ DYNASPARSE_COMPILED_INLINE void Executor::stream(
       layer(l, x, t1, t2, ws, caches ? &(*caches)[l] : nullptr, stats);
     }
     if (sh.last_stage()) {
-      sh.head(x, logits.row_range(r0, rows), t1);
+      sh.head(x, logits.row_range(r0, rows), t1, ws);
     } else {
       replica_->send(x.data(), rows * e, next, tag);
     }

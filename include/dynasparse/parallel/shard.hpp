@@ -270,6 +270,7 @@ class ModelShard {
     std::size_t b = 0;
     if (embed_) b += embed_->bytes() + (pos_ ? pos_->bytes() : 0);
     if (lm_head_) b += lm_head_->bytes();
+    if (head_i8_) b += head_i8_->bytes();
     for (const auto& blk : blocks_) {
       b += blk.ffn->bytes();
       blk.attn->for_each_linear([&](const nn::AnyLinear& l) { b += l.bytes(); });
@@ -302,8 +303,9 @@ class ModelShard {
   void output_gate(std::size_t l, ConstMatrixView x, MatrixView gate, Workspace& ws) const;
   /// partial [n, E] = this rank's share of local layer l's FFN (summed over the group).
   void ffn(std::size_t l, ConstMatrixView x, MatrixView partial, Workspace& ws) const;
-  /// logits [n, vocab] = LM head of the final norm of x (last stage only; scratch [n, E]).
-  void head(ConstMatrixView x, MatrixView logits, MatrixView scratch) const;
+  /// logits [n, vocab] = LM head of the final norm of x (last stage only; scratch [n, E];
+  /// INT8 with LoadOptions::int8_head).
+  void head(ConstMatrixView x, MatrixView logits, MatrixView scratch, Workspace& ws) const;
 
   /// KV caches for this rank's layers and heads, holding up to max_len tokens (default: the
   /// config's maximum).
@@ -334,6 +336,7 @@ class ModelShard {
   RankPlace place_;
   std::unique_ptr<nn::Embedding> embed_, pos_, lm_head_, tied_own_;
   const nn::Embedding* tied_ = nullptr;
+  std::unique_ptr<quant::DenseI8> head_i8_;  // LoadOptions::int8_head, last stage only
   std::vector<Block> blocks_;
   std::unique_ptr<Norm> norm_f_;
   std::size_t out_gate_width_ = 0;

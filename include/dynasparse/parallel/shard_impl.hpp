@@ -80,13 +80,17 @@ DYNASPARSE_COMPILED_INLINE void ModelShard::ffn(std::size_t l, ConstMatrixView x
 }
 
 DYNASPARSE_COMPILED_INLINE void ModelShard::head(ConstMatrixView x, MatrixView logits,
-                                                 MatrixView scratch) const {
+                                                 MatrixView scratch, Workspace& ws) const {
   if (!norm_f_) {
     ::dynasparse::detail::fail<UnsupportedError>("parallel", "LM head on a rank without it",
                                                  "stage " + std::to_string(plan_.pp - 1),
                                                  "stage " + std::to_string(place_.stage), "head");
   }
   std::visit([&](const auto& n) { n.forward(x, scratch); }, *norm_f_);
+  if (head_i8_) {
+    head_i8_->forward(scratch, logits, ws);
+    return;
+  }
   const ConstMatrixView w = lm_head_ ? lm_head_->table() : embed_table();
   ::dynasparse::detail::keep_eigen_single_threaded();
   as_eigen(logits).noalias() = as_eigen(ConstMatrixView(scratch)) * as_eigen(w).transpose();
@@ -318,6 +322,11 @@ DYNASPARSE_COMPILED_INLINE void ModelShard::build(const io::SafetensorsFile& fil
       const auto t = matrix("embed.weight", cfg_.vocab, e);
       tied_own_ = std::make_unique<nn::Embedding>(t.view(), "embed");
       tied_ = tied_own_.get();
+    }
+    if (opt.int8_head) {  // as Model's, so that a plan matches one device
+      head_i8_ = std::make_unique<quant::DenseI8>(lm_head_ ? lm_head_->table() : embed_table(),
+                                                  std::vector<float>{},
+                                                  lm_head_ ? "lm_head" : "embed (tied head)");
     }
   }
   for (const auto& [layer, format] : opt.formats) {

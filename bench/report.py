@@ -37,7 +37,7 @@ def load(path):
         # side happened to get, and on a machine whose DRAM bandwidth is shared that moment
         # can be 1.7x faster than the usual. The roofline's repetitions keep the fastest run
         # (a peak is what they measure).
-        pick = (len(runs_of) - 1) // 2 if name.startswith("BM_Linear/") else 0
+        pick = (len(runs_of) - 1) // 2 if name.startswith(("BM_Linear/", "BM_ModelDecode/")) else 0
         t[name], counters[name] = runs_of[pick]
     return data.get("context", {}), t, counters, runs
 
@@ -404,6 +404,30 @@ def roofline_section(ctx, t, c):
     return out
 
 
+def model_table(t, c):
+    """BM_ModelDecode: the shipped demo models decoding one token at a time, each variant
+    against fp32_dense at the same thread count (median runs of interleaved repetitions)."""
+    names = {"fp32_dense": "FP32 dense (baseline)", "fp32_sparse70": "FP32 group-sparse 70%",
+             "int8_dense": "INT8 dense", "int8_sparse70": "INT8 + group-sparse 70%",
+             "int8_sparse70_int8head": "INT8 + group-sparse 70%, INT8 head"}
+    threads = sorted({int(m.group(1)) for n in t for m in [re.match(r"BM_ModelDecode/\w+/threads:(\d+)$", n)] if m})
+    if not threads:
+        return ""
+    out = ("| variant | " + " | ".join(f"{th} thread{'s' if th > 1 else ''}: ms/token | vs FP32 dense" for th in threads)
+           + " |\n|---|" + "---|---|" * len(threads) + "\n")
+    for key, label in names.items():
+        cells = []
+        for th in threads:
+            v, base = t.get(f"BM_ModelDecode/{key}/threads:{th}"), t.get(f"BM_ModelDecode/fp32_dense/threads:{th}")
+            per = c.get(f"BM_ModelDecode/{key}/threads:{th}", {}).get("ms_per_token")
+            bper = c.get(f"BM_ModelDecode/fp32_dense/threads:{th}", {}).get("ms_per_token")
+            cells += [f"{per:.3f}" if per else "-", f"{bper / per:.2f}x" if per and bper else "-"]
+        if any(x != "-" for x in cells):
+            out += f"| {label} | " + " | ".join(cells) + " |\n"
+    return out + ("\nEach run decodes the 64 held-out bytes after a 128-byte prompt (positions 128-191); "
+                  "the prompt's prefill is not timed (`bench/model_bench.cpp`).\n")
+
+
 def main():
     ctx, t, c, runs = load(sys.argv[1])
     model = f"{ctx['cpu_model']}, " if ctx.get("cpu_model") else ""
@@ -411,16 +435,17 @@ def main():
     busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
     print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
-    if any(n > 1 for name, n in runs.items() if name.startswith("BM_Linear/")):
-        reps = max(n for name, n in runs.items() if name.startswith("BM_Linear/"))
-        print(f"The linear layers ran {reps} repetitions each in random interleaved order; each is "
-              "reported by its median run (the lower middle one for an even count).\n")
+    if any(n > 1 for name, n in runs.items() if name.startswith(("BM_Linear/", "BM_ModelDecode/"))):
+        reps = max(n for name, n in runs.items() if name.startswith(("BM_Linear/", "BM_ModelDecode/")))
+        print(f"The linear layers and the model decoding ran {reps} repetitions each in random interleaved "
+              "order; each is reported by its median run (the lower middle one for an even count).\n")
     if ctx.get("notes"):
         # Set when part of the run was measured again (its benchmarks merged into the JSON).
         print(ctx["notes"] + "\n")
     for title, table in [("SIMD primitives", simd_table(t)), ("Linear layers", linear_table(t, c)),
                          ("Group sparsity", sparse_table(t, c)), ("Block shapes", block_table(t)),
-                         ("Attention", attention_table(t, c)), ("Parallel", parallel_table(t, c)),
+                         ("Attention", attention_table(t, c)), ("Decoding the demo models", model_table(t, c)),
+                         ("Parallel", parallel_table(t, c)),
                          ("Roofline", roofline_section(ctx, t, c))]:
         if table:
             print(f"#### {title}\n\n{table}")

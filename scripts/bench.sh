@@ -26,10 +26,11 @@ filter+='|BM_Attention/(naive|streaming)/E512/H[0-9]+/L[0-9]+/threads:1(/|$)|BM_
 build/default/bench/dynasparse_bench --benchmark_filter="$filter" --benchmark_min_time="$min_time" \
   --benchmark_context="cpu_model=${cpu_model}" \
   --benchmark_format=json --benchmark_out=build/bench_main.json --benchmark_out_format=json >/dev/null
-# The linear layers' tables are ratios of separate benchmarks (sparse against dense), and a
-# burst of load on this shared machine could land on one side of a ratio only: five
-# repetitions each, in random interleaved order, of which bench/report.py keeps the median.
-build/default/bench/dynasparse_bench --benchmark_filter='BM_Linear/' --benchmark_min_time="$min_time" \
+# The linear layers' and the demo models' tables are ratios of separate benchmarks (sparse
+# against dense, INT8 against FP32), and a burst of load on this shared machine could land on
+# one side of a ratio only: five repetitions each, in random interleaved order, of which
+# bench/report.py keeps the median.
+build/default/bench/dynasparse_bench --benchmark_filter='BM_Linear/|BM_ModelDecode/' --benchmark_min_time="$min_time" \
   --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
   --benchmark_context="cpu_model=${cpu_model}" \
   --benchmark_format=json --benchmark_out=build/bench_linear.json --benchmark_out_format=json >/dev/null

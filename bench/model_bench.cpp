@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+// Decoding with the shipped demo models (examples/models: hidden 256, 4 layers, 32 heads,
+// head gates at tau 0.05), one token at a time as a chat or completion does:
+//   BM_ModelDecode/<variant>/threads:<T>
+// <variant>: fp32_dense (the baseline), fp32_sparse70 (the trained 70% group-sparse FFN),
+// int8_dense and int8_sparse70 (every linear layer INT8 with dynamic per-row activations, as
+// the demo's last row), int8_sparse70_int8head (the output head, tied to the embedding, in
+// INT8 too: LoadOptions::int8_head). Each iteration decodes the 64 held-out bytes after a 128-byte
+// prompt (positions 128-191, the demo's decode measure); only those steps are timed (manual time),
+// not the prompt's prefill. Counter ms_per_token. bench/report.py divides every variant by
+// fp32_dense of the same run and thread count: run with repetitions and random interleaving
+// (scripts/bench.sh does) so that a burst of load on this shared machine falls on both sides.
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "dynasparse/dynasparse.hpp"
+
+#ifndef DYNASPARSE_BENCH_MODELS
+#error "DYNASPARSE_BENCH_MODELS must name the directory of the shipped models"
+#endif
+
+namespace {
+
+namespace dsm = dynasparse;
+
+constexpr std::size_t kModelPrompt = 128, kModelDecode = 64;
+
+const std::vector<std::int32_t>& model_text() {
+  static const std::vector<std::int32_t> ids = [] {
+    const std::string path = std::string(DYNASPARSE_BENCH_MODELS) + "/fortunes_heldout.txt";
+    std::ifstream in(path, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.size() < kModelPrompt + kModelDecode) {
+      dsm::detail::fail<dsm::FormatError>("bench", "held-out text too short",
+                                          std::to_string(kModelPrompt + kModelDecode) + " bytes",
+                                          std::to_string(text.size()) + " bytes", path);
+    }
+    return dsm::ByteTokenizer::encode(text.substr(0, kModelPrompt + kModelDecode));
+  }();
+  return ids;
+}
+
+// Loaded once per variant (converting to INT8 takes a fraction of a second).
+const dsm::Model& model_variant(const std::string& variant) {
+  static std::map<std::string, std::unique_ptr<dsm::Model>> cache;
+  auto& slot = cache[variant];
+  if (!slot) {
+    const bool sparse = variant.find("sparse70") != std::string::npos;
+    dsm::LoadOptions o;
+    o.int8 = variant.rfind("int8", 0) == 0;
+    o.int8_head = variant.find("_int8head") != std::string::npos;
+    const std::string file =
+        std::string(DYNASPARSE_BENCH_MODELS) +
+        (sparse ? "/fortunes_sparse70.safetensors" : "/fortunes_dense.safetensors");
+    slot = std::make_unique<dsm::Model>(dsm::Model::load(file, o));
+  }
+  return *slot;
+}
+
+void bm_model_decode(benchmark::State& state, const std::string& variant, int threads) {
+  dsm::set_num_threads(threads);
+  const dsm::Model& m = model_variant(variant);
+  const auto& ids = model_text();
+  const std::size_t v = m.vocab();
+  std::vector<float> logits(kModelPrompt * v);
+  // One session reused, as a server reuses its sessions (a fresh one would time page faults).
+  dsm::Session s = m.new_session(kModelPrompt + kModelDecode);
+  double total = 0;
+  for (auto _ : state) {
+    s.reset();
+    m.decode(ids.data(), kModelPrompt, s, dsm::MatrixView(logits.data(), kModelPrompt, v));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < kModelDecode; ++i) {
+      m.decode(ids.data() + kModelPrompt + i, 1, s, dsm::MatrixView(logits.data(), 1, v));
+    }
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(logits.data());
+    state.SetIterationTime(sec);
+    total += sec;
+  }
+  state.counters["ms_per_token"] =
+      total * 1e3 /
+      static_cast<double>(kModelDecode * std::max<std::size_t>(1, state.iterations()));
+  state.counters["skipped"] = s.stats().skipped_fraction();
+  state.SetLabel(dsm::build_info());
+}
+
+const bool model_registered = [] {
+  for (const char* variant :
+       {"fp32_dense", "fp32_sparse70", "int8_dense", "int8_sparse70", "int8_sparse70_int8head"}) {
+    for (int t : {1, 2}) {
+      const std::string name =
+          std::string("BM_ModelDecode/") + variant + "/threads:" + std::to_string(t);
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [v = std::string(variant), t](benchmark::State& st) { bm_model_decode(st, v, t); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  return true;
+}();
+
+}  // namespace

@@ -435,10 +435,11 @@ def main():
     busy = f"; load average {loadavg[0]:.2f} at start" if loadavg else ""
     print(f"Machine: {model}{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz{busy}; "
           f"{ctx.get('dynasparse', '')}; Google Benchmark, `real_time`.\n")
-    if any(n > 1 for name, n in runs.items() if name.startswith(("BM_Linear/", "BM_ModelDecode/"))):
-        reps = max(n for name, n in runs.items() if name.startswith(("BM_Linear/", "BM_ModelDecode/")))
-        print(f"The linear layers and the model decoding ran {reps} repetitions each in random interleaved "
-              "order; each is reported by its median run (the lower middle one for an even count).\n")
+    for prefix, what in (("BM_Linear/", "The linear layers"), ("BM_ModelDecode/", "The demo models' decoding")):
+        if any(n > 1 for name, n in runs.items() if name.startswith(prefix)):
+            reps = max(n for name, n in runs.items() if name.startswith(prefix))
+            print(f"{what} ran {reps} repetitions each in random interleaved order; each is reported by its "
+                  "median run (the lower middle one for an even count).\n")
     if ctx.get("notes"):
         # Set when part of the run was measured again (its benchmarks merged into the JSON).
         print(ctx["notes"] + "\n")

@@ -28,17 +28,23 @@ build/default/bench/dynasparse_bench --benchmark_filter="$filter" --benchmark_mi
   --benchmark_format=json --benchmark_out=build/bench_main.json --benchmark_out_format=json >/dev/null
 # The linear layers' and the demo models' tables are ratios of separate benchmarks (sparse
 # against dense, INT8 against FP32), and a burst of load on this shared machine could land on
-# one side of a ratio only: five repetitions each, in random interleaved order, of which
-# bench/report.py keeps the median.
-build/default/bench/dynasparse_bench --benchmark_filter='BM_Linear/|BM_ModelDecode/' --benchmark_min_time="$min_time" \
+# one side of a ratio only: repetitions in random interleaved order, of which
+# bench/report.py keeps the median; five for the layers, ten for the models' decoding (a
+# 64-token run moved by 15% between repetitions).
+build/default/bench/dynasparse_bench --benchmark_filter='BM_ModelDecode/' --benchmark_min_time="$min_time" \
+  --benchmark_repetitions=10 --benchmark_enable_random_interleaving=true \
+  --benchmark_context="cpu_model=${cpu_model}" \
+  --benchmark_format=json --benchmark_out=build/bench_model.json --benchmark_out_format=json >/dev/null
+build/default/bench/dynasparse_bench --benchmark_filter='BM_Linear/' --benchmark_min_time="$min_time" \
   --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
   --benchmark_context="cpu_model=${cpu_model}" \
   --benchmark_format=json --benchmark_out=build/bench_linear.json --benchmark_out_format=json >/dev/null
-python3 - build/bench_main.json build/bench_linear.json build/bench.json <<'PY'
+python3 - build/bench_main.json build/bench_linear.json build/bench_model.json build/bench.json <<'PY'
 import json, sys
-main, linear = (json.load(open(p)) for p in sys.argv[1:3])
-main["benchmarks"] += linear["benchmarks"]
-json.dump(main, open(sys.argv[3], "w"), indent=1)
+main, *rest = (json.load(open(p)) for p in sys.argv[1:-1])
+for r in rest:
+    main["benchmarks"] += r["benchmarks"]
+json.dump(main, open(sys.argv[-1], "w"), indent=1)
 PY
 report=$(python3 bench/report.py build/bench.json)
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

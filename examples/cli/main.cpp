@@ -66,7 +66,9 @@ std::string read_text(const std::string& path) {
 }
 
 // --int8-head, an app-wide flag like --allow-extra-tensors: every subcommand that runs the
-// model takes it (the files written by sparsify and quantize are not affected by it).
+// model takes it (the files written by sparsify and quantize are not affected by it). For
+// `plan`, the INT8 table counts in the loaded model's bytes, which model_cost() spreads over
+// the layers like every other byte.
 bool int8_head_flag = false;
 
 ds::Model load_model(const std::string& path, bool allow_extra) {
@@ -374,16 +376,17 @@ void cmd_bench(const std::string& path, std::size_t prefill, std::size_t decode,
                         {"decode_ms_per_token", decode_ms},
                         {"decode_ms_per_token_best", decode_best},
                         {"kv", kv.empty() ? "f32" : kv},
-                        {"kv_bytes_per_token", s.kv_bytes_per_token()}};
+                        {"kv_bytes_per_token", s.kv_bytes_per_token()},
+                        {"int8_head", int8_head_flag}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
         "%s\nprefill %zu tokens: %.1f tokens/s (best %.1f); decode %zu tokens: %.3f ms/token (best "
         "%.3f); "
-        "median of %d, %d threads; %s KV cache, %zu bytes per token\n",
+        "median of %d, %d threads; %s KV cache, %zu bytes per token; %s output head\n",
         ds::build_info().c_str(), prefill, prefill_tps, prefill_best, decode, decode_ms,
         decode_best, repeat, ds::num_threads(), kv.empty() ? "f32" : kv.c_str(),
-        s.kv_bytes_per_token());
+        s.kv_bytes_per_token(), int8_head_flag ? "INT8" : "float");
   }
 }
 

@@ -201,7 +201,8 @@ class Model {
   /// layer's format, in the metadata; float tensors under examples/python/model.py's names,
   /// in F32; converted layers as their stored parts (model/stored_linear.hpp) with any
   /// calibrated activation alpha. load() of the file gives this model back (the same
-  /// outputs) without the original file and without quantizing or pruning again.
+  /// outputs) without the original file and without quantizing or pruning again; a model
+  /// loaded with LoadOptions::int8_head needs that option again (the head is not stored).
   /// Saving over the file this model was loaded from is safe: the new file is renamed into
   /// place (io::SafetensorsWriter::write). @throws FormatError if the file cannot be
   /// written (no partial file is left, and a file already at `path` is kept).

@@ -285,26 +285,31 @@ class KVCache {
   }
 
   // F32 K and V of one token per sequence (rows of k and v in `layout`) at position len_:
-  // the same values store() writes head by head.
-  void store_token_f32(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) noexcept {
+  // the same values store() writes head by head. Sequences split across threads when a
+  // batch is large enough to pay for it.
+  void store_token_f32(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
     constexpr std::size_t p = simd::attention_k_panel;
     const std::size_t pos = len_;
     const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
     const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
     const std::size_t ks = block_ == 0 ? stride_ : p;
-    for (std::size_t n = 0; n < batch_; ++n) {
-      const std::size_t row = layout_row(layout, n, 0, 1, batch_);
-      const float* kr = k.row(row);
-      const float* vr = v.row(row);
-      float* kp = k_.data() + n * heads_ * k_head_elems_ + kat;
-      float* vp = v_.data() + n * heads_ * head_elems_ + at;
-      for (std::size_t h = 0; h < heads_; ++h, kp += k_head_elems_, vp += head_elems_) {
-        for (std::size_t c = 0; c < d_; ++c) {
-          kp[c * ks] = kr[h * d_ + c];
-          vp[c * stride_] = vr[h * d_ + c];
+    const std::size_t grain =
+        std::max<std::size_t>(1, parallel_min_quantize / (2 * embed_dim() + 1));
+    parallel_for(0, batch_, grain, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t n = lo; n < hi; ++n) {
+        const std::size_t row = layout_row(layout, n, 0, 1, batch_);
+        const float* kr = k.row(row);
+        const float* vr = v.row(row);
+        float* kp = k_.data() + n * heads_ * k_head_elems_ + kat;
+        float* vp = v_.data() + n * heads_ * head_elems_ + at;
+        for (std::size_t h = 0; h < heads_; ++h, kp += k_head_elems_, vp += head_elems_) {
+          for (std::size_t c = 0; c < d_; ++c) {
+            kp[c * ks] = kr[h * d_ + c];
+            vp[c * stride_] = vr[h * d_ + c];
+          }
         }
       }
-    }
+    });
   }
 
   // The E values x of sequence n at position pos, compact: the token's scale from its

@@ -30,7 +30,7 @@ build/default/bench/dynasparse_bench --benchmark_filter="$filter" --benchmark_mi
 # against dense, INT8 against FP32), and a burst of load on this shared machine could land on
 # one side of a ratio only: repetitions in random interleaved order, of which
 # bench/report.py keeps the median; five for the layers, ten for the models' decoding (a
-# 64-token run moved by 15% between repetitions).
+# 64-token run moved by up to 1.5x between repetitions).
 build/default/bench/dynasparse_bench --benchmark_filter='BM_ModelDecode/' --benchmark_min_time="$min_time" \
   --benchmark_repetitions=10 --benchmark_enable_random_interleaving=true \
   --benchmark_context="cpu_model=${cpu_model}" \

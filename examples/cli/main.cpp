@@ -220,11 +220,12 @@ struct CalibrateOptions {
   std::size_t samples = 1000, sample_len = 32;
 };
 
-void cmd_quantize(const std::string& path, const std::string& out, const std::string& which, bool allow_extra,
-                  const CalibrateOptions& cal, bool quiet) {
+void cmd_quantize(const std::string& path, const std::string& out, const std::string& which,
+                  bool allow_extra, const CalibrateOptions& cal, bool head, bool quiet) {
   ds::Model fp = load_model(path, allow_extra);
   ds::LoadOptions opt;
   opt.allow_extra_tensors = allow_extra;
+  opt.int8_head = head || int8_head_flag;  // recorded in the written config
   const std::vector<std::string> layers = selected_layers(fp, which);
   for (const auto& [name, format] : fp.layer_formats()) {
     if (std::find(layers.begin(), layers.end(), name) == layers.end()) continue;
@@ -262,12 +263,16 @@ void cmd_quantize(const std::string& path, const std::string& out, const std::st
   // INT8 layers are written as their int8 values and alphas (a quarter of the float bytes).
   q.save(out);
   if (cal.text.empty()) {
-    std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, dynamic activations)\n", out.c_str(),
-                which.c_str());
+    std::printf(
+        "wrote %s: %s linear layers in INT8 (per-channel max-abs weights, dynamic activations)%s\n",
+        out.c_str(), which.c_str(), opt.int8_head ? "; INT8 output head" : "");
   } else {
-    std::printf("wrote %s: %s linear layers in INT8 (per-channel max-abs weights, static activations: %s observer, "
-                "%zu samples of %zu bytes from %s)\n",
-                out.c_str(), which.c_str(), cal.observer.c_str(), cal.samples, cal.sample_len, cal.text.c_str());
+    std::printf(
+        "wrote %s: %s linear layers in INT8 (per-channel max-abs weights, static activations: %s "
+        "observer, "
+        "%zu samples of %zu bytes from %s)%s\n",
+        out.c_str(), which.c_str(), cal.observer.c_str(), cal.samples, cal.sample_len,
+        cal.text.c_str(), opt.int8_head ? "; INT8 output head" : "");
   }
 }
 
@@ -716,6 +721,10 @@ int main(int argc, char** argv) {
   qz->add_option("model", model)->required();
   qz->add_option("-o,--out", out)->required();
   qz->add_option("--layers", which, "ffn or all")->check(CLI::IsMember({"ffn", "all"}));
+  bool quantize_head = false;
+  qz->add_flag(
+      "--head", quantize_head,
+      "the output head in INT8 too (recorded in the config; made from the float table at load)");
   CalibrateOptions cal;
   qz->add_option("--calibrate", cal.text, "text whose activations set static INT8 scales (default: dynamic)");
   qz->add_option("--observer", cal.observer, "how a scale is chosen from what calibration saw")
@@ -770,7 +779,7 @@ int main(int argc, char** argv) {
     if (*plan) cmd_plan(model, pa, allow_extra);
     if (*gen) cmd_generate(model, prompt, n_new, sampling, kv, allow_extra, quiet);
     if (*sp) cmd_sparsify(model, out, target, block, which, int8, allow_extra);
-    if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quiet);
+    if (*qz) cmd_quantize(model, out, which, allow_extra, cal, quantize_head, quiet);
     if (*ev) cmd_eval(model, text_path, max_bytes, kv, allow_extra, quiet);
     if (*bench) cmd_bench(model, prefill, decode, threads, repeat, json, kv, allow_extra);
   } catch (const ds::Error& e) {

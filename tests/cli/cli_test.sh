@@ -73,6 +73,8 @@ w_f=$("$bin" $x info "$model" | awk '/^weights:/ {print $2}')
 w_h=$("$bin" $x --int8-head info "$model" | awk '/^weights:/ {print $2}')
 awk -v f="$w_f" -v h="$w_h" 'BEGIN { exit !(h > f) }' && echo "ok   info --int8-head: $w_h MB vs $w_f MB" \
   || { echo "FAIL info --int8-head: '$w_h' vs '$w_f' MB"; fails=$((fails + 1)); }
+check quantize-head 0 'INT8 output head' -- "$bin" $x quantize "$model" -o "$work/qh.safetensors" --layers all --head
+check quantize-head-info 0 '"head_format":"dense_i8"' -- "$bin" $x info "$work/qh.safetensors"
 check eval-kv-unknown 2 'kv' -- "$bin" $x eval "$model" --text "$work/text.txt" --kv f16
 check bench-kv 0 '"kv": "i8"' -- "$bin" $x bench "$model" --prefill 8 --decode 4 --kv i8 --json
 check quantize-calibrated 0 'static activations: mse observer, 20 samples' -- "$bin" $x -q quantize "$model" \

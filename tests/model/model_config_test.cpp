@@ -45,6 +45,19 @@ TEST(ModelConfig, HostileOrInconsistentConfigsAreRejectedNamingTheField) {
   expect_error("{\"hidden\": 72, \"heads\": 8, \"positions\": \"rotary\"}", "[positions]");  // head_dim 9
   expect_error("{\"rope_base\": 0.5}", "[rope_base]");
   expect_error("{\"rope_base\": \"10000\"}", "[rope_base]");
+  expect_error("{\"head_format\": \"gsparse_i8\"}",
+               "expected dense_f32 or dense_i8, got \"gsparse_i8\" [head_format]");
+  expect_error("{\"head_format\": 8}", "[head_format]");
+}
+
+TEST(ModelConfig, HeadFormatRoundTripsAndIsWrittenOnlyWhenInt8) {
+  ds::ModelConfig c;
+  EXPECT_EQ(c.head_format, "dense_f32");
+  // A float head writes no key: files that readers without the key accept stay so.
+  EXPECT_FALSE(ds::to_json(c).contains("head_format"));
+  c.head_format = "dense_i8";
+  EXPECT_EQ(ds::config_from_json(ds::to_json(c).dump()).head_format, "dense_i8");
+  EXPECT_EQ(ds::config_from_json("{\"head_format\": \"dense_f32\"}").head_format, "dense_f32");
 }
 
 TEST(ModelConfig, RopeBaseRoundTripsAndIsCheckedForRotaryModels) {

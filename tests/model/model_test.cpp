@@ -474,6 +474,16 @@ TEST(Model, Int8HeadComputesEveryKindOfHeadInInt8) {
     const double err = l2_relative_error(ref, got);
     EXPECT_LT(err, 0.02);
     EXPECT_GT(err, 1e-4);
+    // save() records the INT8 head in the config: the file loads back with it, without the
+    // option, to the same logits bit for bit.
+    const std::string path = ::testing::TempDir() + "dynasparse_int8_head.safetensors";
+    q.save(path);
+    EXPECT_EQ(q.config().head_format, "dense_i8");
+    const ds::Model back = ds::Model::load(path);
+    std::remove(path.c_str());
+    EXPECT_EQ(back.config().head_format, "dense_i8");
+    EXPECT_EQ(back.bytes(), q.bytes());
+    EXPECT_EQ(logits(back), got);
     if (!q.config().causal) continue;
     // Cached decoding reads the same head: token by token it gives the forward's logits.
     ds::Session s = q.new_session(n);

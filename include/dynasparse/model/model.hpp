@@ -58,8 +58,10 @@ struct LoadOptions {
   /// table (the tied embedding, `lm_head.weight` or `classifier.weight`) with per-row
   /// max-abs weight scales and dynamic per-row activation scales. The float table stays
   /// (the embedding lookup and save() read it), so weight bytes grow by about a quarter of
-  /// the table's; a decoding step reads a quarter of the head's bytes. Not stored by save(),
-  /// and not calibrated (the head's activations stay dynamic).
+  /// the table's; a decoding step reads a quarter of the head's bytes. Also set by the
+  /// config's `head_format: "dense_i8"`, which save() writes for such a model (the file keeps
+  /// the float table; the INT8 copy is made again at load). Not calibrated: the head's
+  /// activations stay dynamic.
   bool int8_head = false;
   /// One-shot magnitude pruning: group-sparse layers whose stored weights have fewer than
   /// this fraction of sparse_block blocks all zero are pruned to it, dropping the blocks of
@@ -201,8 +203,8 @@ class Model {
   /// layer's format, in the metadata; float tensors under examples/python/model.py's names,
   /// in F32; converted layers as their stored parts (model/stored_linear.hpp) with any
   /// calibrated activation alpha. load() of the file gives this model back (the same
-  /// outputs) without the original file and without quantizing or pruning again; a model
-  /// loaded with LoadOptions::int8_head needs that option again (the head is not stored).
+  /// outputs) without the original file and without quantizing or pruning again (an INT8
+  /// head is recorded in the config and made again from the float table).
   /// Saving over the file this model was loaded from is safe: the new file is renamed into
   /// place (io::SafetensorsWriter::write). @throws FormatError if the file cannot be
   /// written (no partial file is left, and a file already at `path` is kept).

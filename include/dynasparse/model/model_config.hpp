@@ -48,6 +48,10 @@ struct ModelConfig {
   /// Weight format per linear layer name (e.g. "layers.0.ffn.up" -> "gsparse_i8"); layers not
   /// listed are "dense_f32".
   std::map<std::string, std::string> formats;
+  /// Format of the output head's product (LM head or classifier): "dense_f32", or "dense_i8"
+  /// for an INT8 copy of its float table made at load (LoadOptions::int8_head). Written to
+  /// a file's config only when not "dense_f32".
+  std::string head_format = "dense_f32";
 
   std::size_t num_heads() const noexcept { return heads ? heads : hidden / 8; }
   std::size_t head_dim() const noexcept { return hidden / num_heads(); }
@@ -136,6 +140,7 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   j["tied_lm_head"] = c.tied_lm_head;
   j["num_classes"] = c.num_classes;
   j["formats"] = c.formats;
+  if (c.head_format != "dense_f32") j["head_format"] = c.head_format;  // older readers lack it
   return j;
 }
 
@@ -181,7 +186,13 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
                                   io::detail::shown_text(v.dump()), k);
       c.tied_lm_head = v.get<bool>();
     } else if (key == "num_classes") c.num_classes = parse_size(v, k, 0, std::size_t{1} << 20);
-    else if (key == "formats") {
+    else if (key == "head_format") {
+      if (!v.is_string() ||
+          (v.get<std::string>() != "dense_f32" && v.get<std::string>() != "dense_i8"))
+        detail::fail<ConfigError>("model", "unknown head format", "dense_f32 or dense_i8",
+                                  io::detail::shown_text(v.dump()), k);
+      c.head_format = v.get<std::string>();
+    } else if (key == "formats") {
       if (!v.is_object())
         detail::fail<ConfigError>("model", "formats must map layer names to formats", "an object",
                                   io::detail::shown_text(v.dump()), k);

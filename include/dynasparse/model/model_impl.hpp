@@ -584,7 +584,8 @@ DYNASPARSE_COMPILED_INLINE void Model::build(const io::SafetensorsFile& file,
     const auto h = matrix("lm_head.weight", cfg_.vocab, e);
     lm_head_ = std::make_unique<nn::Embedding>(h.view(), "lm_head");
   }
-  if (opt.int8_head) {
+  if (opt.int8_head) cfg_.head_format = "dense_i8";  // so that save() records it
+  if (cfg_.head_format == "dense_i8") {
     const ConstMatrixView w = classifier_ ? classifier_->table()
                               : lm_head_  ? lm_head_->table()
                                           : embed_->table();

@@ -323,7 +323,7 @@ DYNASPARSE_COMPILED_INLINE void ModelShard::build(const io::SafetensorsFile& fil
       tied_own_ = std::make_unique<nn::Embedding>(t.view(), "embed");
       tied_ = tied_own_.get();
     }
-    if (opt.int8_head) {  // as Model's, so that a plan matches one device
+    if (opt.int8_head || cfg_.head_format == "dense_i8") {  // as Model's: plans match one device
       head_i8_ = std::make_unique<quant::DenseI8>(lm_head_ ? lm_head_->table() : embed_table(),
                                                   std::vector<float>{},
                                                   lm_head_ ? "lm_head" : "embed (tied head)");

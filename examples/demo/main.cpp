@@ -7,10 +7,8 @@
 //
 // Every figure comes from this run on this machine: bits per byte on the held-out text (the
 // same windows as `dynasparse eval`), weight bytes as loaded, linear-layer FLOPs per token,
-// prefill and decode speed (best of ten), and the fraction of (query, head) pairs the head
-// gates skip at the model's tau.
-#include <dynasparse/dynasparse.hpp>
-
+// prefill and decode speed (the median of ten rounds that time every variant in turn), and
+// the fraction of (query, head) pairs the head gates skip at the model's tau.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,7 +18,10 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <dynasparse/dynasparse.hpp>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -95,33 +96,30 @@ Eval evaluate(const ds::Model& m, const std::vector<std::int32_t>& ids, const ch
   return {bits / static_cast<double>(scored), stats.skipped_fraction()};
 }
 
-struct Speed {
-  double prefill_tokens_per_s = 0;
-  double decode_ms = 0;
-};
-
-// Prefill of `prefill` tokens into a fresh session, then `decode` single-token steps after a
-// prompt of half the context; the best of ten runs of each (a 64-step decode is a few milliseconds,
-// so one preempted run would otherwise decide the figure).
-Speed measure_speed(const ds::Model& m, const std::vector<std::int32_t>& ids, std::size_t prefill, std::size_t decode,
-                    int reps) {
+// One timed prefill of `prefill` tokens into session `s`, and `decode` single-token steps into
+// session `d` after an untimed prompt of half the context (both reset first, as a server reuses
+// its sessions): {prefill seconds, decode seconds}.
+std::pair<double, double> time_once(const ds::Model& m, const std::vector<std::int32_t>& ids,
+                                    std::size_t prefill, std::size_t decode, ds::Session& s,
+                                    ds::Session& d, std::vector<float>& logits) {
   const std::size_t v = m.vocab(), prompt = m.config().max_seq_len / 2;
-  std::vector<float> logits(prefill * v);
-  double best_prefill = 1e300, best_decode = 1e300;
-  for (int rep = 0; rep < reps; ++rep) {
-    ds::Session s = m.new_session();
-    auto t0 = clock_type::now();
-    m.decode(ids.data(), prefill, s, ds::MatrixView(logits.data(), prefill, v));
-    best_prefill = std::min(best_prefill, seconds_since(t0));
-    ds::Session d = m.new_session();
-    m.decode(ids.data(), prompt, d, ds::MatrixView(logits.data(), prompt, v));
-    t0 = clock_type::now();
-    for (std::size_t i = 0; i < decode; ++i) {
-      m.decode(ids.data() + prompt + i, 1, d, ds::MatrixView(logits.data(), 1, v));
-    }
-    best_decode = std::min(best_decode, seconds_since(t0));
+  s.reset();
+  auto t0 = clock_type::now();
+  m.decode(ids.data(), prefill, s, ds::MatrixView(logits.data(), prefill, v));
+  const double p = seconds_since(t0);
+  d.reset();
+  m.decode(ids.data(), prompt, d, ds::MatrixView(logits.data(), prompt, v));
+  t0 = clock_type::now();
+  for (std::size_t i = 0; i < decode; ++i) {
+    m.decode(ids.data() + prompt + i, 1, d, ds::MatrixView(logits.data(), 1, v));
   }
-  return {static_cast<double>(prefill) / best_prefill, best_decode * 1e3 / static_cast<double>(decode)};
+  return {p, seconds_since(t0)};
+}
+
+// The lower middle of `v` (a median that is one of the runs).
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[(v.size() - 1) / 2];
 }
 
 // Multiply-adds of the linear layers per token, x2: what sparsity removes.
@@ -214,28 +212,73 @@ int main(int argc, char** argv) try {
       {"INT8 + group-sparse 70%, INT8 head", sparse_file, int8_head, "dynamic"},
   };
   const std::size_t prefill = 256, decode = quick ? 8 : 64;
-  std::printf("Held-out text: %zu bytes of %s; calibration: %zu samples of %zu bytes; %d threads.\n\n", eval_bytes,
-              (dir + "/fortunes_heldout.txt").c_str(), samples, sample_len, ds::num_threads());
+  std::printf(
+      "Held-out text: %zu bytes of %s; calibration: %zu samples of %zu bytes; %d threads; speeds: "
+      "the "
+      "median of %d rounds, each timing every variant in turn.\n\n",
+      eval_bytes, (dir + "/fortunes_heldout.txt").c_str(), samples, sample_len, ds::num_threads(),
+      reps);
   std::printf("| variant | bits/byte | vs FP32 | weights MB | linear MFLOP/token | prefill tok/s (L=%zu) | decode ms/token | "
               "pairs skipped |\n|---|---|---|---|---|---|---|---|\n",
               prefill);
-  double base_bpb = 0, base_decode = 0, base_prefill = 0;
+  // Accuracy first, variant by variant; then the speeds in rounds that time every variant once
+  // each, in an order rotated per round, so that a burst of load from other processes falls
+  // on all of them alike. Each figure is the median round (best-of figures compared the
+  // quietest moment each variant happened to get: on a shared machine one variant's best
+  // could be 1.7x another's for the same arithmetic).
+  struct Row {
+    const Variant* variant;
+    ds::Model model;
+    Eval eval;
+    std::vector<double> prefill_s, decode_s;
+  };
+  std::vector<Row> rows;
   for (const Variant& v : variants) {
     ds::Model m = ds::Model::load(v.file, v.options);
     if (!v.observer.empty() && v.observer != "dynamic") m.set_activation_alphas(alphas.at(v.observer));
     const Eval e = evaluate(m, eval_ids, v.name.c_str());
-    const Speed s = measure_speed(m, all, prefill, decode, reps);
-    if (base_bpb == 0) {
-      base_bpb = e.bits_per_byte;
-      base_decode = s.decode_ms;
-      base_prefill = s.prefill_tokens_per_s;
-    }
-    std::printf("| %s | %.4f | %+.2f%% | %.2f | %.2f | %.0f (%.2fx) | %.3f (%.2fx) | %.1f%% |\n", v.name.c_str(),
-                e.bits_per_byte, 100.0 * (e.bits_per_byte / base_bpb - 1.0), static_cast<double>(m.bytes()) / 1e6,
-                linear_mflops_per_token(m), s.prefill_tokens_per_s, s.prefill_tokens_per_s / base_prefill,
-                s.decode_ms, base_decode / s.decode_ms, 100.0 * e.skipped);
-    std::fflush(stdout);
+    rows.push_back(Row{&v, std::move(m), e, {}, {}});
   }
+  {
+    std::vector<ds::Session> prefill_sessions, decode_sessions;
+    for (const Row& r : rows) {
+      prefill_sessions.push_back(r.model.new_session());
+      decode_sessions.push_back(r.model.new_session());
+    }
+    std::vector<float> logits(prefill * rows.front().model.vocab());
+    const Progress bar{"timing (rounds x variants)",
+                       static_cast<std::size_t>(reps + 1) * rows.size()};
+    std::size_t done = 0;
+    // Round -1 is a warm-up (first-use page faults of each session's scratch), not recorded.
+    for (int rep = -1; rep < reps; ++rep) {
+      for (std::size_t k = 0; k < rows.size(); ++k) {
+        const std::size_t i = (k + static_cast<std::size_t>(rep + 1)) % rows.size();
+        Row& r = rows[i];
+        const auto [p, d] = time_once(r.model, all, prefill, decode, prefill_sessions[i],
+                                      decode_sessions[i], logits);
+        if (rep >= 0) {
+          r.prefill_s.push_back(p);
+          r.decode_s.push_back(d);
+        }
+        bar(++done);
+      }
+    }
+  }
+  const double base_bpb = rows.front().eval.bits_per_byte;
+  const double base_prefill = static_cast<double>(prefill) / median_of(rows.front().prefill_s);
+  const double base_decode = median_of(rows.front().decode_s) * 1e3 / static_cast<double>(decode);
+  for (Row& r : rows) {
+    const double prefill_tps = static_cast<double>(prefill) / median_of(r.prefill_s);
+    const double decode_ms = median_of(r.decode_s) * 1e3 / static_cast<double>(decode);
+    std::printf("| %s | %.4f | %+.2f%% | %.2f | %.2f | %.0f (%.2fx) | %.3f (%.2fx) | %.1f%% |\n",
+                r.variant->name.c_str(), r.eval.bits_per_byte,
+                100.0 * (r.eval.bits_per_byte / base_bpb - 1.0),
+                static_cast<double>(r.model.bytes()) / 1e6, linear_mflops_per_token(r.model),
+                prefill_tps, prefill_tps / base_prefill, decode_ms, base_decode / decode_ms,
+                100.0 * r.eval.skipped);
+  }
+  std::fflush(stdout);
+  rows.clear();
 
   // The head-skip curve: how much a larger tau skips, costs and gains (FP32 dense model).
   const float tau0 = ds::Model::load(dense_file).config().skip_threshold;
@@ -245,18 +288,34 @@ int main(int argc, char** argv) try {
   const std::vector<std::int32_t> curve_ids(eval_ids.begin(),
                                             eval_ids.begin() + static_cast<std::ptrdiff_t>(eval_ids.size() / 3));
   ds::Model dense = ds::Model::load(dense_file);
-  double bpb0 = 0;
   const std::vector<float> taus = quick ? std::vector<float>{0.0f, 0.1f}
                                         : std::vector<float>{0.0f, 0.02f, 0.05f, 0.1f, 0.15f, 0.2f, 0.3f};
+  std::vector<Eval> evals;
   for (float tau : taus) {
     dense.set_skip_threshold(tau);
-    const Eval e = evaluate(dense, curve_ids, "tau curve");
-    const Speed s = measure_speed(dense, all, prefill, 1, reps);
-    if (tau == 0.0f) bpb0 = e.bits_per_byte;
-    std::printf("| %.2f | %.1f%% | %.4f | %+.2f%% | %.0f |\n", static_cast<double>(tau), 100.0 * e.skipped,
-                e.bits_per_byte, 100.0 * (e.bits_per_byte / bpb0 - 1.0), s.prefill_tokens_per_s);
-    std::fflush(stdout);
+    evals.push_back(evaluate(dense, curve_ids, "tau curve"));
   }
+  // Timed like the variants: rounds over every tau in a rotated order, the median round each.
+  std::vector<std::vector<double>> tau_prefill_s(taus.size());
+  {
+    ds::Session s = dense.new_session(), d = dense.new_session();
+    std::vector<float> logits(prefill * dense.vocab());
+    for (int rep = -1; rep < reps; ++rep) {
+      for (std::size_t k = 0; k < taus.size(); ++k) {
+        const std::size_t i = (k + static_cast<std::size_t>(rep + 1)) % taus.size();
+        dense.set_skip_threshold(taus[i]);
+        const double p = time_once(dense, all, prefill, 1, s, d, logits).first;
+        if (rep >= 0) tau_prefill_s[i].push_back(p);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < taus.size(); ++i) {
+    std::printf("| %.2f | %.1f%% | %.4f | %+.2f%% | %.0f |\n", static_cast<double>(taus[i]),
+                100.0 * evals[i].skipped, evals[i].bits_per_byte,
+                100.0 * (evals[i].bits_per_byte / evals[0].bits_per_byte - 1.0),
+                static_cast<double>(prefill) / median_of(tau_prefill_s[i]));
+  }
+  std::fflush(stdout);
 
   // A sample from the smallest, fastest variant.
   const ds::Model small = ds::Model::load(sparse_file, int8);

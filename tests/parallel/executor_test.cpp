@@ -317,23 +317,22 @@ std::vector<float> decode_on_one_device(const ds::Model& m, const std::vector<st
   return out;
 }
 
-TEST(Executor, CachedDecodingWithShardedCachesMatchesModelDecode) {
-  const auto cfg = dynasparse_test::small_config();
-  const auto bytes = dynasparse_test::write_model(cfg);
-  const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
-  const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
-  const ds::Model m = ds::Model::from_file(f);
-  const auto ref = decode_on_one_device(m, tokens, ds::nn::KVDType::F32);
+// The same decoding under a TP=2 x PP=2 plan with `kv` caches: a prefill of 5 (in
+// `micro_batches` pipeline micro-batches), then one token at a time; the logits of the last
+// stage's rank with tp index 0, which must have reached every token.
+std::vector<float> decode_under_plan(const ds::io::SafetensorsFile& f, const ds::ModelConfig& cfg,
+                                     const std::vector<std::int32_t>& tokens, ds::nn::KVDType kv,
+                                     std::size_t micro_batches) {
   const auto plan = par::fixed_plan(cfg, 2, 2);
   par::ThreadGroup group(4, std::chrono::seconds(20));
-  std::vector<float> got(ref.size());
+  std::vector<float> got(tokens.size() * cfg.vocab);
   group.run([&](par::Communicator& c) {
     const auto shard = par::ModelShard::load(f, plan, c.rank());
     par::Executor ex(shard, c);
-    par::ShardSession session = ex.new_session(16);
+    par::ShardSession session = ex.new_session(16, kv);
     ds::Workspace ws;
     par::ExecutorOptions prefill;
-    prefill.micro_batches = 2;
+    prefill.micro_batches = micro_batches;
     std::vector<float> mine(got.size());
     ex.decode(tokens.data(), 5, session, ds::MatrixView(mine.data(), 5, cfg.vocab), ws, prefill);
     for (std::size_t t = 5; t < tokens.size(); ++t) {
@@ -342,6 +341,17 @@ TEST(Executor, CachedDecodingWithShardedCachesMatchesModelDecode) {
     EXPECT_EQ(session.position(), tokens.size());
     if (c.rank() == 2) got = mine;  // last stage, tp index 0
   });
+  return got;
+}
+
+TEST(Executor, CachedDecodingWithShardedCachesMatchesModelDecode) {
+  const auto cfg = dynasparse_test::small_config();
+  const auto bytes = dynasparse_test::write_model(cfg);
+  const auto f = ds::io::SafetensorsFile::from_bytes(bytes.data(), bytes.size(), "random");
+  const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
+  const ds::Model m = ds::Model::from_file(f);
+  const auto ref = decode_on_one_device(m, tokens, ds::nn::KVDType::F32);
+  const auto got = decode_under_plan(f, cfg, tokens, ds::nn::KVDType::F32, 2);
   EXPECT_LE(relative_error(got, ref), kFp32Rel);
 }
 
@@ -357,26 +367,11 @@ TEST(Executor, CachedDecodingWithShardedInt8CachesStaysWithinTheCachesError) {
   const auto tokens = dynasparse_test::test_tokens(12, cfg.vocab);
   const ds::Model m = ds::Model::from_file(f);
   const auto f32 = decode_on_one_device(m, tokens, ds::nn::KVDType::F32);
-  const auto plan = par::fixed_plan(cfg, 2, 2);
   for (auto kv : {ds::nn::KVDType::I8, ds::nn::KVDType::I8Compact}) {
     const auto ref = decode_on_one_device(m, tokens, kv);
     const double int8_error = relative_error(ref, f32);
     ASSERT_GT(int8_error, 100 * kFp32Rel) << static_cast<int>(kv);
-    par::ThreadGroup group(4, std::chrono::seconds(20));
-    std::vector<float> got(ref.size());
-    group.run([&](par::Communicator& c) {
-      const auto shard = par::ModelShard::load(f, plan, c.rank());
-      par::Executor ex(shard, c);
-      par::ShardSession session = ex.new_session(16, kv);
-      ds::Workspace ws;
-      std::vector<float> mine(got.size());
-      ex.decode(tokens.data(), 5, session, ds::MatrixView(mine.data(), 5, cfg.vocab), ws);
-      for (std::size_t t = 5; t < tokens.size(); ++t) {
-        ex.decode(tokens.data() + t, 1, session,
-                  ds::MatrixView(mine.data() + t * cfg.vocab, 1, cfg.vocab), ws);
-      }
-      if (c.rank() == 2) got = mine;
-    });
+    const auto got = decode_under_plan(f, cfg, tokens, kv, 1);
     EXPECT_LE(relative_error(got, ref), 2 * int8_error) << static_cast<int>(kv);
   }
 }

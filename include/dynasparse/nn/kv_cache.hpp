@@ -263,16 +263,29 @@ class KVCache {
   }
 
  private:
+  // Where position pos sits in a head's rows of V (and of INT8 K): blocks of block_ columns
+  // block_stride_ apart when blocked.
+  std::size_t column_of(std::size_t pos) const noexcept {
+    return block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
+  }
+  // The same in a head's F32 K, and the step between its d values: panels of
+  // attention_k_panel keys when blocked.
+  std::size_t k_column_of(std::size_t pos) const noexcept {
+    constexpr std::size_t p = simd::attention_k_panel;
+    return block_ == 0 ? pos : pos / p * p * d_ + pos % p;
+  }
+  std::size_t k_row_step() const noexcept {
+    return block_ == 0 ? stride_ : simd::attention_k_panel;
+  }
+
   // K and V of head h of sequence n at position pos: d values each.
   void store(std::size_t n, std::size_t h, std::size_t pos, const float* k,
              const float* v) noexcept {
-    const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
+    const std::size_t at = column_of(pos);
     const std::size_t base = (n * heads_ + h) * head_elems_ + at;
     if (dtype_ == KVDType::F32) {
-      constexpr std::size_t p = simd::attention_k_panel;
       float* kp = k_.data() + (n * heads_ + h) * k_head_elems_;
-      const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
-      const std::size_t ks = block_ == 0 ? stride_ : p;
+      const std::size_t kat = k_column_of(pos), ks = k_row_step();
       for (std::size_t c = 0; c < d_; ++c) {
         kp[kat + c * ks] = k[c];
         v_[base + c * stride_] = v[c];
@@ -288,11 +301,8 @@ class KVCache {
   // the same values store() writes head by head. Sequences split across threads when a
   // batch is large enough to pay for it.
   void store_token_f32(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
-    constexpr std::size_t p = simd::attention_k_panel;
     const std::size_t pos = len_;
-    const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
-    const std::size_t kat = block_ == 0 ? pos : pos / p * p * d_ + pos % p;
-    const std::size_t ks = block_ == 0 ? stride_ : p;
+    const std::size_t at = column_of(pos), kat = k_column_of(pos), ks = k_row_step();
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_quantize / (2 * embed_dim() + 1));
     parallel_for(0, batch_, grain, [&](std::size_t lo, std::size_t hi) {
@@ -323,7 +333,7 @@ class KVCache {
     }
     const float base = amax >= kv_compact_min_alpha ? amax / 127.0f : 0.0f;
     scale[n * scale_stride_ + pos] = base;
-    const std::size_t at = block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;
+    const std::size_t at = column_of(pos);
     for (std::size_t h = 0; h < heads_; ++h) {
       const float a = simd::max_abs_f32(x + h * d_, d_);
       unsigned c = simd::kv_code_nonfinite;

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/quant/dense_i8.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
-#include "dynasparse/core/threading.hpp"
 #include "support/random.hpp"
+#include <gtest/gtest.h>
+
+#include "dynasparse/core/threading.hpp"
 
 namespace {
 
@@ -152,6 +153,59 @@ TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
   EXPECT_THROW(
       layer.forward_output_groups(p.xv(), ds::MatrixView(y.data(), 2, 39), 8, first, 1, ws),
       ds::ShapeError);
+}
+
+TEST(DenseI8, InputGroupsEqualTheFullProductOfZeroedInputsBitForBit) {
+  // Heads of 8 inputs (out_proj after head skipping), and groups of 3 and 5, which straddle
+  // the kernel's groups of 4 k; the skipped inputs hold NaN, which must never be read. One
+  // row (decoding) and several, one and two threads, dynamic and static activation scales.
+  for (int threads : {1, 2}) {
+    ds::set_num_threads(threads);
+    for (std::size_t m : {1u, 6u}) {
+      for (auto [group, groups] :
+           {std::pair<std::size_t, std::vector<std::uint32_t>>{8, {0, 3, 4, 5, 11}},
+            {3, {1, 2, 9, 31}},
+            {5, {0, 19}},
+            {8, {}}}) {
+        const std::size_t k = group == 3 ? 96 : (group == 5 ? 100 : 96);
+        const Problem p(m, k, 70, 71u + static_cast<unsigned>(group));
+        quant::DenseI8 layer(p.wv(), p.b, "out_proj");
+        std::vector<float> zeroed(m * k, 0.0f), poisoned(m * k, std::nanf(""));
+        for (std::size_t r = 0; r < m; ++r) {
+          for (std::uint32_t g : groups) {
+            for (std::size_t c = g * group; c < (g + 1) * group; ++c) {
+              zeroed[r * k + c] = poisoned[r * k + c] = p.x[r * k + c];
+            }
+          }
+        }
+        for (float alpha : {0.0f, 0.75f}) {
+          layer.set_activation_alpha(alpha);
+          ds::Workspace ws;
+          std::vector<float> want(m * p.n), got(m * p.n, -7.0f);
+          layer.forward(ds::ConstMatrixView(zeroed.data(), m, k),
+                        ds::MatrixView(want.data(), m, p.n), ws);
+          layer.forward_input_groups(ds::ConstMatrixView(poisoned.data(), m, k),
+                                     ds::MatrixView(got.data(), m, p.n), group, groups.data(),
+                                     groups.size(), ws);
+          ASSERT_EQ(got, want) << "threads " << threads << " m " << m << " group " << group
+                               << " alpha " << alpha;
+        }
+      }
+    }
+  }
+  ds::set_num_threads(0);
+  const Problem p(2, 40, 16, 72u);
+  const quant::DenseI8 layer(p.wv(), p.b, "out_proj");
+  ds::Workspace ws;
+  std::vector<float> y(2 * 16);
+  const ds::MatrixView yv(y.data(), 2, 16);
+  const std::uint32_t past[] = {5}, first[] = {0}, descending[] = {2, 1};
+  EXPECT_THROW(layer.forward_input_groups(p.xv(), yv, 8, past, 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(p.xv(), yv, 0, first, 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(p.xv(), yv, 16, first, 1, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(p.xv(), yv, 8, descending, 2, ws), ds::ConfigError);
+  EXPECT_THROW(layer.forward_input_groups(p.xv(), ds::MatrixView(y.data(), 2, 15), 8, first, 1, ws),
+               ds::ShapeError);
 }
 
 TEST(DenseI8, UnpackReturnsTheQuantizedWeights) {

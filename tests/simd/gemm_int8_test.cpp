@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/simd/gemm_int8.hpp"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
 #include "support/arches.hpp"
 #include "support/random.hpp"
+#include <gtest/gtest.h>
 
 namespace {
 
@@ -160,6 +161,88 @@ TYPED_TEST(SimdGemmS8, PackingKeepsEveryWeight) {
       sum += w[j * k + kk];
     }
     EXPECT_EQ(packed.shift_compensation()[j], -128 * sum);
+  }
+}
+
+TYPED_TEST(SimdGemmS8, KSpansSumOnlyTheirKAndNeverReadTheRest) {
+  // Spans of k groups (heads of 8 inputs over groups of 4, runs of adjacent heads, the first
+  // and last group, none), against the full product of activations zero outside them.
+  constexpr std::size_t kg = simd::GemmI8Traits<TypeParam>::k_group;
+  constexpr bool shifted = simd::activations_shifted_v<TypeParam>;
+  const std::size_t n = 84, k = 64;
+  const std::size_t kgroups = (k + kg - 1) / kg;
+  const std::vector<std::vector<std::uint32_t>> cases = {
+      {0, 2, 4, 6, 10, static_cast<std::uint32_t>(kgroups)}, {1, 2}, {0, 1}, {}, {3, 9}};
+  for (std::size_t m : {1u, 3u, 9u}) {
+    for (const auto& spans : cases) {
+      auto a = uniform_int8(m * k, -128, 127, static_cast<unsigned>(m + spans.size()));
+      std::vector<bool> inside(k, false);
+      for (std::size_t i = 0; i + 1 < spans.size(); i += 2) {
+        for (std::size_t kk = spans[i] * kg; kk < std::min(k, spans[i + 1] * std::size_t{kg}); ++kk)
+          inside[kk] = true;
+      }
+      std::vector<std::int8_t> zeroed = a;
+      for (std::size_t r = 0; r < m; ++r) {
+        for (std::size_t kk = 0; kk < k; ++kk) {
+          if (!inside[kk]) zeroed[r * k + kk] = 0;
+        }
+      }
+      const auto w = uniform_int8(n * k, -127, 127, 17u);
+      std::vector<std::int32_t> want(m * n);
+      simd::detail::scalar::gemm_s8s8_s32(zeroed.data(), k, w.data(), k, want.data(), n, m, n, k);
+
+      const simd::PackedI8Weights<TypeParam> packed(w.data(), n, k, k);
+      const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
+      // Unshifted archs must not read outside the spans: the bytes there are garbage. Shifted
+      // ones read every k and get prepared zeros there.
+      std::vector<std::int8_t> prepared(m * lda);
+      for (std::size_t r = 0; r < m; ++r) {
+        simd::gemm_prepare_activation_row<TypeParam>((shifted ? zeroed : a).data() + r * k, k,
+                                                     prepared.data() + r * lda);
+      }
+      std::vector<std::int32_t> got(m * n, -1);
+      simd::gemm_s8s8_s32_kspans<TypeParam>(
+          prepared.data(), lda, packed, m, 0, n, spans.data(), spans.size() / 2,
+          [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+              const std::int32_t* tile, std::size_t ld) {
+            for (std::size_t r = 0; r < rows; ++r) {
+              for (std::size_t j = 0; j < cols; ++j) got[(r0 + r) * n + c0 + j] = tile[r * ld + j];
+            }
+          });
+      EXPECT_EQ(got, want) << "m=" << m << " spans=" << spans.size() / 2;
+    }
+  }
+}
+
+TYPED_TEST(SimdGemmS8, QuantizedSpansEqualTheRowWithTheRestZero) {
+  const std::size_t m = 3, k = 37;
+  const std::uint32_t spans[] = {0, 5, 9, 16, 30, 37};
+  auto x = dynasparse_test::uniform_floats(m * k, -3.0f, 3.0f, 21u);
+  std::vector<float> zeroed = x;
+  for (std::size_t r = 0; r < m; ++r) {
+    for (std::size_t kk = 0; kk < k; ++kk) {
+      const bool inside = kk < 5 || (kk >= 9 && kk < 16) || kk >= 30;
+      if (!inside) {
+        zeroed[r * k + kk] = 0.0f;
+        // Never read: a large or NaN value there would change the row's scale.
+        x[r * k + kk] = r == 1 ? std::numeric_limits<float>::quiet_NaN() : 100.0f;
+      }
+    }
+  }
+  x[2 * k + 31] = std::numeric_limits<float>::infinity();  // inside: row 2 is not finite
+  zeroed[2 * k + 31] = x[2 * k + 31];
+  const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
+  for (float alpha : {0.0f, 1.5f}) {
+    std::vector<std::int8_t> want(m * lda, 1), got(m * lda, 2);
+    std::vector<float> want_scale(m), got_scale(m);
+    simd::gemm_quantize_activations<TypeParam>(zeroed.data(), k, m, k, alpha, want.data(), lda,
+                                               want_scale.data());
+    simd::gemm_quantize_activation_spans<TypeParam>(x.data(), k, m, k, spans, 3, alpha, got.data(),
+                                                    lda, got_scale.data());
+    EXPECT_EQ(got, want) << alpha;
+    for (std::size_t r = 0; r < 2; ++r) EXPECT_EQ(got_scale[r], want_scale[r]) << r;
+    EXPECT_TRUE(std::isnan(got_scale[2]));
+    EXPECT_TRUE(std::isnan(want_scale[2]));
   }
 }
 

@@ -70,7 +70,8 @@ class Linear {
     }
   }
   /// forward() reading only the listed groups of `group` inputs where the format can
-  /// (DenseF32); other formats read every input, so x must be zero outside the groups.
+  /// (DenseF32, quant::DenseI8); other formats read every input, so x must be zero outside
+  /// the groups.
   /// @throws as the format's forward_input_groups or forward().
   void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {

@@ -174,6 +174,66 @@ class DenseI8 {
     product(x, y, ranges, nr, ws);
   }
 
+  /// y [M, out] = x W^T + bias reading only the inputs of the listed groups: for each g in
+  /// groups[0, count) (ascending), columns [g * group, (g + 1) * group) of x; the others are
+  /// taken as zero and never read (an attention layer's heads that no query needs, before
+  /// out_proj). Row scales come from the listed inputs only, so the result equals forward()
+  /// of x with the other inputs zero, bit for bit. Where the kernel takes activations as
+  /// stored (AVX2, NEON, the scalar path) it does count * group / in of forward()'s
+  /// multiply-adds; with AVX-512 VNNI it still does them all, on zero codes.
+  /// @throws ShapeError on mismatched shapes; ConfigError if group is 0 or does not divide
+  /// `in`, or groups are not ascending or lie past `in`.
+  void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                            const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, in_, "quant", name_, " input");
+    check_shape(y, x.rows(), out_, "quant", name_, " output");
+    check_feature_groups(group, groups, count, in_, "quant", "input", name_);
+    if (in_ % group != 0) {
+      dynasparse::detail::fail<ConfigError>("quant", "input group does not divide the inputs",
+                                            "a divisor of " + std::to_string(in_), group, name_);
+    }
+    for (std::size_t i = 1; i < count; ++i) {
+      if (groups[i] <= groups[i - 1]) {
+        dynasparse::detail::fail<ConfigError>("quant", "input groups not ascending",
+                                              "> " + std::to_string(groups[i - 1]), groups[i],
+                                              name_);
+      }
+    }
+    if (x.rows() == 0) return;
+    Workspace::Scope scope(ws);
+    // The groups as ranges of features, adjacent ones merged, and as ranges of the kernel's
+    // k groups (rounded outwards: the codes there outside the groups are zero). in_ <=
+    // max_in_features, so every bound fits 32 bits.
+    constexpr std::size_t kg = simd::GemmI8Traits<simd::int8_arch>::k_group;
+    InputSpans in;
+    std::uint32_t* f = ws.allocate<std::uint32_t>(2 * count + 1);
+    std::uint32_t* k = ws.allocate<std::uint32_t>(2 * count + 1);
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto f0 = static_cast<std::uint32_t>(std::size_t{groups[i]} * group);
+      const auto f1 = static_cast<std::uint32_t>(f0 + group);
+      if (in.features > 0 && f[2 * in.features - 1] == f0) {
+        f[2 * in.features - 1] = f1;
+      } else {
+        f[2 * in.features] = f0;
+        f[2 * in.features + 1] = f1;
+        ++in.features;
+      }
+      const auto k0 = static_cast<std::uint32_t>(f0 / kg);
+      const auto k1 = static_cast<std::uint32_t>((f1 + kg - 1) / kg);
+      if (in.k_groups > 0 && k[2 * in.k_groups - 1] >= k0) {
+        k[2 * in.k_groups - 1] = std::max(k[2 * in.k_groups - 1], k1);
+      } else {
+        k[2 * in.k_groups] = k0;
+        k[2 * in.k_groups + 1] = k1;
+        ++in.k_groups;
+      }
+    }
+    in.feature_spans = f;
+    in.k_spans = k;
+    for (std::size_t i = 0; i < in.k_groups; ++i) in.k_read += (k[2 * i + 1] - k[2 * i]) * kg;
+    product(x, y, nullptr, 0, ws, &in);
+  }
+
   /// y [M, out] = x [M, in] * dequant(W)^T + bias: the weight-only path. Blocks of 64
   /// output channels x 256 inputs are dequantized through the 256-entry lookup table into
   /// float scratch (64 KiB per thread, in L2) and multiplied in float by every input row;
@@ -221,8 +281,20 @@ class DenseI8 {
  private:
   // y = x W^T + bias over the column ranges [ranges[2i], ranges[2i + 1]) * gemm_column_step
   // for i < count, or over every column when ranges is null. Shapes are checked by the caller.
+  // The inputs forward_input_groups reads: ranges of features and of the kernel's k groups
+  // ([2i], [2i + 1]), and how many k that is.
+  struct InputSpans {
+    const std::uint32_t* feature_spans = nullptr;
+    std::size_t features = 0;
+    const std::uint32_t* k_spans = nullptr;
+    std::size_t k_groups = 0;
+    std::size_t k_read = 0;
+  };
+
+  // y = x W^T + b for the output panels in `ranges` (all when null), reading the inputs in
+  // `in` (all when null).
   void product(ConstMatrixView x, MatrixView y, const std::uint32_t* ranges, std::size_t count,
-               Workspace& ws) const {
+               Workspace& ws, const InputSpans* in = nullptr) const {
     const std::size_t m = x.rows();
     if (m == 0) return;
     Workspace::Scope scope(ws);
@@ -231,9 +303,15 @@ class DenseI8 {
     float* row_scale = ws.allocate<float>(m);
     parallel_for(0, m, std::max<std::size_t>(1, parallel_min_quantize / (in_ + 1)),
                  [&](std::size_t r0, std::size_t r1) {
-                   simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, in_,
-                                                   activation_alpha_, a + r0 * lda, lda,
-                                                   row_scale + r0);
+                   if (in != nullptr) {
+                     simd::gemm_quantize_activation_spans(
+                         x.row(r0), x.stride(), r1 - r0, in_, in->feature_spans, in->features,
+                         activation_alpha_, a + r0 * lda, lda, row_scale + r0);
+                   } else {
+                     simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, in_,
+                                                     activation_alpha_, a + r0 * lda, lda,
+                                                     row_scale + r0);
+                   }
                  });
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     constexpr std::size_t tc = simd::gemm_tile_cols;
@@ -244,7 +322,16 @@ class DenseI8 {
                                 bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
       }
     };
-    const std::size_t grain = std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * in_ * m + 1));
+    const std::size_t k_read = in != nullptr ? in->k_read : in_;
+    const std::size_t grain =
+        std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * k_read * m + 1));
+    if (in != nullptr) {
+      parallel_for(0, (out_ + tc - 1) / tc, grain, [&](std::size_t p0, std::size_t p1) {
+        simd::gemm_s8s8_s32_kspans(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_),
+                                   in->k_spans, in->k_groups, epilogue);
+      });
+      return;
+    }
     if (ranges == nullptr) {
       parallel_for(0, (out_ + tc - 1) / tc, grain, [&](std::size_t p0, std::size_t p1) {
         simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_), epilogue);

@@ -9,11 +9,12 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "dynasparse/core/aligned_buffer.hpp"
 #include "dynasparse/simd/arch.hpp"
-#include "dynasparse/simd/detail/scalar/gemm_int8.hpp"
 #include "dynasparse/simd/detail/arm_neon_gemm_int8.hpp"
+#include "dynasparse/simd/detail/scalar/gemm_int8.hpp"
 #include "dynasparse/simd/detail/x86_avx2_gemm_int8.hpp"
 #include "dynasparse/simd/detail/x86_vnni256_gemm_int8.hpp"
 #include "dynasparse/simd/detail/x86_vnni_gemm_int8.hpp"
@@ -59,6 +60,14 @@ struct GemmI8Traits<I8Avx2> {
                    std::size_t subs, std::size_t k_groups, const std::int32_t*, std::int32_t* c,
                    std::size_t ldc) noexcept {
     detail::avx2::gemm_s8s8_s32_tile<MR>(a, lda, panels, panel_stride, subs, k_groups, c, ldc);
+  }
+  // tile() over the k groups of `spans` only (gemm_s8s8_s32_kspans), summed in registers.
+  template <std::size_t MR>
+  static void tile_spans(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
+                         std::size_t panel_stride, std::size_t subs, const std::uint32_t* spans,
+                         std::size_t nspans, std::int32_t* c, std::size_t ldc) noexcept {
+    detail::avx2::gemm_s8s8_s32_tile_spans<MR>(a, lda, panels, panel_stride, subs, spans, nspans, c,
+                                               ldc);
   }
 };
 
@@ -162,6 +171,26 @@ inline void gemm_dispatch_rows(std::size_t rows, Args... args) noexcept {
     }
   }
 }
+// Calls Traits::tile_spans<rows>(args...) for a runtime rows in [1, MR].
+template <class Traits, std::size_t MR, class... Args>
+inline void gemm_dispatch_rows_spans(std::size_t rows, Args... args) noexcept {
+  if constexpr (MR == 1) {
+    Traits::template tile_spans<1>(args...);
+  } else {
+    if (rows == MR) {
+      Traits::template tile_spans<MR>(args...);
+    } else {
+      gemm_dispatch_rows_spans<Traits, MR - 1>(rows, args...);
+    }
+  }
+}
+
+// Whether GemmI8Traits T has a tile_spans kernel.
+template <class T, class = void>
+struct has_tile_spans : std::false_type {};
+template <class T>
+struct has_tile_spans<T, std::void_t<decltype(&T::template tile_spans<1>)>> : std::true_type {};
+
 }  // namespace detail
 
 /// An int8 weight matrix W [N, K] (nn.Linear layout, values in [-127, 127]) packed once for
@@ -326,6 +355,36 @@ inline void gemm_quantize_activations(const float* x, std::size_t ldx, std::size
   }
 }
 
+/// gemm_quantize_activations reading only the features in the ranges [spans[2i],
+/// spans[2i + 1]) of each row (ascending, disjoint, within k): the row's scale comes from
+/// them, they are quantized as there, and every other code is a prepared zero. The result
+/// equals gemm_quantize_activations' for x with the other features zero, which are never read.
+template <class I8Arch = int8_arch>
+inline void gemm_quantize_activation_spans(const float* x, std::size_t ldx, std::size_t m,
+                                           std::size_t k, const std::uint32_t* spans,
+                                           std::size_t nspans, float static_alpha, std::int8_t* out,
+                                           std::size_t lda, float* row_scale) noexcept {
+  for (std::size_t r = 0; r < m; ++r) {
+    const float* row = x + r * ldx;
+    std::int8_t* q = out + r * lda;
+    float max_abs = 0.0f;
+    bool finite = true;
+    for (std::size_t i = 0; i < nspans; ++i) {
+      const float s = max_abs_f32(row + spans[2 * i], spans[2 * i + 1] - spans[2 * i]);
+      finite = finite && s <= std::numeric_limits<float>::max();  // false for NaN and inf
+      if (s > max_abs) max_abs = s;
+    }
+    const float alpha = static_alpha > 0.0f ? static_alpha : max_abs;
+    const float inv = finite ? inv_scale_for(alpha) : 0.0f;
+    row_scale[r] = finite ? alpha / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    std::memset(q, 0, k);
+    for (std::size_t i = 0; i < nspans; ++i) {
+      quantize_f32s8(row + spans[2 * i], q + spans[2 * i], spans[2 * i + 1] - spans[2 * i], inv);
+    }
+    gemm_prepare_activation_row<I8Arch>(q, k, q);
+  }
+}
+
 /// The int8 products' epilogue for one output row: y[i] = float(t[i]) * (row_scale *
 /// col_scale[i]) + bias[i] (bias may be null), i < n. Same arithmetic on every arch (the
 /// multiply-add may fuse), so dense and sparse int8 layers built from the same weights give
@@ -386,5 +445,77 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
   }
 }
 
+/// gemm_s8s8_s32 summing only the k in `spans` ranges [spans[2i], spans[2i + 1]) of k
+/// groups (GemmI8Traits::k_group bytes; ascending, disjoint, within the padded k), for a
+/// product whose activations are zero elsewhere (the heads an attention layer skipped,
+/// before out_proj). The sums equal gemm_s8s8_s32's exactly. Where the activations are
+/// stored as they are, A outside the spans is never read and costs nothing; on archs with
+/// shifted activations (whose start values sum every k of a column) all of k is computed,
+/// so A must hold prepared zeros outside the spans there.
+template <class I8Arch = int8_arch, class Epilogue>
+inline void gemm_s8s8_s32_kspans(const std::int8_t* a, std::size_t lda,
+                                 const PackedI8Weights<I8Arch>& w, std::size_t m, std::size_t n0,
+                                 std::size_t n1, const std::uint32_t* spans, std::size_t nspans,
+                                 Epilogue&& epilogue) {
+  using Traits = GemmI8Traits<I8Arch>;
+  if constexpr (Traits::shifted_activations) {
+    (void)spans, (void)nspans;
+    gemm_s8s8_s32<I8Arch>(a, lda, w, m, n0, n1, std::forward<Epilogue>(epilogue));
+  } else {
+    constexpr std::size_t tr = Traits::tile_rows, tc = gemm_tile_cols, nr = Traits::panel_cols,
+                          kg = Traits::k_group;
+    alignas(64) std::int32_t tile[tr * tc];
+    alignas(64) std::int32_t part[tr * tc];
+    for (std::size_t c0 = n0; c0 < n1; c0 += tc) {
+      const std::size_t cols = std::min(tc, n1 - c0);
+      for (std::size_t r0 = 0; r0 < m; r0 += tr) {
+        const std::size_t rows = std::min(tr, m - r0);
+        if constexpr (nr != 0) {
+          const std::size_t subs = (cols + nr - 1) / nr, width = subs * nr;
+          const std::int8_t* panels = w.data() + (c0 / nr) * nr * w.k_padded();
+          if constexpr (detail::has_tile_spans<Traits>::value) {
+            detail::gemm_dispatch_rows_spans<Traits, tr>(rows, a + r0 * lda, lda, panels,
+                                                         nr * w.k_padded(), subs, spans, nspans,
+                                                         static_cast<std::int32_t*>(tile), tc);
+            epilogue(r0, rows, c0, cols, static_cast<const std::int32_t*>(tile), tc);
+            continue;
+          }
+          for (std::size_t i = 0; i < nspans; ++i) {
+            const std::size_t g0 = spans[2 * i], g1 = spans[2 * i + 1];
+            // The first span writes the tile, the others a second one added to it: the
+            // kernels start their accumulators at zero.
+            std::int32_t* out = i == 0 ? tile : part;
+            detail::gemm_dispatch_rows<Traits, tr>(rows, a + r0 * lda + g0 * kg, lda,
+                                                   panels + g0 * nr * kg, nr * w.k_padded(), subs,
+                                                   g1 - g0, w.shift_compensation() + c0, out, tc);
+            if (i > 0) {
+              for (std::size_t r = 0; r < rows; ++r) {
+                for (std::size_t c = 0; c < width; ++c) tile[r * tc + c] += part[r * tc + c];
+              }
+            }
+          }
+          if (nspans == 0) {
+            for (std::size_t r = 0; r < rows; ++r)
+              std::fill(tile + r * tc, tile + r * tc + width, 0);
+          }
+        } else {
+          for (std::size_t r = 0; r < rows; ++r) {
+            const std::int8_t* ar = a + (r0 + r) * lda;
+            for (std::size_t c = 0; c < cols; ++c) {
+              const std::int8_t* wc = w.data() + (c0 + c) * w.k_padded();
+              std::int32_t t = 0;
+              for (std::size_t i = 0; i < nspans; ++i) {
+                t += dot_s8s8_s32<I8Arch>(ar + spans[2 * i], wc + spans[2 * i],
+                                          spans[2 * i + 1] - spans[2 * i]);
+              }
+              tile[r * tc + c] = t;
+            }
+          }
+        }
+        epilogue(r0, rows, c0, cols, static_cast<const std::int32_t*>(tile), tc);
+      }
+    }
+  }
+}
 }  // namespace simd
 DYNASPARSE_NAMESPACE_END

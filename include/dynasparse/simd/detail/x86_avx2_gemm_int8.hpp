@@ -52,6 +52,13 @@ template <std::size_t MR>
 void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
                         std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
                         std::int32_t* c, std::size_t ldc) noexcept;
+/// gemm_s8s8_s32_tile summing only the k quads in the ranges [spans[2i], spans[2i + 1])
+/// (ascending, disjoint): A outside them is never read.
+template <std::size_t MR>
+void gemm_s8s8_s32_tile_spans(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
+                              std::size_t panel_stride, std::size_t subs,
+                              const std::uint32_t* spans, std::size_t nspans, std::int32_t* c,
+                              std::size_t ldc) noexcept;
 
 #if DYNASPARSE_HAS_AVX2
 // acc[j] += the four-byte dot products of a row's activation quad (at `quad`, broadcast)
@@ -71,11 +78,11 @@ inline void maddubs_quad(const std::int8_t* quad, const __m256i* w, const __m256
   }
 }
 
-// MR rows against NV panels with vpmaddubsw.
+// MR rows against NV panels with vpmaddubsw, over the k quads of `spans`.
 template <std::size_t MR, std::size_t NV>
 inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
-                              std::size_t panel_stride, std::size_t kq_count, std::int32_t* c,
-                              std::size_t ldc) noexcept {
+                              std::size_t panel_stride, const std::uint32_t* spans,
+                              std::size_t nspans, std::int32_t* c, std::size_t ldc) noexcept {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i* w[NV];
   __m256i acc[MR][NV];
@@ -87,13 +94,15 @@ inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
     DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < NV; ++j) acc[r][j] = _mm256_setzero_si256();
   }
-  for (std::size_t kq = 0; kq < kq_count; ++kq) {
-    __m256i wv[NV];
-    DYNASPARSE_UNROLL(8)
-    for (std::size_t j = 0; j < NV; ++j) wv[j] = _mm256_loadu_si256(w[j] + kq);
-    DYNASPARSE_UNROLL(8)
-    for (std::size_t r = 0; r < MR; ++r)
-      maddubs_quad<NV>(a + r * lda + kq * gemm_kgroup, wv, ones, acc[r]);
+  for (std::size_t i = 0; i < nspans; ++i) {
+    for (std::size_t kq = spans[2 * i]; kq < spans[2 * i + 1]; ++kq) {
+      __m256i wv[NV];
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t j = 0; j < NV; ++j) wv[j] = _mm256_loadu_si256(w[j] + kq);
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t r = 0; r < MR; ++r)
+        maddubs_quad<NV>(a + r * lda + kq * gemm_kgroup, wv, ones, acc[r]);
+    }
   }
   DYNASPARSE_UNROLL(8)
   for (std::size_t r = 0; r < MR; ++r) {
@@ -107,34 +116,52 @@ inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
 // MR rows (MR <= 4) against `subs` panels: two at a time (four for one row), then the rest.
 template <std::size_t MR>
 inline void gemm_rows_all_panels(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
-                                 std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
-                                 std::int32_t* c, std::size_t ldc) noexcept {
+                                 std::size_t panel_stride, std::size_t subs,
+                                 const std::uint32_t* spans, std::size_t nspans, std::int32_t* c,
+                                 std::size_t ldc) noexcept {
   constexpr std::size_t step = MR == 1 ? 4 : 2;
   std::size_t s = 0;
   for (; s + step <= subs; s += step) {
-    gemm_rows_maddubs<MR, step>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+    gemm_rows_maddubs<MR, step>(a, lda, panels + s * panel_stride, panel_stride, spans, nspans,
                                 c + s * gemm_nr, ldc);
   }
   if constexpr (step == 4) {
     switch (subs - s) {
       case 3:
-        gemm_rows_maddubs<MR, 3>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+        gemm_rows_maddubs<MR, 3>(a, lda, panels + s * panel_stride, panel_stride, spans, nspans,
                                  c + s * gemm_nr, ldc);
         break;
       case 2:
-        gemm_rows_maddubs<MR, 2>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+        gemm_rows_maddubs<MR, 2>(a, lda, panels + s * panel_stride, panel_stride, spans, nspans,
                                  c + s * gemm_nr, ldc);
         break;
       case 1:
-        gemm_rows_maddubs<MR, 1>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+        gemm_rows_maddubs<MR, 1>(a, lda, panels + s * panel_stride, panel_stride, spans, nspans,
                                  c + s * gemm_nr, ldc);
         break;
       default:
         break;
     }
   } else if (s < subs) {
-    gemm_rows_maddubs<MR, 1>(a, lda, panels + s * panel_stride, panel_stride, kq_count,
+    gemm_rows_maddubs<MR, 1>(a, lda, panels + s * panel_stride, panel_stride, spans, nspans,
                              c + s * gemm_nr, ldc);
+  }
+}
+
+template <std::size_t MR>
+inline void gemm_s8s8_s32_tile_spans(const std::int8_t* a, std::size_t lda,
+                                     const std::int8_t* panels, std::size_t panel_stride,
+                                     std::size_t subs, const std::uint32_t* spans,
+                                     std::size_t nspans, std::int32_t* c,
+                                     std::size_t ldc) noexcept {
+  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
+  constexpr std::size_t chunk = 4;
+  if constexpr (MR <= chunk) {
+    gemm_rows_all_panels<MR>(a, lda, panels, panel_stride, subs, spans, nspans, c, ldc);
+  } else {
+    gemm_rows_all_panels<chunk>(a, lda, panels, panel_stride, subs, spans, nspans, c, ldc);
+    gemm_rows_all_panels<MR - chunk>(a + chunk * lda, lda, panels, panel_stride, subs, spans,
+                                     nspans, c + chunk * ldc, ldc);
   }
 }
 
@@ -142,15 +169,8 @@ template <std::size_t MR>
 inline void gemm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
                                std::size_t panel_stride, std::size_t subs, std::size_t kq_count,
                                std::int32_t* c, std::size_t ldc) noexcept {
-  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
-  constexpr std::size_t chunk = 4;
-  if constexpr (MR <= chunk) {
-    gemm_rows_all_panels<MR>(a, lda, panels, panel_stride, subs, kq_count, c, ldc);
-  } else {
-    gemm_rows_all_panels<chunk>(a, lda, panels, panel_stride, subs, kq_count, c, ldc);
-    gemm_rows_all_panels<MR - chunk>(a + chunk * lda, lda, panels, panel_stride, subs, kq_count,
-                                     c + chunk * ldc, ldc);
-  }
+  const std::uint32_t all[2] = {0, static_cast<std::uint32_t>(kq_count)};
+  gemm_s8s8_s32_tile_spans<MR>(a, lda, panels, panel_stride, subs, all, 1, c, ldc);
 }
 #endif
 

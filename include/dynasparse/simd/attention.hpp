@@ -506,6 +506,96 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
     attention_values_step<A, R, 1>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs, chains);
 }
 
+/// The one query row of a decoding step (lq 1) over float K and V, at head dimension D <= 8,
+/// kv_padded: the online softmax of attention_stream with all D value columns summed in one
+/// pass over a block's weights, D accumulators in registers, where attention_stream reads
+/// the weights back once per column, in a call per column (a 160-key head at D 8 cost
+/// 2.9 ns a key).
+template <class A, std::size_t D>
+inline void attention_decode_row(const AttentionArgs& a, float* s) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t w = B::size;
+  constexpr std::size_t bk = attention_block_keys;
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const std::size_t i = a.row_at(0);
+  const float* q = a.q + i * a.q_stride;
+  float qs[D];
+  for (std::size_t c = 0; c < D; ++c) qs[c] = q[c] * a.scale;
+  const float* const qp[1] = {qs};
+  float* const sp[1] = {s};
+  B acc[D];
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t c = 0; c < D; ++c) acc[c] = B(0.0f);
+  float m = ninf, l = 0.0f;
+  const std::size_t end = a.key_end(i);
+  const auto lanes = B::load_aligned(attention_lane_index);
+  for (std::size_t j0 = 0; j0 < end; j0 += bk) {
+    const std::size_t n = std::min(bk, end - j0);
+    const std::size_t np = (n + w - 1) / w * w;
+    const KeyRows kr =
+        a.k_panels ? KeyRows{a.kt + a.k_index(0, j0), attention_k_panel, attention_k_panel * D}
+                   : KeyRows{a.kt + a.k_index(0, j0), a.kv_stride, 0};
+    attention_scores_group<A, 1>(qp, D, kr, np, sp);
+    std::fill(s + n, s + np, ninf);
+    scalar::add_attention_masks(a, i, j0, n, s);
+    const float mb = max_f32<A>(s, np);  // NaN if any score is NaN
+    const float m_new =
+        (mb != mb || m != m) ? std::numeric_limits<float>::quiet_NaN() : (mb > m ? mb : m);
+    if (m_new == ninf) continue;  // nothing admissible yet: contributes nothing
+    const float alpha = scalar::exp(m - m_new);
+    const B va(alpha), vm(m_new);
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t c = 0; c < D; ++c) acc[c] *= va;
+    const float* v = a.vt + a.kv_index(0, j0);
+    const std::size_t vs = a.kv_stride;
+    const std::size_t nv = n - n % w;
+    // The weights first, then the values: fused in one loop, the exp's constants and the D
+    // accumulators did not fit the 16 AVX2 registers, and the accumulators went through
+    // the stack on every vector.
+    B bs(0.0f);
+    for (std::size_t j = 0; j < np; j += w) {
+      const B e = vexp_nonpositive<A>(B::load_unaligned(s + j) - vm);
+      e.store_unaligned(s + j);
+      bs += e;
+    }
+    for (std::size_t j = 0; j < nv; j += w) {
+      const B e = B::load_unaligned(s + j);
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t c = 0; c < D; ++c)
+        acc[c] = xsimd::fma(e, B::load_unaligned(v + c * vs + j), acc[c]);
+    }
+    if (nv < n) {
+      // Lanes past n: their scores are -inf (weight 0), their values may be anything, NaN
+      // included, so they are zeroed rather than multiplied by the zero weight.
+      const B e = B::load_unaligned(s + nv);
+      const auto in_block = lanes < B(static_cast<float>(n - nv));
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t c = 0; c < D; ++c) {
+        const B vv = xsimd::select(in_block, B::load_unaligned(v + c * vs + nv), B(0.0f));
+        acc[c] = xsimd::fma(e, vv, acc[c]);
+      }
+    }
+    l = l * alpha + xsimd::hadd(bs);
+    m = m_new;
+  }
+  float* o = a.out + i * a.out_stride;
+  const float inv = l > 0.0f ? 1.0f / l : std::numeric_limits<float>::quiet_NaN();
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t c = 0; c < D; ++c) o[c] = xsimd::hadd(acc[c]) * inv;
+}
+
+// attention_decode_row<A, d> for d in [1, 8].
+template <class A, std::size_t D = 8>
+inline void attention_decode_row_dispatch(const AttentionArgs& a, float* s) noexcept {
+  if constexpr (D >= 1) {
+    if (a.d == D) {
+      attention_decode_row<A, D>(a, s);
+    } else {
+      attention_decode_row_dispatch<A, D - 1>(a, s);
+    }
+  }
+}
+
 template <class A, bool Int8>
 inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   using B = xsimd::batch<float, A>;
@@ -533,6 +623,12 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   static_assert(attention_kv_block % bk == 0,
                 "a kernel block must not straddle two storage blocks");
   const std::size_t nrows = a.row_count();
+  if constexpr (!Int8) {
+    if (a.lq == 1 && nrows == 1 && a.kv_padded && d >= 1 && d <= 8) {
+      attention_decode_row_dispatch<A>(a, sbuf);
+      return;
+    }
+  }
   for (std::size_t t0 = 0; t0 < nrows; t0 += tile) {
     const std::size_t t1 = std::min(nrows, t0 + tile);
     std::size_t tile_end = 0;

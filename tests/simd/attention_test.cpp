@@ -352,6 +352,48 @@ TYPED_TEST(SimdAttention, PaneledKBlockedVAndPaddedRowsGiveThePlainResult) {
   }
 }
 
+TYPED_TEST(SimdAttention, DecodingRowsEitherSideOfTheOnePassLimitMatchTheReference) {
+  // One query over padded K and V: up to attention_decode_row_max_keys keys one pass sums
+  // every value column (head_dim <= 8), past it the columns go one by one. Both layouts,
+  // with key padding and an additive mask so that the masks reach both kernels.
+  constexpr std::size_t limit = simd::detail::attention_decode_row_max_keys;
+  std::uint32_t seed = 900;
+  for (std::size_t d : {3u, 8u}) {
+    for (std::size_t lkv : {limit - 1, limit, limit + 1, limit + 300}) {
+      Problem p(1, lkv, d, seed += 11);
+      p.use_padding = true;
+      p.use_mask = true;
+      const auto want = p.reference();
+      const Relaid r = relay(p);
+      std::vector<float> out(d, 7.0f);
+      auto a = p.args(out.data());
+      a.kt = r.kp.data();
+      a.k_panels = true;
+      a.vt = r.vb.data();
+      a.kv_stride = r.vstride;
+      a.kv_block = simd::attention_kv_block;
+      a.kv_block_stride = r.vblock_stride;
+      a.kv_padded = true;
+      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+      simd::attention_f32<TypeParam>(a, scratch.data());
+      expect_close(out, want, p, "paneled K, blocked V");
+      Problem q = p;
+      q.stride = (lkv + 15) / 16 * 16;
+      q.kt.assign(d * q.stride, kNaN);
+      q.vt.assign(d * q.stride, kNaN);
+      for (std::size_t c = 0; c < d; ++c) {
+        std::copy_n(p.kt.begin() + c * p.stride, lkv, q.kt.begin() + c * q.stride);
+        std::copy_n(p.vt.begin() + c * p.stride, lkv, q.vt.begin() + c * q.stride);
+      }
+      std::vector<float> plain(d, 7.0f);
+      auto b = q.args(plain.data());
+      b.kv_padded = true;
+      simd::attention_f32<TypeParam>(b, scratch.data());
+      expect_close(plain, want, p, "plain, padded");
+    }
+  }
+}
+
 TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
   constexpr std::size_t block = simd::attention_kv_block;
   const std::size_t d = 8, lkv = 603, stride = block, block_stride = d * block + 64;

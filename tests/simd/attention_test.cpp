@@ -394,6 +394,43 @@ TYPED_TEST(SimdAttention, DecodingRowsEitherSideOfTheOnePassLimitMatchTheReferen
   }
 }
 
+TYPED_TEST(SimdAttention, DecodingRowsKeepMaskedBlocksAndNaNAsPyTorch) {
+  // One query over padded rows (the one-pass decoding kernel at head_dim <= 8): a first
+  // block of 256 keys all masked, then admissible keys; the same with a NaN value under a
+  // masked key of that block (PyTorch multiplies it by its zero weight: NaN); a NaN key
+  // among the first block's admissible ones.
+  std::uint32_t seed = 950;
+  for (std::size_t d : {1u, 5u, 8u}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      Problem p(1, 600, d, seed += 3);
+      p.use_padding = true;
+      for (std::size_t j = 0; j < 600; ++j)
+        p.key_padding[j] = (variant < 2 && j < 256) || j % 7 == 0;
+      if (variant == 1) p.vt[(d - 1) * p.stride + 17] = kNaN;  // masked key: column d - 1
+      if (variant == 2) p.kt[10] = kNaN;                       // admissible key: every column
+      const auto want = p.reference();
+      for (std::size_t c = 0; c < d; ++c) {
+        ASSERT_EQ(std::isnan(want[c]), variant == 2 || (variant == 1 && c == d - 1))
+            << "the reference itself, d=" << d << " c=" << c;
+      }
+      Problem q = p;
+      q.stride = (p.lkv + 15) / 16 * 16;
+      q.kt.assign(d * q.stride, 0.0f);
+      q.vt.assign(d * q.stride, 0.0f);
+      for (std::size_t c = 0; c < d; ++c) {
+        std::copy_n(p.kt.begin() + c * p.stride, p.lkv, q.kt.begin() + c * q.stride);
+        std::copy_n(p.vt.begin() + c * p.stride, p.lkv, q.vt.begin() + c * q.stride);
+      }
+      std::vector<float> out(d, 7.0f);
+      auto a = q.args(out.data());
+      a.kv_padded = true;
+      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+      simd::attention_f32<TypeParam>(a, scratch.data());
+      expect_close(out, want, p, variant == 0 ? "masked block" : "NaN");
+    }
+  }
+}
+
 TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
   constexpr std::size_t block = simd::attention_kv_block;
   const std::size_t d = 8, lkv = 603, stride = block, block_stride = d * block + 64;

@@ -62,7 +62,16 @@ inline void attention_fold_block(float* s, std::size_t n, std::size_t j0, std::s
     mb = s[j] > mb ? s[j] : mb;
   }
   const float m_new = (nan || m != m) ? std::numeric_limits<float>::quiet_NaN() : (mb > m ? mb : m);
-  if (m_new == ninf) return;  // nothing admissible yet
+  if (m_new == ninf) {
+    // Nothing admissible yet: zero weights, whose products with the values still count, so
+    // a NaN value under a masked key gives NaN as in PyTorch (and the vector kernels).
+    for (std::size_t c = 0; c < d; ++c) {
+      float v = 0.0f;
+      for (std::size_t j = 0; j < n; ++j) v += 0.0f * value(c, j0 + j);
+      acc[c] += v;
+    }
+    return;
+  }
   const float alpha = std::exp(m - m_new);  // 0 on the first block (m = -inf)
   float sum = 0.0f;
   for (std::size_t j = 0; j < n; ++j) {

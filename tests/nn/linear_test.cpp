@@ -18,6 +18,13 @@ namespace {
 namespace ds = dynasparse;
 using dynasparse_test::uniform_floats;
 
+// GatedAttention skips closed heads through these; a format that loses them still computes
+// the same numbers, only slower, so no numeric test would notice.
+static_assert(ds::nn::detail::has_input_groups<ds::nn::DenseF32>::value &&
+              ds::nn::detail::has_input_groups<ds::quant::DenseI8>::value &&
+              ds::nn::detail::has_output_groups<ds::nn::DenseF32>::value &&
+              ds::nn::detail::has_output_groups<ds::quant::DenseI8>::value);
+
 TEST(LinearDenseF32, MatchesNnLinearDefinition) {
   const std::size_t m = 5, k = 37, n = 19;
   const auto x = uniform_floats(m * k, -1.0f, 1.0f, 1u);

@@ -200,16 +200,26 @@ TYPED_TEST(SimdGemmS8, KSpansSumOnlyTheirKAndNeverReadTheRest) {
         simd::gemm_prepare_activation_row<TypeParam>((shifted ? zeroed : a).data() + r * k, k,
                                                      prepared.data() + r * lda);
       }
-      std::vector<std::int32_t> got(m * n, -1);
-      simd::gemm_s8s8_s32_kspans<TypeParam>(
-          prepared.data(), lda, packed, m, 0, n, spans.data(), spans.size() / 2,
-          [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
-              const std::int32_t* tile, std::size_t ld) {
-            for (std::size_t r = 0; r < rows; ++r) {
-              for (std::size_t j = 0; j < cols; ++j) got[(r0 + r) * n + c0 + j] = tile[r * ld + j];
-            }
-          });
-      EXPECT_EQ(got, want) << "m=" << m << " spans=" << spans.size() / 2;
+      // All columns, and a range starting at the second tile.
+      for (std::size_t n0 : {std::size_t{0}, simd::gemm_tile_cols}) {
+        std::vector<std::int32_t> got(m * n, -1);
+        simd::gemm_s8s8_s32_kspans<TypeParam>(
+            prepared.data(), lda, packed, m, n0, n, spans.data(), spans.size() / 2,
+            [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+                const std::int32_t* tile, std::size_t ld) {
+              for (std::size_t r = 0; r < rows; ++r) {
+                for (std::size_t j = 0; j < cols; ++j)
+                  got[(r0 + r) * n + c0 + j] = tile[r * ld + j];
+              }
+            });
+        for (std::size_t r = 0; r < m; ++r) {
+          for (std::size_t j = 0; j < n; ++j) {
+            EXPECT_EQ(got[r * n + j], j >= n0 ? want[r * n + j] : -1)
+                << "m=" << m << " spans=" << spans.size() / 2 << " n0=" << n0 << " r=" << r
+                << " j=" << j;
+          }
+        }
+      }
     }
   }
 }

@@ -179,8 +179,9 @@ class DenseI8 {
   /// taken as zero and never read (an attention layer's heads that no query needs, before
   /// out_proj). Row scales come from the listed inputs only, so the result equals forward()
   /// of x with the other inputs zero, bit for bit. Where the kernel takes activations as
-  /// stored (AVX2, NEON, the scalar path) it does count * group / in of forward()'s
-  /// multiply-adds; with AVX-512 VNNI it still does them all, on zero codes.
+  /// stored (AVX2, NEON, the scalar path) it does about count * group / in of forward()'s
+  /// multiply-adds (groups rounded out to the kernel's k groups); with VNNI (AVX-512 or
+  /// AVX-VNNI), whose activations are shifted, it still does them all, on zero codes.
   /// @throws ShapeError on mismatched shapes; ConfigError if group is 0 or does not divide
   /// `in`, or groups are not ascending or lie past `in`.
   void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
@@ -279,8 +280,6 @@ class DenseI8 {
   }
 
  private:
-  // y = x W^T + bias over the column ranges [ranges[2i], ranges[2i + 1]) * gemm_column_step
-  // for i < count, or over every column when ranges is null. Shapes are checked by the caller.
   // The inputs forward_input_groups reads: ranges of features and of the kernel's k groups
   // ([2i], [2i + 1]), and how many k that is.
   struct InputSpans {
@@ -291,8 +290,9 @@ class DenseI8 {
     std::size_t k_read = 0;
   };
 
-  // y = x W^T + b for the output panels in `ranges` (all when null), reading the inputs in
-  // `in` (all when null).
+  // y = x W^T + bias over the column ranges [ranges[2i], ranges[2i + 1]) * gemm_column_step
+  // for i < count, or over every column when ranges is null, reading the inputs in `in`
+  // (all when null; with `in`, ranges must be null). Shapes are checked by the caller.
   void product(ConstMatrixView x, MatrixView y, const std::uint32_t* ranges, std::size_t count,
                Workspace& ws, const InputSpans* in = nullptr) const {
     const std::size_t m = x.rows();
@@ -322,7 +322,9 @@ class DenseI8 {
                                 bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
       }
     };
-    const std::size_t k_read = in != nullptr ? in->k_read : in_;
+    // Shifted activations (VNNI) read every k, span or not.
+    const std::size_t k_read =
+        in != nullptr && !simd::activations_shifted_v<simd::int8_arch> ? in->k_read : in_;
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * k_read * m + 1));
     if (in != nullptr) {

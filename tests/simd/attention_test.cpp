@@ -310,6 +310,43 @@ Relaid relay(const Problem& p) {
   return r;
 }
 
+// attention_f32<Arch> of p with K in panels and V in blocks (relay), rows padded.
+template <class Arch>
+std::vector<float> run_relaid(const Problem& p) {
+  const Relaid r = relay(p);
+  std::vector<float> out(p.lq * p.d, 7.0f);
+  auto a = p.args(out.data());
+  a.kt = r.kp.data();
+  a.k_panels = true;
+  a.vt = r.vb.data();
+  a.kv_stride = r.vstride;
+  a.kv_block = simd::attention_kv_block;
+  a.kv_block_stride = r.vblock_stride;
+  a.kv_padded = true;
+  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<Arch>(p.d));
+  simd::attention_f32<Arch>(a, scratch.data());
+  return out;
+}
+
+// attention_f32<Arch> of p in the plain layout, rows padded to a multiple of 16 with `pad`.
+template <class Arch>
+std::vector<float> run_plain_padded(const Problem& p, float pad) {
+  Problem q = p;
+  q.stride = (p.lkv + 15) / 16 * 16;
+  q.kt.assign(p.d * q.stride, pad);
+  q.vt.assign(p.d * q.stride, pad);
+  for (std::size_t c = 0; c < p.d; ++c) {
+    std::copy_n(p.kt.begin() + c * p.stride, p.lkv, q.kt.begin() + c * q.stride);
+    std::copy_n(p.vt.begin() + c * p.stride, p.lkv, q.vt.begin() + c * q.stride);
+  }
+  std::vector<float> out(p.lq * p.d, 7.0f);
+  auto a = q.args(out.data());
+  a.kv_padded = true;
+  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<Arch>(p.d));
+  simd::attention_f32<Arch>(a, scratch.data());
+  return out;
+}
+
 TYPED_TEST(SimdAttention, PaneledKBlockedVAndPaddedRowsGiveThePlainResult) {
   std::uint32_t seed = 300;
   for (std::size_t d : {1u, 8u, 17u, 64u}) {
@@ -319,34 +356,9 @@ TYPED_TEST(SimdAttention, PaneledKBlockedVAndPaddedRowsGiveThePlainResult) {
         p.causal = lq > 1;
         p.use_padding = lkv > 100;
         const auto want = p.reference();
-        const Relaid r = relay(p);
-        std::vector<float> out(lq * d, 7.0f);
-        auto a = p.args(out.data());
-        a.kt = r.kp.data();
-        a.k_panels = true;
-        a.vt = r.vb.data();
-        a.kv_stride = r.vstride;
-        a.kv_block = simd::attention_kv_block;
-        a.kv_block_stride = r.vblock_stride;
-        a.kv_padded = true;
-        ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
-        simd::attention_f32<TypeParam>(a, scratch.data());
-        expect_close(out, want, p, "paneled K, blocked V");
-
+        expect_close(run_relaid<TypeParam>(p), want, p, "paneled K, blocked V");
         // Plain layout, rows padded to a multiple of 16 with NaN.
-        Problem q = p;
-        q.stride = (lkv + 15) / 16 * 16;
-        q.kt.assign(d * q.stride, kNaN);
-        q.vt.assign(d * q.stride, kNaN);
-        for (std::size_t c = 0; c < d; ++c) {
-          std::copy_n(p.kt.begin() + c * p.stride, lkv, q.kt.begin() + c * q.stride);
-          std::copy_n(p.vt.begin() + c * p.stride, lkv, q.vt.begin() + c * q.stride);
-        }
-        std::vector<float> plain(lq * d, 7.0f);
-        auto b = q.args(plain.data());
-        b.kv_padded = true;
-        simd::attention_f32<TypeParam>(b, scratch.data());
-        expect_close(plain, want, p, "plain, padded");
+        expect_close(run_plain_padded<TypeParam>(p, kNaN), want, p, "plain, padded");
       }
     }
   }
@@ -364,32 +376,8 @@ TYPED_TEST(SimdAttention, DecodingRowsEitherSideOfTheOnePassLimitMatchTheReferen
       p.use_padding = true;
       p.use_mask = true;
       const auto want = p.reference();
-      const Relaid r = relay(p);
-      std::vector<float> out(d, 7.0f);
-      auto a = p.args(out.data());
-      a.kt = r.kp.data();
-      a.k_panels = true;
-      a.vt = r.vb.data();
-      a.kv_stride = r.vstride;
-      a.kv_block = simd::attention_kv_block;
-      a.kv_block_stride = r.vblock_stride;
-      a.kv_padded = true;
-      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
-      simd::attention_f32<TypeParam>(a, scratch.data());
-      expect_close(out, want, p, "paneled K, blocked V");
-      Problem q = p;
-      q.stride = (lkv + 15) / 16 * 16;
-      q.kt.assign(d * q.stride, kNaN);
-      q.vt.assign(d * q.stride, kNaN);
-      for (std::size_t c = 0; c < d; ++c) {
-        std::copy_n(p.kt.begin() + c * p.stride, lkv, q.kt.begin() + c * q.stride);
-        std::copy_n(p.vt.begin() + c * p.stride, lkv, q.vt.begin() + c * q.stride);
-      }
-      std::vector<float> plain(d, 7.0f);
-      auto b = q.args(plain.data());
-      b.kv_padded = true;
-      simd::attention_f32<TypeParam>(b, scratch.data());
-      expect_close(plain, want, p, "plain, padded");
+      expect_close(run_relaid<TypeParam>(p), want, p, "paneled K, blocked V");
+      expect_close(run_plain_padded<TypeParam>(p, kNaN), want, p, "plain, padded");
     }
   }
 }
@@ -413,20 +401,8 @@ TYPED_TEST(SimdAttention, DecodingRowsKeepMaskedBlocksAndNaNAsPyTorch) {
         ASSERT_EQ(std::isnan(want[c]), variant == 2 || (variant == 1 && c == d - 1))
             << "the reference itself, d=" << d << " c=" << c;
       }
-      Problem q = p;
-      q.stride = (p.lkv + 15) / 16 * 16;
-      q.kt.assign(d * q.stride, 0.0f);
-      q.vt.assign(d * q.stride, 0.0f);
-      for (std::size_t c = 0; c < d; ++c) {
-        std::copy_n(p.kt.begin() + c * p.stride, p.lkv, q.kt.begin() + c * q.stride);
-        std::copy_n(p.vt.begin() + c * p.stride, p.lkv, q.vt.begin() + c * q.stride);
-      }
-      std::vector<float> out(d, 7.0f);
-      auto a = q.args(out.data());
-      a.kv_padded = true;
-      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
-      simd::attention_f32<TypeParam>(a, scratch.data());
-      expect_close(out, want, p, variant == 0 ? "masked block" : "NaN");
+      expect_close(run_plain_padded<TypeParam>(p, 0.0f), want, p,
+                   variant == 0 ? "masked block" : "NaN");
     }
   }
 }

@@ -142,6 +142,24 @@ inline void check_feature_groups(std::size_t group, const std::uint32_t* groups,
   }
 }
 
+/// check_feature_groups for forward_input_groups, which also needs `group` to divide the
+/// `width` inputs and the groups ascending (it walks them in input order).
+/// @throws ConfigError naming the layer `name`.
+inline void check_input_groups(std::size_t group, const std::uint32_t* groups, std::size_t count,
+                               std::size_t width, std::string_view module, std::string_view name) {
+  check_feature_groups(group, groups, count, width, module, "input", name);
+  if (width % group != 0) {
+    detail::fail<ConfigError>(module, "input group does not divide the inputs",
+                              "a divisor of " + std::to_string(width), group, name);
+  }
+  for (std::size_t i = 1; i < count; ++i) {
+    if (groups[i] <= groups[i - 1]) {
+      detail::fail<ConfigError>(module, "input groups not ascending",
+                                "> " + std::to_string(groups[i - 1]), groups[i], name);
+    }
+  }
+}
+
 /// The spans of `span` features (a format's panels or tiles, spans of them in all) that hold
 /// a feature of a listed group, written to `out` ascending and without repeats, whatever
 /// the order of the groups; returns how many. `out` has room for `spans` entries; the

@@ -188,18 +188,7 @@ class DenseI8 {
                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
     check_cols(x, in_, "quant", name_, " input");
     check_shape(y, x.rows(), out_, "quant", name_, " output");
-    check_feature_groups(group, groups, count, in_, "quant", "input", name_);
-    if (in_ % group != 0) {
-      dynasparse::detail::fail<ConfigError>("quant", "input group does not divide the inputs",
-                                            "a divisor of " + std::to_string(in_), group, name_);
-    }
-    for (std::size_t i = 1; i < count; ++i) {
-      if (groups[i] <= groups[i - 1]) {
-        dynasparse::detail::fail<ConfigError>("quant", "input groups not ascending",
-                                              "> " + std::to_string(groups[i - 1]), groups[i],
-                                              name_);
-      }
-    }
+    check_input_groups(group, groups, count, in_, "quant", name_);
     if (x.rows() == 0) return;
     Workspace::Scope scope(ws);
     // The groups as ranges of features, adjacent ones merged, and as ranges of the kernel's

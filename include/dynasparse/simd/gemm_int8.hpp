@@ -158,29 +158,17 @@ inline constexpr std::size_t gemm_column_step =
     GemmI8Traits<I8Arch>::panel_cols != 0 ? GemmI8Traits<I8Arch>::panel_cols : 8;
 
 namespace detail {
-// Calls Traits::tile<rows>(args...) for a runtime rows in [1, MR].
-template <class Traits, std::size_t MR, class... Args>
-inline void gemm_dispatch_rows(std::size_t rows, Args... args) noexcept {
+// Calls f(std::integral_constant<std::size_t, rows>) for a runtime rows in [1, MR]: the
+// microkernels take their row count as a template argument.
+template <std::size_t MR, class F>
+inline void gemm_with_rows(std::size_t rows, F&& f) noexcept {
   if constexpr (MR == 1) {
-    Traits::template tile<1>(args...);
+    f(std::integral_constant<std::size_t, 1>{});
   } else {
     if (rows == MR) {
-      Traits::template tile<MR>(args...);
+      f(std::integral_constant<std::size_t, MR>{});
     } else {
-      gemm_dispatch_rows<Traits, MR - 1>(rows, args...);
-    }
-  }
-}
-// Calls Traits::tile_spans<rows>(args...) for a runtime rows in [1, MR].
-template <class Traits, std::size_t MR, class... Args>
-inline void gemm_dispatch_rows_spans(std::size_t rows, Args... args) noexcept {
-  if constexpr (MR == 1) {
-    Traits::template tile_spans<1>(args...);
-  } else {
-    if (rows == MR) {
-      Traits::template tile_spans<MR>(args...);
-    } else {
-      gemm_dispatch_rows_spans<Traits, MR - 1>(rows, args...);
+      gemm_with_rows<MR - 1>(rows, std::forward<F>(f));
     }
   }
 }
@@ -429,9 +417,11 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
         // The panels covering the tile's columns (the last tile may need fewer).
         const std::size_t subs = (cols + nr - 1) / nr;
         const std::int8_t* panels = w.data() + (c0 / nr) * nr * w.k_padded();
-        detail::gemm_dispatch_rows<Traits, tr>(rows, a + r0 * lda, lda, panels, nr * w.k_padded(), subs,
-                                               w.k_padded() / Traits::k_group, w.shift_compensation() + c0,
-                                               static_cast<std::int32_t*>(tile), tc);
+        detail::gemm_with_rows<tr>(rows, [&](auto mr) {
+          Traits::template tile<decltype(mr)::value>(a + r0 * lda, lda, panels, nr * w.k_padded(),
+                                                     subs, w.k_padded() / Traits::k_group,
+                                                     w.shift_compensation() + c0, tile, tc);
+        });
       } else {
         for (std::size_t r = 0; r < rows; ++r) {
           const std::int8_t* ar = a + (r0 + r) * lda;
@@ -465,7 +455,6 @@ inline void gemm_s8s8_s32_kspans(const std::int8_t* a, std::size_t lda,
     constexpr std::size_t tr = Traits::tile_rows, tc = gemm_tile_cols, nr = Traits::panel_cols,
                           kg = Traits::k_group;
     alignas(64) std::int32_t tile[tr * tc];
-    alignas(64) std::int32_t part[tr * tc];
     for (std::size_t c0 = n0; c0 < n1; c0 += tc) {
       const std::size_t cols = std::min(tc, n1 - c0);
       for (std::size_t r0 = 0; r0 < m; r0 += tr) {
@@ -474,29 +463,32 @@ inline void gemm_s8s8_s32_kspans(const std::int8_t* a, std::size_t lda,
           const std::size_t subs = (cols + nr - 1) / nr, width = subs * nr;
           const std::int8_t* panels = w.data() + (c0 / nr) * nr * w.k_padded();
           if constexpr (detail::has_tile_spans<Traits>::value) {
-            detail::gemm_dispatch_rows_spans<Traits, tr>(rows, a + r0 * lda, lda, panels,
-                                                         nr * w.k_padded(), subs, spans, nspans,
-                                                         static_cast<std::int32_t*>(tile), tc);
-            epilogue(r0, rows, c0, cols, static_cast<const std::int32_t*>(tile), tc);
-            continue;
-          }
-          for (std::size_t i = 0; i < nspans; ++i) {
-            const std::size_t g0 = spans[2 * i], g1 = spans[2 * i + 1];
-            // The first span writes the tile, the others a second one added to it: the
-            // kernels start their accumulators at zero.
-            std::int32_t* out = i == 0 ? tile : part;
-            detail::gemm_dispatch_rows<Traits, tr>(rows, a + r0 * lda + g0 * kg, lda,
-                                                   panels + g0 * nr * kg, nr * w.k_padded(), subs,
-                                                   g1 - g0, w.shift_compensation() + c0, out, tc);
-            if (i > 0) {
-              for (std::size_t r = 0; r < rows; ++r) {
-                for (std::size_t c = 0; c < width; ++c) tile[r * tc + c] += part[r * tc + c];
+            detail::gemm_with_rows<tr>(rows, [&](auto mr) {
+              Traits::template tile_spans<decltype(mr)::value>(
+                  a + r0 * lda, lda, panels, nr * w.k_padded(), subs, spans, nspans, tile, tc);
+            });
+          } else {
+            alignas(64) std::int32_t part[tr * tc];
+            for (std::size_t i = 0; i < nspans; ++i) {
+              const std::size_t g0 = spans[2 * i], g1 = spans[2 * i + 1];
+              // The first span writes the tile, the others a second one added to it: the
+              // kernels start their accumulators at zero.
+              std::int32_t* out = i == 0 ? tile : part;
+              detail::gemm_with_rows<tr>(rows, [&](auto mr) {
+                Traits::template tile<decltype(mr)::value>(
+                    a + r0 * lda + g0 * kg, lda, panels + g0 * nr * kg, nr * w.k_padded(), subs,
+                    g1 - g0, w.shift_compensation() + c0, out, tc);
+              });
+              if (i > 0) {
+                for (std::size_t r = 0; r < rows; ++r) {
+                  for (std::size_t c = 0; c < width; ++c) tile[r * tc + c] += part[r * tc + c];
+                }
               }
             }
-          }
-          if (nspans == 0) {
-            for (std::size_t r = 0; r < rows; ++r)
-              std::fill(tile + r * tc, tile + r * tc + width, 0);
+            if (nspans == 0) {
+              for (std::size_t r = 0; r < rows; ++r)
+                std::fill(tile + r * tc, tile + r * tc + width, 0);
+            }
           }
         } else {
           for (std::size_t r = 0; r < rows; ++r) {
@@ -517,5 +509,6 @@ inline void gemm_s8s8_s32_kspans(const std::int8_t* a, std::size_t lda,
     }
   }
 }
+
 }  // namespace simd
 DYNASPARSE_NAMESPACE_END

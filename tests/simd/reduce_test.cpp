@@ -63,6 +63,42 @@ TYPED_TEST(SimdReduce, AxpyMatchesReference) {
   }
 }
 
+TYPED_TEST(SimdReduce, AddScalarIsExactlyThePlainSum) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, -3.0f, 3.0f, 11u + static_cast<unsigned>(n));
+    std::vector<float> got(n, -1.0f), inplace = x;
+    simd::add_scalar_f32<TypeParam>(x.data(), -0.3125f, got.data(), n);
+    simd::add_scalar_f32<TypeParam>(inplace.data(), -0.3125f, inplace.data(), n);
+    for (std::size_t i = 0; i < n; ++i)
+      ASSERT_EQ(got[i], x[i] - 0.3125f) << "n=" << n << " i=" << i;
+    EXPECT_EQ(got, inplace) << n;
+  }
+}
+
+TYPED_TEST(SimdReduce, ScaleMulAddMatchesReference) {
+  for (std::size_t n : kernel_sizes()) {
+    const auto x = uniform_floats(n, -3.0f, 3.0f, 12u + static_cast<unsigned>(n));
+    const auto w = uniform_floats(n, -2.0f, 2.0f, 13u + static_cast<unsigned>(n));
+    const auto b = uniform_floats(n, -1.0f, 1.0f, 14u + static_cast<unsigned>(n));
+    const float s = 0.7f;
+    std::vector<float> want(n), got(n, -1.0f), inplace = x;
+    // Without bias the products round as the reference's: bit for bit.
+    simd::detail::scalar::scale_mul_add_f32(x.data(), s, w.data(), nullptr, want.data(), n);
+    simd::scale_mul_add_f32<TypeParam>(x.data(), s, w.data(), nullptr, got.data(), n);
+    EXPECT_EQ(got, want) << "no bias, n=" << n;
+    simd::detail::scalar::scale_mul_add_f32(x.data(), s, w.data(), b.data(), want.data(), n);
+    simd::scale_mul_add_f32<TypeParam>(x.data(), s, w.data(), b.data(), got.data(), n);
+    simd::scale_mul_add_f32<TypeParam>(inplace.data(), s, w.data(), b.data(), inplace.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      // The bias add is fused: one rounding fewer than the reference.
+      const float p = x[i] * s * w[i];
+      EXPECT_NEAR(got[i], want[i], 2 * kEps * (std::fabs(p) + std::fabs(b[i])))
+          << "n=" << n << " i=" << i;
+    }
+    EXPECT_EQ(got, inplace) << "in place, n=" << n;
+  }
+}
+
 TYPED_TEST(SimdReduce, MaxIsExact) {
   for (std::size_t n : kernel_sizes()) {
     auto x = uniform_floats(n, -100.0f, 100.0f, 8u + static_cast<unsigned>(n));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "dynasparse/model/model.hpp"
+#include "dynasparse/simd/reduce.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 
@@ -284,7 +285,8 @@ DYNASPARSE_COMPILED_INLINE void Model::add_into(MatrixView x, ConstMatrixView d)
   for (std::size_t r = 0; r < x.rows(); ++r) {
     float* xr = x.row(r);
     const float* dr = d.row(r);
-    for (std::size_t c = 0; c < x.cols(); ++c) xr[c] += dr[c];
+    // alpha = 1: the multiply is exact, so this is x + d rounded once, as a plain loop.
+    simd::axpy_f32(1.0f, dr, xr, x.cols());
   }
 }
 

@@ -48,17 +48,14 @@ class LayerNorm {
       // The deviations go to y first, so the squared sum is one vectorized dot product
       // (a scalar sum is a chain of E dependent adds: a third of a microsecond at E = 256,
       // which a decoding step pays twice per layer).
+      // The elementwise steps are explicit vector kernels: plain loops vectorize at -O3
+      // but not at -O2 (RelWithDebInfo), where they took 6% of a decoding step.
       const float mean = simd::sum_f32(xr, e) / static_cast<float>(e);
-      for (std::size_t i = 0; i < e; ++i) yr[i] = xr[i] - mean;
+      simd::add_scalar_f32(xr, -mean, yr, e);
       const float var = simd::dot_f32(yr, yr, e);
       const float inv = 1.0f / std::sqrt(var / static_cast<float>(e) + eps_);
-      const float* w = weight_.data();
-      if (bias_.empty()) {
-        for (std::size_t i = 0; i < e; ++i) yr[i] = yr[i] * inv * w[i];
-      } else {
-        const float* b = bias_.data();
-        for (std::size_t i = 0; i < e; ++i) yr[i] = yr[i] * inv * w[i] + b[i];
-      }
+      simd::scale_mul_add_f32(yr, inv, weight_.data(), bias_.empty() ? nullptr : bias_.data(), yr,
+                              e);
     }
   }
 
@@ -93,7 +90,7 @@ class RMSNorm {
       float* yr = y.row(r);
       const float ms = simd::dot_f32(xr, xr, e) / static_cast<float>(e);
       const float inv = 1.0f / std::sqrt(ms + eps_);
-      for (std::size_t i = 0; i < e; ++i) yr[i] = xr[i] * inv * weight_[i];
+      simd::scale_mul_add_f32(xr, inv, weight_.data(), nullptr, yr, e);
     }
   }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Float reductions (dot, sum, max) and axpy over arrays.
+// Float reductions (dot, sum, max), axpy and the norms' elementwise steps over arrays.
 #pragma once
 
 #include <cstddef>
@@ -56,6 +56,51 @@ inline void axpy_f32(float alpha, const float* x, float* y, std::size_t n) noexc
       xsimd::fma(va, B::load_unaligned(x + i), B::load_unaligned(y + i)).store_unaligned(y + i);
     }
     detail::scalar::axpy_f32(alpha, x + i, y + i, n - i);
+  }
+}
+
+/// y[i] = x[i] + c; y may be x (not otherwise overlapping). Bit-exact with the scalar
+/// reference.
+template <class Arch = arch>
+inline void add_scalar_f32(const float* x, float c, float* y, std::size_t n) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    detail::scalar::add_scalar_f32(x, c, y, n);
+  } else {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t w = B::size;
+    const B vc(c);
+    std::size_t i = 0;
+    for (; i + w <= n; i += w) (B::load_unaligned(x + i) + vc).store_unaligned(y + i);
+    detail::scalar::add_scalar_f32(x + i, c, y + i, n - i);
+  }
+}
+
+/// y[i] = x[i] * s * w[i] + b[i], or without b when b is null: a norm's scale and affine
+/// step. The products round as in the scalar reference (x * s first); the add of b is a
+/// fused multiply-add, one rounding fewer. y may be x (not otherwise overlapping).
+template <class Arch = arch>
+inline void scale_mul_add_f32(const float* x, float s, const float* w, const float* b, float* y,
+                              std::size_t n) noexcept {
+  if constexpr (is_scalar_arch_v<Arch>) {
+    detail::scalar::scale_mul_add_f32(x, s, w, b, y, n);
+  } else {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t vw = B::size;
+    const B vs(s);
+    std::size_t i = 0;
+    if (b == nullptr) {
+      for (; i + vw <= n; i += vw) {
+        (B::load_unaligned(x + i) * vs * B::load_unaligned(w + i)).store_unaligned(y + i);
+      }
+    } else {
+      for (; i + vw <= n; i += vw) {
+        xsimd::fma(B::load_unaligned(x + i) * vs, B::load_unaligned(w + i),
+                   B::load_unaligned(b + i))
+            .store_unaligned(y + i);
+      }
+    }
+    detail::scalar::scale_mul_add_f32(x + i, s, w + i, b == nullptr ? nullptr : b + i, y + i,
+                                      n - i);
   }
 }
 

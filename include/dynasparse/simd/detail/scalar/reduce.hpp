@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Scalar references of the float reductions and axpy (simd/reduce.hpp).
+// Scalar references of the float reductions, axpy and the norms' elementwise steps
+// (simd/reduce.hpp).
 //
 // Contract: lengths in elements; n = 0 gives the identity (0 for sums, -inf for max).
 // Summation is sequential in index order; vector kernels sum in another order and match
@@ -24,6 +25,22 @@ inline float dot_f32(const float* a, const float* b, std::size_t n) noexcept {
 /// y[i] += alpha * x[i].
 inline void axpy_f32(float alpha, const float* x, float* y, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+/// y[i] = x[i] + c; y may be x.
+inline void add_scalar_f32(const float* x, float c, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = x[i] + c;
+}
+
+/// y[i] = x[i] * s * w[i] + b[i] (no b when null), rounded after each operation, left to
+/// right; y may be x.
+inline void scale_mul_add_f32(const float* x, float s, const float* w, const float* b, float* y,
+                              std::size_t n) noexcept {
+  if (b == nullptr) {
+    for (std::size_t i = 0; i < n; ++i) y[i] = x[i] * s * w[i];
+  } else {
+    for (std::size_t i = 0; i < n; ++i) y[i] = x[i] * s * w[i] + b[i];
+  }
 }
 
 inline float sum_f32(const float* x, std::size_t n) noexcept {

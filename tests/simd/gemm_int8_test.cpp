@@ -54,7 +54,9 @@ TYPED_TEST_SUITE(SimdGemmS8, Int8Arches, ArchNames);
 
 TYPED_TEST(SimdGemmS8, BitExactWithScalarReferenceOnOddShapes) {
   for (std::size_t m : {1u, 2u, 5u, 6u, 7u, 13u}) {
-    for (std::size_t n : {1u, 63u, 64u, 65u, 84u, 130u}) {
+    // n = 65, 80, 84, 90, 100, 110 and 120 end in a tile of 1 to 7 panels of 8: one row
+    // takes them as 4 + 2 + 1 at most per kernel call on AVX2.
+    for (std::size_t n : {1u, 63u, 64u, 65u, 80u, 84u, 90u, 100u, 110u, 120u, 130u}) {
       for (std::size_t k : {1u, 3u, 4u, 5u, 64u, 257u}) {
         const auto a = uniform_int8(m * k, -127, 127, static_cast<unsigned>(m * 1000 + k));
         const auto w = uniform_int8(n * k, -127, 127, static_cast<unsigned>(n * 1000 + k + 7));
@@ -75,6 +77,57 @@ TYPED_TEST(SimdGemmS8, ColumnRangesComputeOnlyTheirColumns) {
   const auto got = this->run(a, w, m, n, k, 64, 192);
   for (std::size_t r = 0; r < m; ++r) {
     for (std::size_t j = 64; j < 192; ++j) EXPECT_EQ(got[r * n + j], want[r * n + j]);
+  }
+}
+
+TYPED_TEST(SimdGemmS8, PanelListsComputeOnlyTheListedPanels) {
+  // Lists of the arch's column panels: none, the last (partial) one, a run of ten that
+  // crosses a tile and the one-row kernel's batch of eight, and thirteen scattered ones
+  // with short runs. Each listed column must be handed to the epilogue exactly once, in
+  // runs of adjacent panels no wider than a tile, and match the scalar reference; the
+  // others never.
+  constexpr std::size_t step = simd::gemm_column_step<TypeParam>;
+  const std::size_t n = 25 * step + 3, k = 37;  // 26 panels, the last of 3 columns
+  const std::vector<std::vector<std::uint32_t>> lists = {
+      {}, {25}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 20, 25}};
+  for (std::size_t m : {1u, 3u}) {
+    const auto a = uniform_int8(m * k, -128, 127, static_cast<unsigned>(31 + m));
+    const auto w = uniform_int8(n * k, -127, 127, 32u);
+    std::vector<std::int32_t> want(m * n);
+    simd::detail::scalar::gemm_s8s8_s32(a.data(), k, w.data(), k, want.data(), n, m, n, k);
+    const simd::PackedI8Weights<TypeParam> packed(w.data(), n, k, k);
+    const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
+    std::vector<std::int8_t> prepared(m * lda);
+    for (std::size_t r = 0; r < m; ++r) {
+      simd::gemm_prepare_activation_row<TypeParam>(a.data() + r * k, k, prepared.data() + r * lda);
+    }
+    for (const auto& list : lists) {
+      std::vector<std::int32_t> got(m * n, 0);
+      std::vector<int> seen(m * n, 0);
+      simd::gemm_s8s8_s32_panels<TypeParam>(
+          prepared.data(), lda, packed, m, list.data(), list.size(),
+          [&](std::size_t r0, std::size_t rows, std::size_t c0, std::size_t cols,
+              const std::int32_t* tile, std::size_t ld) {
+            EXPECT_EQ(c0 % step, 0u);
+            EXPECT_LE(cols, simd::gemm_tile_cols);
+            for (std::size_t r = 0; r < rows; ++r) {
+              for (std::size_t j = 0; j < cols; ++j) {
+                got[(r0 + r) * n + c0 + j] = tile[r * ld + j];
+                ++seen[(r0 + r) * n + c0 + j];
+              }
+            }
+          });
+      for (std::size_t r = 0; r < m; ++r) {
+        for (std::size_t c = 0; c < n; ++c) {
+          const bool listed = std::find(list.begin(), list.end(), c / step) != list.end();
+          ASSERT_EQ(seen[r * n + c], listed ? 1 : 0)
+              << "m=" << m << " list of " << list.size() << " column " << c;
+          if (listed) {
+            ASSERT_EQ(got[r * n + c], want[r * n + c]) << "m=" << m << " column " << c;
+          }
+        }
+      }
+    }
   }
 }
 

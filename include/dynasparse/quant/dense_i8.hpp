@@ -153,25 +153,11 @@ class DenseI8 {
     check_feature_groups(group, groups, count, out_, "quant", "output", name_);
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    constexpr std::size_t step = simd::gemm_column_step<>, per_tile = simd::gemm_tile_cols / step;
+    constexpr std::size_t step = simd::gemm_column_step<>;
     const std::size_t units = (out_ + step - 1) / step;
     std::uint32_t* list = ws.allocate<std::uint32_t>(units);
     const std::size_t n = spans_of_groups(group, groups, count, step, units, list);
-    // Consecutive panels merge into column ranges of at most one tile, so neighbouring heads
-    // share a kernel call and the ranges stay small enough to split across threads.
-    std::uint32_t* ranges = ws.allocate<std::uint32_t>(2 * n);
-    std::size_t nr = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (nr > 0 && list[i] == ranges[2 * nr - 1] &&
-          ranges[2 * nr - 1] - ranges[2 * nr - 2] < per_tile) {
-        ++ranges[2 * nr - 1];
-      } else {
-        ranges[2 * nr] = list[i];
-        ranges[2 * nr + 1] = list[i] + 1;
-        ++nr;
-      }
-    }
-    product(x, y, ranges, nr, ws);
+    product(x, y, list, n, ws);
   }
 
   /// y [M, out] = x W^T + bias reading only the inputs of the listed groups: for each g in
@@ -279,10 +265,10 @@ class DenseI8 {
     std::size_t k_read = 0;
   };
 
-  // y = x W^T + bias over the column ranges [ranges[2i], ranges[2i + 1]) * gemm_column_step
-  // for i < count, or over every column when ranges is null, reading the inputs in `in`
-  // (all when null; with `in`, ranges must be null). Shapes are checked by the caller.
-  void product(ConstMatrixView x, MatrixView y, const std::uint32_t* ranges, std::size_t count,
+  // y = x W^T + bias over the column panels panels[0, count) (gemm_s8s8_s32_panels), or
+  // over every column when panels is null, reading the inputs in `in` (all when null; with
+  // `in`, panels must be null). Shapes are checked by the caller.
+  void product(ConstMatrixView x, MatrixView y, const std::uint32_t* panels, std::size_t count,
                Workspace& ws, const InputSpans* in = nullptr) const {
     const std::size_t m = x.rows();
     if (m == 0) return;
@@ -323,18 +309,16 @@ class DenseI8 {
       });
       return;
     }
-    if (ranges == nullptr) {
+    if (panels == nullptr) {
       parallel_for(0, (out_ + tc - 1) / tc, grain, [&](std::size_t p0, std::size_t p1) {
         simd::gemm_s8s8_s32(a, lda, packed_, m, p0 * tc, std::min(p1 * tc, out_), epilogue);
       });
       return;
     }
-    constexpr std::size_t step = simd::gemm_column_step<>;
-    parallel_for(0, count, grain, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i) {
-        simd::gemm_s8s8_s32(a, lda, packed_, m, std::size_t{ranges[2 * i]} * step,
-                            std::min(std::size_t{ranges[2 * i + 1]} * step, out_), epilogue);
-      }
+    // The grain above counts tiles; a listed panel is a tile's 1 / (tc / step).
+    constexpr std::size_t per_tile = tc / simd::gemm_column_step<>;
+    parallel_for(0, count, grain * per_tile, [&](std::size_t i0, std::size_t i1) {
+      simd::gemm_s8s8_s32_panels(a, lda, packed_, m, panels + i0, i1 - i0, epilogue);
     });
   }
 

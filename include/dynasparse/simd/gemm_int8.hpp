@@ -69,6 +69,12 @@ struct GemmI8Traits<I8Avx2> {
     detail::avx2::gemm_s8s8_s32_tile_spans<MR>(a, lda, panels, panel_stride, subs, spans, nspans, c,
                                                ldc);
   }
+  // One row against `count` panels anywhere in the packed weights (gemm_s8s8_s32_panels).
+  static void row_panels(const std::int8_t* a, const std::int8_t* const* panels, std::size_t count,
+                         std::size_t k_groups, std::int32_t* c) noexcept {
+    const std::uint32_t all[2] = {0, static_cast<std::uint32_t>(k_groups)};
+    detail::avx2::gemv_s8s8_s32_panels(a, panels, count, all, 1, c);
+  }
 };
 
 template <>
@@ -172,6 +178,12 @@ inline void gemm_with_rows(std::size_t rows, F&& f) noexcept {
     }
   }
 }
+
+// Whether GemmI8Traits T has a row_panels kernel (one row against gathered panels).
+template <class T, class = void>
+struct has_row_panels : std::false_type {};
+template <class T>
+struct has_row_panels<T, std::void_t<decltype(&T::row_panels)>> : std::true_type {};
 
 // Whether GemmI8Traits T has a tile_spans kernel.
 template <class T, class = void>
@@ -432,6 +444,54 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
       }
       epilogue(r0, rows, c0, cols, static_cast<const std::int32_t*>(tile), tc);
     }
+  }
+}
+
+/// gemm_s8s8_s32 for the listed column panels only: panels[0, count) (ascending, distinct)
+/// index runs of gemm_column_step<I8Arch> columns, panel p covering columns
+/// [p * step, min((p + 1) * step, w.n())). The epilogue gets runs of consecutive listed
+/// panels at most gemm_tile_cols wide, with gemm_s8s8_s32's contract. One row (a decoding
+/// step's query projection over the heads it opens) runs on kernels that gather eight
+/// listed panels per pass over A, adjacent or not, where the arch has one (AVX2); otherwise
+/// each run is a gemm_s8s8_s32 call. Never allocates.
+template <class I8Arch = int8_arch, class Epilogue>
+inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
+                                 const PackedI8Weights<I8Arch>& w, std::size_t m,
+                                 const std::uint32_t* panels, std::size_t count,
+                                 Epilogue&& epilogue) {
+  using Traits = GemmI8Traits<I8Arch>;
+  constexpr std::size_t step = gemm_column_step<I8Arch>, tc = gemm_tile_cols, per_tile = tc / step;
+  const std::size_t n = w.n();
+  if constexpr (detail::has_row_panels<Traits>::value) {
+    if (m == 1) {
+      static_assert(Traits::panel_cols == step, "a listed panel is one packed panel");
+      alignas(64) std::int32_t tile[tc];
+      const std::int8_t* ptr[per_tile];
+      for (std::size_t i0 = 0; i0 < count; i0 += per_tile) {
+        const std::size_t batch = std::min(per_tile, count - i0);
+        for (std::size_t j = 0; j < batch; ++j)
+          ptr[j] = w.data() + std::size_t{panels[i0 + j]} * step * w.k_padded();
+        Traits::row_panels(a, ptr, batch, w.k_padded() / Traits::k_group, tile);
+        // The epilogue sees each run of adjacent panels as one tile of columns.
+        for (std::size_t j = 0; j < batch;) {
+          std::size_t e = j + 1;
+          while (e < batch && panels[i0 + e] == panels[i0 + e - 1] + 1) ++e;
+          const std::size_t c0 = std::size_t{panels[i0 + j]} * step;
+          const std::size_t c1 = std::min(std::size_t{panels[i0 + e - 1]} * step + step, n);
+          epilogue(std::size_t{0}, std::size_t{1}, c0, c1 - c0,
+                   static_cast<const std::int32_t*>(tile + j * step), tc);
+          j = e;
+        }
+      }
+      return;
+    }
+  }
+  for (std::size_t i = 0; i < count;) {
+    std::size_t e = i + 1;
+    while (e < count && e - i < per_tile && panels[e] == panels[e - 1] + 1) ++e;
+    gemm_s8s8_s32<I8Arch>(a, lda, w, m, std::size_t{panels[i]} * step,
+                          std::min(std::size_t{panels[e - 1]} * step + step, n), epilogue);
+    i = e;
   }
 }
 

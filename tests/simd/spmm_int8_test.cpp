@@ -188,20 +188,26 @@ TYPED_TEST(SimdSpmmS8S32, ExtremeValuesStayExact) {
 }
 
 TYPED_TEST(SimdSpmmS8S32, BlockRowRangesComputeOnlyTheirBlockRows) {
-  const std::size_t rb = 32, in = 50, out = 5 * rb, m = 8;
-  std::mt19937 rng(9);
-  std::uniform_int_distribution<int> v(-127, 127);
-  const SparseI8 w(
-      out, in, rb, [](std::size_t br, std::size_t bc) { return (br + bc) % 3 != 0; },
-      [&](std::size_t, std::size_t) { return static_cast<std::int8_t>(v(rng)); });
-  const auto q = uniform_int8(m * in, -127, 127, 10u);
-  const auto want = run<simd::I8Scalar>(w, q, m, 0, w.block_rows());
-  const auto got = run<TypeParam>(w, q, m, 1, 4);
-  for (std::size_t r = 0; r < m; ++r) {
-    for (std::size_t n = 0; n < out; ++n) {
-      const bool in_range = n >= rb && n < 4 * rb;
-      EXPECT_EQ(got[r * out + n], in_range ? want[r * out + n] : 0)
-          << "row " << r << " output " << n;
+  // Thirty block-rows, of which [1, 29) are asked for: for one row on AVX2 that is more
+  // than one chunk of block-rows per kernel call (384 outputs), at every block size.
+  for (std::size_t rb : {16u, 32u, 64u}) {
+    const std::size_t in = 50, out = 30 * rb;
+    std::mt19937 rng(static_cast<unsigned>(9 + rb));
+    std::uniform_int_distribution<int> v(-127, 127);
+    const SparseI8 w(
+        out, in, rb, [](std::size_t br, std::size_t bc) { return (br + bc) % 3 != 0; },
+        [&](std::size_t, std::size_t) { return static_cast<std::int8_t>(v(rng)); });
+    for (std::size_t m : {1u, 8u}) {
+      const auto q = uniform_int8(m * in, -127, 127, static_cast<unsigned>(10 + m));
+      const auto want = run<simd::I8Scalar>(w, q, m, 0, w.block_rows());
+      const auto got = run<TypeParam>(w, q, m, 1, 29);
+      for (std::size_t r = 0; r < m; ++r) {
+        for (std::size_t n = 0; n < out; ++n) {
+          const bool in_range = n >= rb && n < 29 * rb;
+          ASSERT_EQ(got[r * out + n], in_range ? want[r * out + n] : 0)
+              << "R=" << rb << " m=" << m << " row " << r << " output " << n;
+        }
+      }
     }
   }
 }

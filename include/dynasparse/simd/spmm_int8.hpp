@@ -3,6 +3,7 @@
 // handed block-row by block-row to the caller's epilogue.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -74,6 +75,31 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
                           std::size_t br1, const std::int32_t* shift_init, Epilogue&& epilogue) {
   constexpr std::size_t mr = spmm_int8_tile_rows;
   alignas(64) std::int32_t tile[mr * 64];
+  if constexpr (std::is_same_v<I8Arch, I8Avx2>) {
+    if (m == 1) {
+      // A decoding step: chunks of block-rows per kernel call, the epilogue per block-row.
+      constexpr std::size_t chunk_outputs = mr * 64;
+      const auto rows_of = [&](auto r) {
+        constexpr std::size_t R = decltype(r)::value, per_chunk = chunk_outputs / R;
+        for (std::size_t c0 = br0; c0 < br1; c0 += per_chunk) {
+          const std::size_t c1 = std::min(br1, c0 + per_chunk);
+          detail::avx2::spmm_s8s8_s32_block_rows<R>(a, row_ptr, col_idx, c0, c1, values, tile);
+          for (std::size_t br = c0; br < c1; ++br) {
+            epilogue(std::size_t{0}, std::size_t{1}, br * R,
+                     static_cast<const std::int32_t*>(tile + (br - c0) * R), R);
+          }
+        }
+      };
+      if (r_block == 16) {
+        rows_of(std::integral_constant<std::size_t, 16>{});
+      } else if (r_block == 32) {
+        rows_of(std::integral_constant<std::size_t, 32>{});
+      } else {
+        rows_of(std::integral_constant<std::size_t, 64>{});
+      }
+      return;
+    }
+  }
   for (std::size_t br = br0; br < br1; ++br) {
     const std::uint32_t b0 = row_ptr[br], b1 = row_ptr[br + 1];
     const std::int32_t* init = shift_init + br * r_block;

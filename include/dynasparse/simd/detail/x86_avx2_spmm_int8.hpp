@@ -47,6 +47,12 @@ template <std::size_t R, std::size_t MR>
 void spmm_s8s8_s32_tile(const std::int8_t* a, std::size_t lda, const std::uint32_t* col_idx,
                         std::uint32_t b0, std::uint32_t b1, const std::int8_t* values,
                         std::int32_t* tile) noexcept;
+/// One row against block-rows [br0, br1): out[(br - br0) * R + i] for output i of block-row
+/// br.
+template <std::size_t R>
+void spmm_s8s8_s32_block_rows(const std::int8_t* a, const std::uint32_t* row_ptr,
+                              const std::uint32_t* col_idx, std::size_t br0, std::size_t br1,
+                              const std::int8_t* values, std::int32_t* out) noexcept;
 
 #if DYNASPARSE_HAS_AVX2
 // MR rows against outputs [o0, o0 + 8 NV) of every block.
@@ -94,34 +100,48 @@ template <std::size_t R>
 inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx, std::uint32_t b0,
                               std::uint32_t b1, const std::int8_t* values,
                               std::int32_t* tile) noexcept {
-  constexpr std::size_t nv = R / 8;
+  constexpr std::size_t nv = R / 8, bytes = R * 4;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[nv];
   DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm256_setzero_si256();
-  auto block = [&](std::uint32_t b) {
-    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
+  // Pointers, not block numbers: 32-bit block arithmetic cost three instructions a block.
+  auto block = [&](const std::uint32_t* ci, const std::int8_t* v) {
     __m256i w[nv];
     DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < nv; ++j)
       w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 32 * j));
-    maddubs_quad<nv>(a + static_cast<std::size_t>(col_idx[b]) * 4, w, ones, acc);
+    maddubs_quad<nv>(a + static_cast<std::size_t>(*ci) * 4, w, ones, acc);
   };
-  std::uint32_t b = b0;
-  if (b1 - b0 >= spmm_row_stream_blocks) {
-    const std::uint32_t q = (b1 - b0) / 4;
-    for (std::uint32_t i = 0; i < q; ++i) {
-      block(b0 + i);
-      block(b0 + q + i);
-      block(b0 + 2 * q + i);
-      block(b0 + 3 * q + i);
+  const std::uint32_t* ci = col_idx + b0;
+  const std::int8_t* v = values + static_cast<std::size_t>(b0) * bytes;
+  std::size_t n = b1 - b0;
+  if (n >= spmm_row_stream_blocks) {
+    const std::size_t q = n / 4, qb = q * bytes;
+    for (const std::uint32_t* const end = ci + q; ci != end; ++ci, v += bytes) {
+      block(ci, v);
+      block(ci + q, v + qb);
+      block(ci + 2 * q, v + 2 * qb);
+      block(ci + 3 * q, v + 3 * qb);
     }
-    b = b0 + 4 * q;
+    ci += 3 * q;
+    v += 3 * qb;
+    n -= 4 * q;
   }
-  for (; b < b1; ++b) block(b);
+  for (const std::uint32_t* const end = ci + n; ci != end; ++ci, v += bytes) block(ci, v);
   DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + 8 * j), acc[j]);
+}
+
+// The decoding step's whole layer in one call, so the row kernel is inlined into the loop
+// instead of being dispatched (block size, then rows) for each block-row.
+template <std::size_t R>
+inline void spmm_s8s8_s32_block_rows(const std::int8_t* a, const std::uint32_t* row_ptr,
+                                     const std::uint32_t* col_idx, std::size_t br0, std::size_t br1,
+                                     const std::int8_t* values, std::int32_t* out) noexcept {
+  for (std::size_t br = br0; br < br1; ++br, out += R)
+    spmm_s8s8_s32_row<R>(a, col_idx, row_ptr[br], row_ptr[br + 1], values, out);
 }
 
 template <std::size_t R, std::size_t MR>

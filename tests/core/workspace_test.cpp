@@ -58,6 +58,37 @@ TEST(Workspace, ScopeGivesMemoryBack) {
   EXPECT_NE(outer, inner_first);
 }
 
+TEST(Workspace, HighWaterCountsLiveBytesAcrossBlocksAndScopes) {
+  // Requests round up to buffer_alignment bytes; the high-water mark is the most live at
+  // once, whatever blocks they landed in and whatever scopes gave back.
+  constexpr std::size_t al = ds::buffer_alignment;
+  const auto rounded = [](std::size_t bytes) { return (bytes + al - 1) / al * al; };
+  ds::Workspace ws(256);
+  ws.allocate<float>(10);
+  const std::size_t outer = rounded(10 * sizeof(float));
+  EXPECT_EQ(ws.high_water(), outer);
+  {
+    ds::Workspace::Scope scope(ws);
+    ws.allocate<float>(1000);  // new blocks
+    ws.allocate<float>(3);
+    EXPECT_GE(ws.blocks(), 2u);
+    EXPECT_EQ(ws.high_water(), outer + rounded(4000) + rounded(12));
+  }
+  const std::size_t peak = ws.high_water();
+  {
+    // After the scope only `outer` is live: this fits under the peak.
+    ds::Workspace::Scope scope(ws);
+    ws.allocate<float>(1000);
+    EXPECT_EQ(ws.high_water(), peak);
+    ws.allocate<float>(64);
+    EXPECT_EQ(ws.high_water(), outer + rounded(4000) + rounded(256));
+  }
+  ws.reset();
+  ws.allocate<char>(1);
+  EXPECT_EQ(ws.high_water(), outer + rounded(4000) + rounded(256));
+  EXPECT_EQ(ws.blocks(), 1u);
+}
+
 TEST(Workspace, OverflowingRequestIsAConfigError) {
   ds::Workspace ws;
   EXPECT_THROW(ws.allocate<float>(~std::size_t{0} / 2), ds::ConfigError);

@@ -28,7 +28,7 @@ class Workspace {
   /// Makes sure at least `bytes` bytes are available without further heap allocation.
   /// Must be called with nothing allocated (after construction or reset()).
   void reserve(std::size_t bytes) {
-    DYNASPARSE_ASSERT(used_in_blocks() == 0, "Workspace::reserve with live allocations");
+    DYNASPARSE_ASSERT(live_ == 0, "Workspace::reserve with live allocations");
     if (blocks_.size() == 1 && blocks_[0].buffer.size() >= bytes) return;
     blocks_.clear();
     if (bytes != 0) blocks_.push_back(Block{AlignedBuffer<std::byte>(round_up(bytes)), 0});
@@ -50,13 +50,15 @@ class Workspace {
     Block& b = blocks_.back();
     T* p = reinterpret_cast<T*>(b.buffer.data() + b.used);
     b.used += bytes;
-    high_water_ = std::max(high_water_, used_in_blocks());
+    live_ += bytes;
+    high_water_ = std::max(high_water_, live_);
     return p;
   }
 
   /// Releases every allocation; merges blocks so the next round fits in one.
   void reset() {
     for (Block& b : blocks_) b.used = 0;
+    live_ = 0;
     if (blocks_.size() > 1) {
       const std::size_t want = round_up(high_water_);
       blocks_.clear();
@@ -80,17 +82,22 @@ class Workspace {
   class Scope {
    public:
     explicit Scope(Workspace& ws) noexcept
-        : ws_(ws), block_count_(ws.blocks_.size()), used_(ws.blocks_.empty() ? 0 : ws.blocks_.back().used) {}
+        : ws_(ws),
+          live_(ws.live_),
+          block_count_(ws.blocks_.size()),
+          used_(ws.blocks_.empty() ? 0 : ws.blocks_.back().used) {}
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
     ~Scope() {
       // Blocks added inside the scope stay (reset() merges them); they are just emptied.
       for (std::size_t i = block_count_; i < ws_.blocks_.size(); ++i) ws_.blocks_[i].used = 0;
       if (block_count_ != 0) ws_.blocks_[block_count_ - 1].used = used_;
+      ws_.live_ = live_;
     }
 
    private:
     Workspace& ws_;
+    std::size_t live_;
     std::size_t block_count_;
     std::size_t used_;
   };
@@ -104,14 +111,12 @@ class Workspace {
   static std::size_t round_up(std::size_t bytes) noexcept {
     return (bytes + buffer_alignment - 1) / buffer_alignment * buffer_alignment;
   }
-  std::size_t used_in_blocks() const noexcept {
-    std::size_t u = 0;
-    for (const Block& b : blocks_) u += b.used;
-    return u;
-  }
 
   std::vector<Block> blocks_;
   std::size_t high_water_ = 0;
+  // Bytes allocated and not yet released, all blocks: kept as a count so that allocate()
+  // does not walk the blocks (a Session's workspace that grew in many did, at every call).
+  std::size_t live_ = 0;
 };
 
 DYNASPARSE_NAMESPACE_END

@@ -213,6 +213,9 @@ DYNASPARSE_COMPILED_INLINE void Model::decode(const std::int32_t* tokens, std::s
   check_shape(logits, n, out_dim(), "model", "logits");
   check_capacity(s, n);
   Workspace& ws = s.ws_;
+  // Nothing of the session's scratch is live between calls: merge the blocks a long prompt
+  // grew, so steps allocate from one block.
+  ws.reset();
   Workspace::Scope scope(ws);
   const std::size_t e = cfg_.hidden;
   MatrixView x(ws.allocate<float>(n * e), n, e);

@@ -605,12 +605,22 @@ class GatedAttention {
     parallel_for(0, parts, 1, [&](std::size_t plo, std::size_t phi) {
       for (std::size_t p = plo; p < phi; ++p) {
         float* sp = scratch + p * scratch_floats;
-        for (std::size_t u = units * p / parts; u < units * (p + 1) / parts; ++u) {
-          const std::size_t nh = u / chunks, chunk = u % chunks;
-          const std::size_t n = nh / h, hd = nh % h;
+        const std::size_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
+        // Unit u is chunk u % chunks of pair u / chunks, kept as counters: a decoding step
+        // skips most pairs, which then cost a load and a branch instead of three divisions.
+        std::size_t next_nh = u0 / chunks, next_chunk = u0 % chunks;
+        for (std::size_t u = u0; u < u1; ++u) {
+          const std::size_t nh = next_nh, chunk = next_chunk;
+          if (++next_chunk == chunks) {
+            next_chunk = 0;
+            ++next_nh;
+          }
           const std::size_t cnt = count[nh];
-          const std::size_t s0 = cnt * chunk / chunks, s1 = cnt * (chunk + 1) / chunks;
+          if (cnt == 0) continue;
+          const std::size_t s0 = chunks == 1 ? 0 : cnt * chunk / chunks;
+          const std::size_t s1 = chunks == 1 ? cnt : cnt * (chunk + 1) / chunks;
           if (s0 == s1) continue;
+          const std::size_t n = nh / h, hd = nh % h;
           const std::uint32_t* list = active + nh * lq;
           const std::size_t base = layout_row(layout(), n, 0, lq, batch) * inner + hd * d;
           simd::AttentionArgs a;

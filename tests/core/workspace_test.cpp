@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/core/workspace.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <cstring>
+#include <utility>
+
+#include <gtest/gtest.h>
 
 namespace {
 
@@ -87,6 +88,24 @@ TEST(Workspace, HighWaterCountsLiveBytesAcrossBlocksAndScopes) {
   ws.allocate<char>(1);
   EXPECT_EQ(ws.high_water(), outer + rounded(4000) + rounded(256));
   EXPECT_EQ(ws.blocks(), 1u);
+}
+
+TEST(Workspace, AMoveLeavesTheSourceEmptyAndReusable) {
+  ds::Workspace a(256);
+  a.allocate<float>(1000);
+  ds::Workspace b(std::move(a));
+  EXPECT_GE(b.high_water(), 4000u);
+  EXPECT_EQ(a.blocks(), 0u);  // NOLINT(bugprone-use-after-move): the moved-from state is specified
+  EXPECT_EQ(a.high_water(), 0u);
+  a.reserve(128);  // nothing live: allowed
+  EXPECT_EQ(a.blocks(), 1u);
+  float* p = a.allocate<float>(8);
+  p[7] = 1.0f;
+  EXPECT_EQ(a.high_water(), ds::buffer_alignment);
+  ds::Workspace c;
+  c = std::move(b);
+  EXPECT_EQ(b.blocks(), 0u);  // NOLINT(bugprone-use-after-move)
+  EXPECT_GE(c.high_water(), 4000u);
 }
 
 TEST(Workspace, OverflowingRequestIsAConfigError) {

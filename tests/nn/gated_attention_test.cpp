@@ -455,6 +455,27 @@ TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
   for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], two[i], 1e-6f) << i;
 }
 
+TEST(GatedAttentionThreads, ThreeThreadsSplittingTwoHeadsIntoRowChunksMatchOne) {
+  // One sequence of two heads on three threads: each head is cut into three chunks of
+  // query rows, and the second and third threads start inside a head (unit 2 is chunk 2 of
+  // head 0, unit 4 chunk 1 of head 1).
+  const std::size_t e = 16, l = 70, batch = 1;
+  const RandomLayer w(e, e, 33u);
+  nn::GatedAttentionConfig cfg;
+  cfg.embed_dim = e;
+  const auto layer = w.make(cfg);
+  EXPECT_EQ(layer.num_heads(), 2u);
+  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 34u);
+  nn::AttentionMasks causal;
+  causal.causal = true;
+  ds::set_num_threads(1);
+  const auto one = run(layer, x, batch, causal);
+  ds::set_num_threads(3);
+  const auto three = run(layer, x, batch, causal);
+  ds::set_num_threads(0);
+  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], three[i], 1e-6f) << i;
+}
+
 // Full causal forward vs token-by-token decoding through a cache. For INT8 the layer has
 // no gate and an identity out_proj, so the output is the heads' attention, where the
 // error bound of nn::KVDType::I8 applies directly (I8Compact: its steps are up to sqrt(2)

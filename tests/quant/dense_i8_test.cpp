@@ -155,6 +155,34 @@ TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
       ds::ShapeError);
 }
 
+TEST(DenseI8, OutputGroupsOfOneRowSplitAcrossThreadsStayBitExact) {
+  // 4096 inputs make one panel enough work for a thread, so the listed heads of 8 outputs
+  // (18 of 25, in runs of three) are split between threads, a run cut where a split falls.
+  const Problem p(1, 4096, 200, 71u);
+  const quant::DenseI8 layer(p.wv(), p.b, "q");
+  std::vector<std::uint32_t> groups;
+  for (std::uint32_t g = 0; g < 25; ++g) {
+    if (g % 4 != 1) groups.push_back(g);
+  }
+  ds::Workspace ws;
+  std::vector<float> full(p.n);
+  layer.forward(p.xv(), ds::MatrixView(full.data(), 1, p.n), ws);
+  for (int threads : {1, 2}) {
+    ds::set_num_threads(threads);
+    std::vector<float> part(p.n, -7.0f);
+    layer.forward_output_groups(p.xv(), ds::MatrixView(part.data(), 1, p.n), 8, groups.data(),
+                                groups.size(), ws);
+    for (std::size_t c = 0; c < p.n; ++c) {
+      if (c / 8 % 4 != 1) {
+        ASSERT_EQ(part[c], full[c]) << threads << " threads, column " << c;
+      } else if (ds::simd::gemm_column_step<> == 8) {
+        ASSERT_EQ(part[c], -7.0f) << threads << " threads, column " << c;
+      }
+    }
+  }
+  ds::set_num_threads(0);
+}
+
 TEST(DenseI8, InputGroupsEqualTheFullProductOfZeroedInputsBitForBit) {
   // Heads of 8 inputs (out_proj after head skipping), and groups of 3 and 5, which straddle
   // the kernel's groups of 4 k; the skipped inputs hold NaN, which must never be read. One

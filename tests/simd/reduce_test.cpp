@@ -99,6 +99,44 @@ TYPED_TEST(SimdReduce, ScaleMulAddMatchesReference) {
   }
 }
 
+TYPED_TEST(SimdReduce, ElementwiseStepsCarryNaNAndInfinityAsTheReference) {
+  const float inf = std::numeric_limits<float>::infinity(),
+              nan = std::numeric_limits<float>::quiet_NaN();
+  // Two vectors and a tail, so every special value lands in a vector lane and in the tail.
+  std::vector<float> x = {nan, inf, -inf, 1.0f, 0.0f, -2.0f, 3.0f, nan, inf, 1.0f, 2.0f};
+  for (int rep = 0; rep < 2; ++rep) x.insert(x.end(), x.begin(), x.begin() + 11);
+  const std::size_t n = x.size();
+  std::vector<float> w(n, 1.5f), b(n, 0.25f);
+  w[4] = inf;  // 0 * inf = NaN
+  b[3] = -inf;
+  for (std::size_t i = 11; i < n; ++i) {
+    w[i] = w[i % 11];
+    b[i] = b[i % 11];
+  }
+  std::vector<float> want(n), got(n);
+  simd::detail::scalar::add_scalar_f32(x.data(), -1.0f, want.data(), n);
+  simd::add_scalar_f32<TypeParam>(x.data(), -1.0f, got.data(), n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::isnan(want[i])) {
+      EXPECT_TRUE(std::isnan(got[i])) << i;
+    } else {
+      EXPECT_EQ(got[i], want[i]) << i;
+    }
+  }
+  for (const float* bias :
+       {static_cast<const float*>(nullptr), static_cast<const float*>(b.data())}) {
+    simd::detail::scalar::scale_mul_add_f32(x.data(), 2.0f, w.data(), bias, want.data(), n);
+    simd::scale_mul_add_f32<TypeParam>(x.data(), 2.0f, w.data(), bias, got.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::isnan(want[i])) {
+        EXPECT_TRUE(std::isnan(got[i])) << i;
+      } else {
+        EXPECT_EQ(got[i], want[i]) << i;  // exact here: every product and sum is representable
+      }
+    }
+  }
+}
+
 TYPED_TEST(SimdReduce, MaxIsExact) {
   for (std::size_t n : kernel_sizes()) {
     auto x = uniform_floats(n, -100.0f, 100.0f, 8u + static_cast<unsigned>(n));

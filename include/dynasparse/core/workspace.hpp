@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "dynasparse/core/aligned_buffer.hpp"
@@ -25,10 +26,33 @@ class Workspace {
   /// Starts with one block of `bytes` bytes.
   explicit Workspace(std::size_t bytes) { reserve(bytes); }
 
+  /// Moves leave `other` empty, counters included.
+  Workspace(Workspace&& other) noexcept
+      : blocks_(std::move(other.blocks_)),
+        high_water_(std::exchange(other.high_water_, 0)),
+        live_(std::exchange(other.live_, 0)),
+        scopes_(std::exchange(other.scopes_, 0)) {
+    other.blocks_.clear();
+  }
+  Workspace& operator=(Workspace&& other) noexcept {
+    if (this != &other) {
+      blocks_ = std::move(other.blocks_);
+      other.blocks_.clear();
+      high_water_ = std::exchange(other.high_water_, 0);
+      live_ = std::exchange(other.live_, 0);
+      scopes_ = std::exchange(other.scopes_, 0);
+    }
+    return *this;
+  }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() = default;
+
   /// Makes sure at least `bytes` bytes are available without further heap allocation.
-  /// Must be called with nothing allocated (after construction or reset()).
+  /// Must be called with nothing allocated (after construction or reset()) and no Scope
+  /// open.
   void reserve(std::size_t bytes) {
-    DYNASPARSE_ASSERT(live_ == 0, "Workspace::reserve with live allocations");
+    DYNASPARSE_ASSERT(live_ == 0 && scopes_ == 0, "Workspace::reserve with live allocations");
     if (blocks_.size() == 1 && blocks_[0].buffer.size() >= bytes) return;
     blocks_.clear();
     if (bytes != 0) blocks_.push_back(Block{AlignedBuffer<std::byte>(round_up(bytes)), 0});
@@ -55,8 +79,10 @@ class Workspace {
     return p;
   }
 
-  /// Releases every allocation; merges blocks so the next round fits in one.
+  /// Releases every allocation; merges blocks so the next round fits in one. Must not be
+  /// called while a Scope is open (its end would restore state of the old blocks).
   void reset() {
+    DYNASPARSE_ASSERT(scopes_ == 0, "Workspace::reset inside a Scope");
     for (Block& b : blocks_) b.used = 0;
     live_ = 0;
     if (blocks_.size() > 1) {
@@ -85,7 +111,9 @@ class Workspace {
         : ws_(ws),
           live_(ws.live_),
           block_count_(ws.blocks_.size()),
-          used_(ws.blocks_.empty() ? 0 : ws.blocks_.back().used) {}
+          used_(ws.blocks_.empty() ? 0 : ws.blocks_.back().used) {
+      ++ws.scopes_;
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
     ~Scope() {
@@ -93,6 +121,7 @@ class Workspace {
       for (std::size_t i = block_count_; i < ws_.blocks_.size(); ++i) ws_.blocks_[i].used = 0;
       if (block_count_ != 0) ws_.blocks_[block_count_ - 1].used = used_;
       ws_.live_ = live_;
+      --ws_.scopes_;
     }
 
    private:
@@ -114,9 +143,10 @@ class Workspace {
 
   std::vector<Block> blocks_;
   std::size_t high_water_ = 0;
-  // Bytes allocated and not yet released, all blocks: kept as a count so that allocate()
-  // does not walk the blocks (a Session's workspace that grew in many did, at every call).
+  // Bytes allocated and not yet released, all blocks: a count, so that allocate() does not
+  // walk the blocks (a workspace grown by a long prompt may hold many).
   std::size_t live_ = 0;
+  std::size_t scopes_ = 0;  // Scopes open, for the asserts of reset() and reserve()
 };
 
 DYNASPARSE_NAMESPACE_END

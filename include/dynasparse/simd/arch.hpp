@@ -78,8 +78,8 @@ inline void keep_in_register(B& v) noexcept {
 struct I8Scalar {
   static constexpr const char* name() noexcept { return "scalar"; }
 };
-/// AVX2: the dot kernel uses `vpmaddubsw` + `vpmaddwd` (16-bit pair sums, exact on
-/// [-127, 127]); the GEMM widens to 16 bits and uses `vpmaddwd` (exact for any int8).
+/// AVX2: the dot, GEMM and sparse kernels use `vpsignb` + `vpmaddubsw` + `vpmaddwd`
+/// (16-bit pair sums, exact for weights in [-127, 127]).
 struct I8Avx2 {
   static constexpr const char* name() noexcept { return "avx2"; }
 };

@@ -36,7 +36,10 @@ namespace simd {
 /// - offset(cc, t): byte of W[col][k] inside its panel's (k / k_group) block of
 ///   panel_cols * k_group bytes, for cc = col % panel_cols and t = k % k_group;
 /// - tile<MR>(a, lda, panels, panel_stride, subs, k_groups, init, c, ldc): MR rows of
-///   prepared activations against `subs` consecutive panels, into c (stride ldc).
+///   prepared activations against `subs` consecutive panels, into c (stride ldc);
+/// - optionally tile_spans<MR>(...) (tile() over listed k-group ranges, for
+///   gemm_s8s8_s32_kspans) and row_panels(a, panels, count, k_groups, c) (one row against
+///   panels anywhere, for gemm_s8s8_s32_panels).
 template <class I8Arch>
 struct GemmI8Traits;
 
@@ -69,12 +72,14 @@ struct GemmI8Traits<I8Avx2> {
     detail::avx2::gemm_s8s8_s32_tile_spans<MR>(a, lda, panels, panel_stride, subs, spans, nspans, c,
                                                ldc);
   }
+#if DYNASPARSE_HAS_AVX2
   // One row against `count` panels anywhere in the packed weights (gemm_s8s8_s32_panels).
   static void row_panels(const std::int8_t* a, const std::int8_t* const* panels, std::size_t count,
                          std::size_t k_groups, std::int32_t* c) noexcept {
     const std::uint32_t all[2] = {0, static_cast<std::uint32_t>(k_groups)};
     detail::avx2::gemv_s8s8_s32_panels(a, panels, count, all, 1, c);
   }
+#endif
 };
 
 template <>
@@ -447,10 +452,10 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
   }
 }
 
-/// gemm_s8s8_s32 for the listed column panels only: panels[0, count) (ascending, distinct)
-/// index runs of gemm_column_step<I8Arch> columns, panel p covering columns
-/// [p * step, min((p + 1) * step, w.n())). The epilogue gets runs of consecutive listed
-/// panels at most gemm_tile_cols wide, with gemm_s8s8_s32's contract. One row (a decoding
+/// gemm_s8s8_s32 for the listed column panels only: panels[0, count) (ascending, distinct,
+/// each below ceil(w.n() / step)) index runs of gemm_column_step<I8Arch> columns, panel p
+/// covering columns [p * step, min((p + 1) * step, w.n())). The epilogue gets runs of consecutive
+/// listed panels at most gemm_tile_cols wide, with gemm_s8s8_s32's contract. One row (a decoding
 /// step's query projection over the heads it opens) runs on kernels that gather eight
 /// listed panels per pass over A, adjacent or not, where the arch has one (AVX2); otherwise
 /// each run is a gemm_s8s8_s32 call. Never allocates.
@@ -462,6 +467,8 @@ inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
   using Traits = GemmI8Traits<I8Arch>;
   constexpr std::size_t step = gemm_column_step<I8Arch>, tc = gemm_tile_cols, per_tile = tc / step;
   const std::size_t n = w.n();
+  DYNASPARSE_ASSERT(count == 0 || std::size_t{panels[count - 1]} * step < n,
+                    "gemm_s8s8_s32_panels: a panel past the weights");
   if constexpr (detail::has_row_panels<Traits>::value) {
     if (m == 1) {
       static_assert(Traits::panel_cols == step, "a listed panel is one packed panel");

@@ -76,8 +76,9 @@ inline void add_scalar_f32(const float* x, float c, float* y, std::size_t n) noe
 }
 
 /// y[i] = x[i] * s * w[i] + b[i], or without b when b is null: a norm's scale and affine
-/// step. The products round as in the scalar reference (x * s first); the add of b is a
-/// fused multiply-add, one rounding fewer. y may be x (not otherwise overlapping).
+/// step. Without b the result is bit-exact with the scalar reference (x * s first). With b
+/// the add is fused where the target has FMA, so it may differ from the reference by one
+/// rounding. y may be x (not otherwise overlapping).
 template <class Arch = arch>
 inline void scale_mul_add_f32(const float* x, float s, const float* w, const float* b, float* y,
                               std::size_t n) noexcept {

@@ -77,7 +77,8 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
   alignas(64) std::int32_t tile[mr * 64];
   if constexpr (std::is_same_v<I8Arch, I8Avx2>) {
     if (m == 1) {
-      // A decoding step: chunks of block-rows per kernel call, the epilogue per block-row.
+      // A decoding step: as many block-rows per kernel call as the tile holds (384 outputs),
+      // the epilogue per block-row as for several rows.
       constexpr std::size_t chunk_outputs = mr * 64;
       const auto rows_of = [&](auto r) {
         constexpr std::size_t R = decltype(r)::value, per_chunk = chunk_outputs / R;

@@ -13,10 +13,11 @@
 //
 // Registers (16 ymm): up to four rows x two panels of accumulators, the two weight vectors,
 // a row's broadcast and |a|, the constant 1 and a temporary; a tile of more rows runs in
-// chunks of four that re-read the panels from L1. One row (the GEMV of a decoding step)
-// has its own kernel, gemv_maddubs, over eight panels at a time. Measured on Zen 3 (128 x 512 x
-// 2048), this beat widening activations and weights to s16 for vpmaddwd (16 products per
+// chunks of four that re-read the panels from L1. Measured on Zen 3 (128 x 512 x 2048),
+// this beat widening activations and weights to s16 for vpmaddwd (16 products per
 // instruction, but a broadcast per row and 4 columns and a widening per weight load): 1.4x.
+// One row (the GEMV of a decoding step) has its own kernel, gemv_maddubs, over eight
+// panels at a time.
 //
 // Layouts (elements are bytes):
 //   A: row-major [M, Kp], Kp = K rounded up to 4, padding bytes 0, signed (no shift).
@@ -119,8 +120,8 @@ inline void gemm_rows_maddubs(const std::int8_t* a, std::size_t lda, const std::
 
 // One row against NV <= 8 panels, panel j at w[j] (any panels of the packed weights, so a
 // product may gather the columns it needs), over the k quads of `spans`: the GEMV of a
-// decoding step. Each weight vector is loaded where it is used, so eight panels (a whole
-// 64-column tile) fit the 16 registers: eight sums, the broadcast, |a|, the constant 1 and
+// decoding step. Each weight vector is loaded where it is used, so eight panels (a 64-column
+// tile's worth) fit the 16 registers: eight sums, the broadcast, |a|, the constant 1 and
 // a temporary. A quad's broadcast, vpabsb and loop step then serve eight vectors instead
 // of four: 5.6 instructions per 32 multiply-adds instead of 6.75 (the floor is 5: the
 // load, vpsignb, vpmaddubsw, vpmaddwd and vpaddd). c receives 8 NV sums, panel by panel.
@@ -159,7 +160,7 @@ inline void gemv_maddubs(const std::int8_t* a, const std::int8_t* const* w,
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + j * gemm_nr), acc[j]);
 }
 
-// gemv_maddubs over `subs` consecutive panels from `panels`.
+// gemv_maddubs over NV consecutive panels from `panels`, panel_stride bytes apart.
 template <std::size_t NV>
 inline void gemv_maddubs_run(const std::int8_t* a, const std::int8_t* panels,
                              std::size_t panel_stride, const std::uint32_t* spans,

@@ -105,7 +105,8 @@ inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx
   __m256i acc[nv];
   DYNASPARSE_UNROLL(8)
   for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm256_setzero_si256();
-  // Pointers, not block numbers: 32-bit block arithmetic cost three instructions a block.
+  // Pointers, not 32-bit block numbers, whose address arithmetic takes three instructions
+  // a block.
   auto block = [&](const std::uint32_t* ci, const std::int8_t* v) {
     __m256i w[nv];
     DYNASPARSE_UNROLL(8)
@@ -134,8 +135,8 @@ inline void spmm_s8s8_s32_row(const std::int8_t* a, const std::uint32_t* col_idx
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + 8 * j), acc[j]);
 }
 
-// The decoding step's whole layer in one call, so the row kernel is inlined into the loop
-// instead of being dispatched (block size, then rows) for each block-row.
+// A decoding step's block-rows, a chunk per call, so the row kernel is inlined into the
+// loop instead of being dispatched (block size, then rows) for each block-row.
 template <std::size_t R>
 inline void spmm_s8s8_s32_block_rows(const std::int8_t* a, const std::uint32_t* row_ptr,
                                      const std::uint32_t* col_idx, std::size_t br0, std::size_t br1,

@@ -32,8 +32,8 @@ inline void add_scalar_f32(const float* x, float c, float* y, std::size_t n) noe
   for (std::size_t i = 0; i < n; ++i) y[i] = x[i] + c;
 }
 
-/// y[i] = x[i] * s * w[i] + b[i] (no b when null), rounded after each operation, left to
-/// right; y may be x.
+/// y[i] = x[i] * s * w[i] + b[i] (no b when null), left to right (the compiler may fuse
+/// the add of b); y may be x.
 inline void scale_mul_add_f32(const float* x, float s, const float* w, const float* b, float* y,
                               std::size_t n) noexcept {
   if (b == nullptr) {

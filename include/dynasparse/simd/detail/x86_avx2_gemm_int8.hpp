@@ -160,17 +160,6 @@ inline void gemv_maddubs(const std::int8_t* a, const std::int8_t* const* w,
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + j * gemm_nr), acc[j]);
 }
 
-// gemv_maddubs over NV consecutive panels from `panels`, panel_stride bytes apart.
-template <std::size_t NV>
-inline void gemv_maddubs_run(const std::int8_t* a, const std::int8_t* panels,
-                             std::size_t panel_stride, const std::uint32_t* spans,
-                             std::size_t nspans, std::int32_t* c) noexcept {
-  const std::int8_t* w[NV];
-  DYNASPARSE_UNROLL(8)
-  for (std::size_t j = 0; j < NV; ++j) w[j] = panels + j * panel_stride;
-  gemv_maddubs<NV>(a, w, spans, nspans, c);
-}
-
 // Eight listed panels at a time. A outside the k quads of `spans` is never read.
 inline void gemv_s8s8_s32_panels(const std::int8_t* a, const std::int8_t* const* w,
                                  std::size_t count, const std::uint32_t* spans, std::size_t nspans,
@@ -196,25 +185,13 @@ inline void gemm_rows_all_panels(const std::int8_t* a, std::size_t lda, const st
                                  std::size_t ldc) noexcept {
   std::size_t s = 0;
   if constexpr (MR == 1) {
+    // The listed-panel GEMV over consecutive panels, eight per call.
     (void)lda, (void)ldc;
-    for (; s + 8 <= subs; s += 8) {
-      gemv_maddubs_run<8>(a, panels + s * panel_stride, panel_stride, spans, nspans,
-                          c + s * gemm_nr);
-    }
-    // The rest (under eight panels) as at most three calls: four, two, one.
-    if (subs - s >= 4) {
-      gemv_maddubs_run<4>(a, panels + s * panel_stride, panel_stride, spans, nspans,
-                          c + s * gemm_nr);
-      s += 4;
-    }
-    if (subs - s >= 2) {
-      gemv_maddubs_run<2>(a, panels + s * panel_stride, panel_stride, spans, nspans,
-                          c + s * gemm_nr);
-      s += 2;
-    }
-    if (s < subs) {
-      gemv_maddubs_run<1>(a, panels + s * panel_stride, panel_stride, spans, nspans,
-                          c + s * gemm_nr);
+    const std::int8_t* w[8];
+    for (; s < subs; s += 8) {
+      const std::size_t batch = subs - s < 8 ? subs - s : 8;
+      for (std::size_t j = 0; j < batch; ++j) w[j] = panels + (s + j) * panel_stride;
+      gemv_s8s8_s32_panels(a, w, batch, spans, nspans, c + s * gemm_nr);
     }
   } else {
     for (; s + 2 <= subs; s += 2) {

@@ -437,43 +437,33 @@ TEST(GatedAttentionSkip, Int8ProjectionsLeaveOutTilesOfClosedHeads) {
     ASSERT_NEAR(dec[i], want[i], 1e-5 * scale) << "decode " << i;
 }
 
-TEST(GatedAttentionThreads, TwoThreadsMatchOne) {
-  const std::size_t e = 64, l = 70, batch = 3;
-  const RandomLayer w(e, e, 31u);
+// A causal forward of a layer of embed_dim e (heads e / 8) over `batch` sequences of 70
+// tokens on `threads` threads, against one thread.
+void expect_threads_match_one(std::size_t e, std::size_t batch, int threads, unsigned seed) {
+  const std::size_t l = 70;
+  const RandomLayer w(e, e, seed);
   nn::GatedAttentionConfig cfg;
   cfg.embed_dim = e;  // heads default to e / 8
   const auto layer = w.make(cfg);
-  EXPECT_EQ(layer.num_heads(), 8u);
-  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 32u);
+  EXPECT_EQ(layer.num_heads(), e / 8);
+  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, seed + 1);
   nn::AttentionMasks causal;
   causal.causal = true;
   ds::set_num_threads(1);
   const auto one = run(layer, x, batch, causal);
-  ds::set_num_threads(2);
-  const auto two = run(layer, x, batch, causal);
+  ds::set_num_threads(threads);
+  const auto many = run(layer, x, batch, causal);
   ds::set_num_threads(0);
-  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], two[i], 1e-6f) << i;
+  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], many[i], 1e-6f) << i;
 }
+
+TEST(GatedAttentionThreads, TwoThreadsMatchOne) { expect_threads_match_one(64, 3, 2, 31u); }
 
 TEST(GatedAttentionThreads, ThreeThreadsSplittingTwoHeadsIntoRowChunksMatchOne) {
   // One sequence of two heads on three threads: each head is cut into three chunks of
   // query rows, and the second and third threads start inside a head (unit 2 is chunk 2 of
   // head 0, unit 4 chunk 1 of head 1).
-  const std::size_t e = 16, l = 70, batch = 1;
-  const RandomLayer w(e, e, 33u);
-  nn::GatedAttentionConfig cfg;
-  cfg.embed_dim = e;
-  const auto layer = w.make(cfg);
-  EXPECT_EQ(layer.num_heads(), 2u);
-  const auto x = uniform_floats(l * batch * e, -1.0f, 1.0f, 34u);
-  nn::AttentionMasks causal;
-  causal.causal = true;
-  ds::set_num_threads(1);
-  const auto one = run(layer, x, batch, causal);
-  ds::set_num_threads(3);
-  const auto three = run(layer, x, batch, causal);
-  ds::set_num_threads(0);
-  for (std::size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], three[i], 1e-6f) << i;
+  expect_threads_match_one(16, 1, 3, 33u);
 }
 
 // Full causal forward vs token-by-token decoding through a cache. For INT8 the layer has

@@ -439,8 +439,8 @@ TEST(GatedAttentionSkip, Int8ProjectionsLeaveOutTilesOfClosedHeads) {
 
 // A causal forward of a layer of embed_dim e (heads e / 8) over `batch` sequences of 70
 // tokens on `threads` threads, against one thread.
-void expect_threads_match_one(std::size_t e, std::size_t batch, int threads, unsigned seed) {
-  const std::size_t l = 70;
+void expect_threads_match_one(std::size_t e, std::size_t batch, int threads, unsigned seed,
+                              std::size_t l = 70) {
   const RandomLayer w(e, e, seed);
   nn::GatedAttentionConfig cfg;
   cfg.embed_dim = e;  // heads default to e / 8
@@ -462,8 +462,9 @@ TEST(GatedAttentionThreads, TwoThreadsMatchOne) { expect_threads_match_one(64, 3
 TEST(GatedAttentionThreads, ThreeThreadsSplittingTwoHeadsIntoRowChunksMatchOne) {
   // One sequence of two heads on three threads: each head is cut into three chunks of
   // query rows, and the second and third threads start inside a head (unit 2 is chunk 2 of
-  // head 0, unit 4 chunk 1 of head 1).
-  expect_threads_match_one(16, 1, 3, 33u);
+  // head 0, unit 4 chunk 1 of head 1). 128 rows: attention takes a thread per
+  // parallel_min_macs_f32 multiply-adds (2 x 128 x 128 x 8 x 2 = 4 x 2^17 here).
+  expect_threads_match_one(16, 1, 3, 33u, 128);
 }
 
 // Full causal forward vs token-by-token decoding through a cache. For INT8 the layer has

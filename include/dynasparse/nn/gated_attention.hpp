@@ -589,9 +589,16 @@ class GatedAttention {
     const bool head_gate = cfg_.gate == GatePosition::Head;
     const bool elementwise = cfg_.head_gate == HeadGate::Elementwise;
 
-    // Work units: (sequence, head) pairs, each cut into enough row chunks to feed every thread.
-    const std::size_t threads = static_cast<std::size_t>(num_threads());
+    // Work units: (sequence, head) pairs, each cut into enough row chunks to feed every thread
+    // the work asks for. A decoding step's few open heads (thousands of multiply-adds) stay on
+    // one thread: waking a second costs more than it saves, and made two threads slower than
+    // one.
     const std::size_t heads_total = batch * h;
+    std::size_t pairs = 0;  // (row, head) pairs attended
+    for (std::size_t nh = 0; nh < heads_total; ++nh) pairs += count[nh];
+    const std::size_t macs = pairs * std::max<std::size_t>(1, src.lkv) * d * 2;
+    const std::size_t threads = std::max<std::size_t>(
+        1, std::min(static_cast<std::size_t>(num_threads()), macs / parallel_min_macs_f32));
     std::size_t chunks = heads_total >= 2 * threads ? 1 : (2 * threads + heads_total - 1) / heads_total;
     chunks = std::max<std::size_t>(1, std::min(chunks, (lq + 15) / 16));
     const std::size_t units = heads_total * chunks;

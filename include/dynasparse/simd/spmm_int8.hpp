@@ -75,7 +75,7 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
                           std::size_t br1, const std::int32_t* shift_init, Epilogue&& epilogue) {
   constexpr std::size_t mr = spmm_int8_tile_rows;
   alignas(64) std::int32_t tile[mr * 64];
-  if constexpr (std::is_same_v<I8Arch, I8Avx2>) {
+  if constexpr (std::is_same_v<I8Arch, I8Avx2> || std::is_same_v<I8Arch, I8Vnni512>) {
     if (m == 1) {
       // A decoding step: as many block-rows per kernel call as the tile holds (384 outputs),
       // the epilogue per block-row as for several rows.
@@ -84,7 +84,13 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
         constexpr std::size_t R = decltype(r)::value, per_chunk = chunk_outputs / R;
         for (std::size_t c0 = br0; c0 < br1; c0 += per_chunk) {
           const std::size_t c1 = std::min(br1, c0 + per_chunk);
-          detail::avx2::spmm_s8s8_s32_block_rows<R>(a, row_ptr, col_idx, c0, c1, values, tile);
+          if constexpr (std::is_same_v<I8Arch, I8Avx2>) {
+            detail::avx2::spmm_s8s8_s32_block_rows<R>(a, row_ptr, col_idx, c0, c1, values, tile);
+          } else {
+            detail::vnni::spmm_u8s8_s32_block_rows<R>(reinterpret_cast<const std::uint8_t*>(a),
+                                                      row_ptr, col_idx, c0, c1, values, shift_init,
+                                                      tile);
+          }
           for (std::size_t br = c0; br < c1; ++br) {
             epilogue(std::size_t{0}, std::size_t{1}, br * R,
                      static_cast<const std::int32_t*>(tile + (br - c0) * R), R);

@@ -27,44 +27,64 @@ template <std::size_t R, std::size_t MR>
 void spmm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::uint32_t* col_idx, std::uint32_t b0,
                         std::uint32_t b1, const std::int8_t* values, const std::int32_t* init,
                         std::int32_t* tile) noexcept;
+template <std::size_t R>
+void spmm_u8s8_s32_block_rows(const std::uint8_t* a, const std::uint32_t* row_ptr,
+                              const std::uint32_t* col_idx, std::size_t br0, std::size_t br1,
+                              const std::int8_t* values, const std::int32_t* shift_init,
+                              std::int32_t* out) noexcept;
 
 #if DYNASPARSE_HAS_AVX512VNNI
-// One row (decoding): four accumulator sets take the four quarters of the block-row in step,
-// so consecutive vpdpbusd do not wait on each other and the weights are read as four
-// sequential streams, which one core needs to keep the memory system busy. The sets are
-// named arrays indexed only by unrolled constants so that they stay in registers.
+// One row (decoding): consecutive blocks go to 8 / (R / 16) accumulator sets in turn, so
+// eight vpdpbusd chains are in flight (four left the unit waiting on its latency), and
+// pointers step through the blocks. The sets are indexed only by unrolled constants so
+// that they stay in registers.
 template <std::size_t R>
 inline void spmm_u8s8_s32_row(const std::uint8_t* a, const std::uint32_t* col_idx, std::uint32_t b0,
                               std::uint32_t b1, const std::int8_t* values, const std::int32_t* init,
                               std::int32_t* tile) noexcept {
-  constexpr std::size_t nv = R / 16;
-  __m512i a0[nv], a1[nv], a2[nv], a3[nv];
+  constexpr std::size_t nv = R / 16, sets = 8 / nv, bytes = R * 4;
+  __m512i acc[sets][nv];
   DYNASPARSE_UNROLL(4)
   for (std::size_t j = 0; j < nv; ++j) {
-    a0[j] = _mm512_loadu_si512(init + 16 * j);
-    a1[j] = a2[j] = a3[j] = _mm512_setzero_si512();
+    acc[0][j] = _mm512_loadu_si512(init + 16 * j);
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t s = 1; s < sets; ++s) acc[s][j] = _mm512_setzero_si512();
   }
-  auto step = [&](__m512i(&acc)[nv], std::uint32_t b) {
-    const std::int8_t* v = values + static_cast<std::size_t>(b) * R * 4;
+  const auto block = [&](__m512i(&set)[nv], const std::uint32_t* ci, const std::int8_t* v) {
     std::int32_t quad;
-    std::memcpy(&quad, a + static_cast<std::size_t>(col_idx[b]) * 4, sizeof(quad));
+    std::memcpy(&quad, a + static_cast<std::size_t>(*ci) * 4, sizeof(quad));
     const __m512i av = _mm512_set1_epi32(quad);
     DYNASPARSE_UNROLL(4)
-    for (std::size_t j = 0; j < nv; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(v + 64 * j));
+    for (std::size_t j = 0; j < nv; ++j)
+      set[j] = _mm512_dpbusd_epi32(set[j], av, _mm512_loadu_si512(v + 64 * j));
   };
-  const std::uint32_t q = (b1 - b0) / 4;
-  for (std::uint32_t i = 0; i < q; ++i) {
-    step(a0, b0 + i);
-    step(a1, b0 + i + q);
-    step(a2, b0 + i + 2 * q);
-    step(a3, b0 + i + 3 * q);
+  const std::uint32_t* ci = col_idx + b0;
+  const std::uint32_t* const end = col_idx + b1;
+  const std::int8_t* v = values + static_cast<std::size_t>(b0) * bytes;
+  for (; static_cast<std::size_t>(end - ci) >= sets; ci += sets, v += sets * bytes) {
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t s = 0; s < sets; ++s) block(acc[s], ci + s, v + s * bytes);
   }
-  for (std::uint32_t b = b0 + 4 * q; b < b1; ++b) step(a0, b);
+  for (; ci != end; ++ci, v += bytes) block(acc[0], ci, v);
   DYNASPARSE_UNROLL(4)
   for (std::size_t j = 0; j < nv; ++j) {
-    const __m512i t = _mm512_add_epi32(_mm512_add_epi32(a0[j], a1[j]), _mm512_add_epi32(a2[j], a3[j]));
+    __m512i t = acc[0][j];
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t s = 1; s < sets; ++s) t = _mm512_add_epi32(t, acc[s][j]);
     _mm512_storeu_si512(tile + 16 * j, t);
   }
+}
+
+// A decoding step's block-rows [br0, br1), R outputs each written to out in turn, so the
+// row kernel is inlined into the loop instead of dispatched for each block-row.
+template <std::size_t R>
+inline void spmm_u8s8_s32_block_rows(const std::uint8_t* a, const std::uint32_t* row_ptr,
+                                     const std::uint32_t* col_idx, std::size_t br0, std::size_t br1,
+                                     const std::int8_t* values, const std::int32_t* shift_init,
+                                     std::int32_t* out) noexcept {
+  for (std::size_t br = br0; br < br1; ++br, out += R)
+    spmm_u8s8_s32_row<R>(a, col_idx, row_ptr[br], row_ptr[br + 1], values, shift_init + br * R,
+                         out);
 }
 
 template <std::size_t R, std::size_t MR>

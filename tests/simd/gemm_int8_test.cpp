@@ -221,7 +221,7 @@ TYPED_TEST(SimdGemmS8, KSpansSumOnlyTheirKAndNeverReadTheRest) {
   // Spans of k groups (heads of 8 inputs over groups of 4, runs of adjacent heads, the first
   // and last group, none), against the full product of activations zero outside them.
   constexpr std::size_t kg = simd::GemmI8Traits<TypeParam>::k_group;
-  constexpr bool shifted = simd::activations_shifted_v<TypeParam>;
+  constexpr bool reads_all = !simd::gemm_kspans_skip_v<TypeParam>;
   const std::size_t n = 84, k = 64;
   const std::size_t kgroups = (k + kg - 1) / kg;
   const std::vector<std::vector<std::uint32_t>> cases = {
@@ -246,11 +246,11 @@ TYPED_TEST(SimdGemmS8, KSpansSumOnlyTheirKAndNeverReadTheRest) {
 
       const simd::PackedI8Weights<TypeParam> packed(w.data(), n, k, k);
       const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
-      // Unshifted archs must not read outside the spans: the bytes there are garbage. Shifted
-      // ones read every k and get prepared zeros there.
+      // Kernels that skip must not read outside the spans: the bytes there are garbage. The
+      // others read every k and get prepared zeros there.
       std::vector<std::int8_t> prepared(m * lda);
       for (std::size_t r = 0; r < m; ++r) {
-        simd::gemm_prepare_activation_row<TypeParam>((shifted ? zeroed : a).data() + r * k, k,
+        simd::gemm_prepare_activation_row<TypeParam>((reads_all ? zeroed : a).data() + r * k, k,
                                                      prepared.data() + r * lda);
       }
       // All columns, and a range starting at the second tile.

@@ -164,10 +164,10 @@ class DenseI8 {
   /// groups[0, count) (ascending), columns [g * group, (g + 1) * group) of x; the others are
   /// taken as zero and never read (an attention layer's heads that no query needs, before
   /// out_proj). Row scales come from the listed inputs only, so the result equals forward()
-  /// of x with the other inputs zero, bit for bit. Where the kernel takes activations as
-  /// stored (AVX2, NEON, the scalar path) it does about count * group / in of forward()'s
-  /// multiply-adds (groups rounded out to the kernel's k groups); with VNNI (AVX-512 or
-  /// AVX-VNNI), whose activations are shifted, it still does them all, on zero codes.
+  /// of x with the other inputs zero, bit for bit. It does about count * group / in of
+  /// forward()'s multiply-adds (groups rounded out to the kernel's k groups) and reads that
+  /// share of the weights (AVX-512 VNNI adds a pass over those weights for its start
+  /// values), except with AVX-VNNI (256-bit), which still does them all, on zero codes.
   /// @throws ShapeError on mismatched shapes; ConfigError if group is 0 or does not divide
   /// `in`, or groups are not ascending or lie past `in`.
   void forward_input_groups(ConstMatrixView x, MatrixView y, std::size_t group,
@@ -297,9 +297,8 @@ class DenseI8 {
                                 bias ? bias + c0 : nullptr, y.row(r0 + r) + c0);
       }
     };
-    // Shifted activations (VNNI) read every k, span or not.
-    const std::size_t k_read =
-        in != nullptr && !simd::activations_shifted_v<simd::int8_arch> ? in->k_read : in_;
+    // VNNI-256 reads every k, span or not.
+    const std::size_t k_read = in != nullptr && simd::gemm_kspans_skip_v<> ? in->k_read : in_;
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_macs_i8 / (tc * k_read * m + 1));
     if (in != nullptr) {

@@ -114,6 +114,18 @@ struct GemmI8Traits<I8Vnni512> {
                                            k_groups, init + s * panel_cols, c + s * panel_cols, ldc);
     }
   }
+  // tile() over the k groups of `spans` only, with start values from the spans' weights, so
+  // that A outside them is never read (gemm_s8s8_s32_kspans).
+  template <std::size_t MR>
+  static void tile_spans(const std::int8_t* a, std::size_t lda, const std::int8_t* panels,
+                         std::size_t panel_stride, std::size_t subs, const std::uint32_t* spans,
+                         std::size_t nspans, std::int32_t* c, std::size_t ldc) noexcept {
+    for (std::size_t s = 0; s < subs; ++s) {
+      detail::vnni::gemm_u8s8_s32_tile_spans<MR>(reinterpret_cast<const std::uint8_t*>(a), lda,
+                                                 panels + s * panel_stride, spans, nspans,
+                                                 c + s * panel_cols, ldc);
+    }
+  }
 };
 
 template <>
@@ -502,20 +514,26 @@ inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
   }
 }
 
+/// True when gemm_s8s8_s32_kspans of I8Arch reads A inside the spans only (and costs the
+/// spans' share of the product); false where it computes every k (VNNI-256, whose start
+/// values sum every k of a column), so A must hold prepared zeros outside the spans.
+template <class I8Arch = int8_arch>
+inline constexpr bool gemm_kspans_skip_v = !GemmI8Traits<I8Arch>::shifted_activations ||
+                                           detail::has_tile_spans<GemmI8Traits<I8Arch>>::value;
+
 /// gemm_s8s8_s32 summing only the k in `spans` ranges [spans[2i], spans[2i + 1]) of k
 /// groups (GemmI8Traits::k_group bytes; ascending, disjoint, within the padded k), for a
 /// product whose activations are zero elsewhere (the heads an attention layer skipped,
-/// before out_proj). The sums equal gemm_s8s8_s32's exactly. Where the activations are
-/// stored as they are, A outside the spans is never read and costs nothing; on archs with
-/// shifted activations (whose start values sum every k of a column) all of k is computed,
-/// so A must hold prepared zeros outside the spans there.
+/// before out_proj). The sums equal gemm_s8s8_s32's exactly. Where gemm_kspans_skip_v, A
+/// outside the spans is never read and costs nothing; elsewhere all of k is computed and A
+/// must hold prepared zeros outside the spans.
 template <class I8Arch = int8_arch, class Epilogue>
 inline void gemm_s8s8_s32_kspans(const std::int8_t* a, std::size_t lda,
                                  const PackedI8Weights<I8Arch>& w, std::size_t m, std::size_t n0,
                                  std::size_t n1, const std::uint32_t* spans, std::size_t nspans,
                                  Epilogue&& epilogue) {
   using Traits = GemmI8Traits<I8Arch>;
-  if constexpr (Traits::shifted_activations) {
+  if constexpr (!gemm_kspans_skip_v<I8Arch>) {
     (void)spans, (void)nspans;
     gemm_s8s8_s32<I8Arch>(a, lda, w, m, n0, n1, std::forward<Epilogue>(epilogue));
   } else {

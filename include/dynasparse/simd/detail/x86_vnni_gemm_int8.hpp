@@ -41,21 +41,18 @@ template <std::size_t MR>
 void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
                         std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
                         std::size_t ldc) noexcept;
+template <std::size_t MR>
+void gemm_u8s8_s32_tile_spans(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
+                              const std::uint32_t* spans, std::size_t nspans, std::int32_t* c,
+                              std::size_t ldc) noexcept;
 
 #if DYNASPARSE_HAS_AVX512VNNI
+// acc[r] += rows r of A (k groups [kq0, kq1)) times the panel's 64 columns.
 template <std::size_t MR>
-inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
-                               std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
-                               std::size_t ldc) noexcept {
-  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
-  __m512i acc[MR][4];
-  DYNASPARSE_UNROLL(8)
-  for (std::size_t j = 0; j < 4; ++j) {
-    const __m512i v = _mm512_loadu_si512(init + 16 * j);
-    DYNASPARSE_UNROLL(12)
-    for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
-  }
-  for (std::size_t kq = 0; kq < kq_count; ++kq) {
+inline void gemm_u8s8_s32_accumulate(const std::uint8_t* a, std::size_t lda,
+                                     const std::int8_t* panel, std::size_t kq0, std::size_t kq1,
+                                     __m512i (&acc)[MR][4]) noexcept {
+  for (std::size_t kq = kq0; kq < kq1; ++kq) {
     const std::int8_t* b = panel + kq * (gemm_nr * gemm_kgroup);
     const __m512i b0 = _mm512_loadu_si512(b);
     const __m512i b1 = _mm512_loadu_si512(b + 64);
@@ -72,11 +69,66 @@ inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std
       acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, b3);
     }
   }
+}
+
+template <std::size_t MR>
+inline void gemm_u8s8_s32_store(const __m512i (&acc)[MR][4], std::int32_t* c,
+                                std::size_t ldc) noexcept {
   DYNASPARSE_UNROLL(12)
   for (std::size_t r = 0; r < MR; ++r) {
     DYNASPARSE_UNROLL(8)
     for (std::size_t j = 0; j < 4; ++j) _mm512_storeu_si512(c + r * ldc + 16 * j, acc[r][j]);
   }
+}
+
+template <std::size_t MR>
+inline void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
+                               std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
+                               std::size_t ldc) noexcept {
+  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
+  __m512i acc[MR][4];
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < 4; ++j) {
+    const __m512i v = _mm512_loadu_si512(init + 16 * j);
+    DYNASPARSE_UNROLL(12)
+    for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
+  }
+  gemm_u8s8_s32_accumulate<MR>(a, lda, panel, 0, kq_count, acc);
+  gemm_u8s8_s32_store<MR>(acc, c, ldc);
+}
+
+// The tile over the k groups in spans [spans[2i], spans[2i + 1]) only (an out_proj reading
+// the heads a query uses). The stored shift compensation covers every k, so the start values
+// come from the spans instead: -128 * (each column's weights summed over the spans), which
+// vpdpbusd with unsigned ones computes from the same panel bytes. A outside the spans is
+// never read, and the sums are exact as in the tile.
+template <std::size_t MR>
+inline void gemm_u8s8_s32_tile_spans(const std::uint8_t* a, std::size_t lda,
+                                     const std::int8_t* panel, const std::uint32_t* spans,
+                                     std::size_t nspans, std::int32_t* c,
+                                     std::size_t ldc) noexcept {
+  static_assert(MR >= 1 && MR <= gemm_mr, "tile rows out of range");
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+  for (std::size_t i = 0; i < nspans; ++i) {
+    for (std::size_t kq = spans[2 * i]; kq < spans[2 * i + 1]; ++kq) {
+      const std::int8_t* b = panel + kq * (gemm_nr * gemm_kgroup);
+      DYNASPARSE_UNROLL(4)
+      for (std::size_t j = 0; j < 4; ++j)
+        sum[j] = _mm512_dpbusd_epi32(sum[j], ones, _mm512_loadu_si512(b + 64 * j));
+    }
+  }
+  __m512i acc[MR][4];
+  DYNASPARSE_UNROLL(4)
+  for (std::size_t j = 0; j < 4; ++j) {
+    const __m512i v = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum[j], 7));
+    DYNASPARSE_UNROLL(12)
+    for (std::size_t r = 0; r < MR; ++r) acc[r][j] = v;
+  }
+  for (std::size_t i = 0; i < nspans; ++i)
+    gemm_u8s8_s32_accumulate<MR>(a, lda, panel, spans[2 * i], spans[2 * i + 1], acc);
+  gemm_u8s8_s32_store<MR>(acc, c, ldc);
 }
 #endif
 

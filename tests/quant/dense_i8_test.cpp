@@ -124,9 +124,10 @@ TEST(DenseI8, OutputGroupsEqualThoseColumnsOfTheFullProductBitForBit) {
           }
           // Tiles [64, 128) and [128, 192) hold no listed group: left as they were.
           for (std::size_t c = 64; c < 192; ++c) ASSERT_EQ(part[r * p.n + c], -7.0f) << c;
-          // Neither is any packed panel without a listed column (on AVX2 and the scalar
-          // path panels are 8 columns, so groups 0 and 3 inside the first tile stay too).
-          constexpr std::size_t step = ds::simd::gemm_column_step<>;
+          // Neither is any listed panel without a listed column (8 columns on AVX2 and the
+          // scalar path, so groups 0 and 3 inside the first tile stay too; 16 with AVX-512
+          // VNNI, so group 3).
+          constexpr std::size_t step = ds::simd::gemm_list_step<>;
           for (std::size_t c = 0; c < p.n; ++c) {
             bool listed = false;
             for (std::uint32_t g : groups)
@@ -175,7 +176,7 @@ TEST(DenseI8, OutputGroupsOfOneRowSplitAcrossThreadsStayBitExact) {
     for (std::size_t c = 0; c < p.n; ++c) {
       if (c / 8 % 4 != 1) {
         ASSERT_EQ(part[c], full[c]) << threads << " threads, column " << c;
-      } else if (ds::simd::gemm_column_step<> == 8) {
+      } else if (ds::simd::gemm_list_step<> == 8) {
         ASSERT_EQ(part[c], -7.0f) << threads << " threads, column " << c;
       }
     }

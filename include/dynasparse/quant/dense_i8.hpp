@@ -140,10 +140,11 @@ class DenseI8 {
 
   /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
   /// columns [g * group, (g + 1) * group) of y, equal to forward()'s bit for bit. The
-  /// product runs over the packed panels (simd::gemm_column_step: 8 columns on AVX2 and the
-  /// scalar path, 64 with AVX-512 VNNI) that hold a listed column, so it costs (panels
-  /// touched) / (all panels) of forward(); columns of other panels are not written, the rest
-  /// of a touched panel is. Groups may come in any order. (An attention layer's heads that no
+  /// product runs over the panels (simd::gemm_list_step: 8 columns on AVX2 and the scalar
+  /// path, 16 with AVX-512 VNNI) that hold a listed column, so it costs about (panels
+  /// touched) / (all panels) of forward() (several rows on AVX-512 VNNI compute whole
+  /// 64-column panels); columns of other panels are not written, the rest of a touched panel
+  /// is. Groups may come in any order. (An attention layer's heads that no
   /// query needs, in q_proj.) @throws ShapeError on mismatched shapes; ConfigError if group
   /// is 0 or wider than the layer, or a group lies past it.
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
@@ -153,7 +154,7 @@ class DenseI8 {
     check_feature_groups(group, groups, count, out_, "quant", "output", name_);
     if (x.rows() == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    constexpr std::size_t step = simd::gemm_column_step<>;
+    constexpr std::size_t step = simd::gemm_list_step<>;
     const std::size_t units = (out_ + step - 1) / step;
     std::uint32_t* list = ws.allocate<std::uint32_t>(units);
     const std::size_t n = spans_of_groups(group, groups, count, step, units, list);
@@ -315,7 +316,7 @@ class DenseI8 {
       return;
     }
     // The grain above counts tiles; a listed panel is a tile's 1 / (tc / step).
-    constexpr std::size_t per_tile = tc / simd::gemm_column_step<>;
+    constexpr std::size_t per_tile = tc / simd::gemm_list_step<>;
     parallel_for(0, count, grain * per_tile, [&](std::size_t i0, std::size_t i1) {
       simd::gemm_s8s8_s32_panels(a, lda, packed_, m, panels + i0, i1 - i0, epilogue);
     });

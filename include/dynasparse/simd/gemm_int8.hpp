@@ -38,8 +38,9 @@ namespace simd {
 /// - tile<MR>(a, lda, panels, panel_stride, subs, k_groups, init, c, ldc): MR rows of
 ///   prepared activations against `subs` consecutive panels, into c (stride ldc);
 /// - optionally tile_spans<MR>(...) (tile() over listed k-group ranges, for
-///   gemm_s8s8_s32_kspans) and row_panels(a, panels, count, k_groups, c) (one row against
-///   panels anywhere, for gemm_s8s8_s32_panels).
+///   gemm_s8s8_s32_kspans) and row_panels(a, units, init, count, k_groups, c) (one row
+///   against units of row_panel_cols columns anywhere, at most 8, for gemm_s8s8_s32_panels;
+///   row_panel_cols defaults to panel_cols).
 template <class I8Arch>
 struct GemmI8Traits;
 
@@ -74,8 +75,9 @@ struct GemmI8Traits<I8Avx2> {
   }
 #if DYNASPARSE_HAS_AVX2
   // One row against `count` panels anywhere in the packed weights (gemm_s8s8_s32_panels).
-  static void row_panels(const std::int8_t* a, const std::int8_t* const* panels, std::size_t count,
-                         std::size_t k_groups, std::int32_t* c) noexcept {
+  static void row_panels(const std::int8_t* a, const std::int8_t* const* panels,
+                         const std::int32_t* const*, std::size_t count, std::size_t k_groups,
+                         std::int32_t* c) noexcept {
     const std::uint32_t all[2] = {0, static_cast<std::uint32_t>(k_groups)};
     detail::avx2::gemv_s8s8_s32_panels(a, panels, count, all, 1, c);
   }
@@ -114,6 +116,17 @@ struct GemmI8Traits<I8Vnni512> {
                                            k_groups, init + s * panel_cols, c + s * panel_cols, ldc);
     }
   }
+#if DYNASPARSE_HAS_AVX512VNNI
+  // One row against quarters of panels anywhere (gemm_s8s8_s32_panels): a decoding step's
+  // query projection then reads the 16-column units of the heads it opens.
+  static constexpr std::size_t row_panel_cols = detail::vnni::gemv_unit_cols;
+  static void row_panels(const std::int8_t* a, const std::int8_t* const* units,
+                         const std::int32_t* const* init, std::size_t count, std::size_t k_groups,
+                         std::int32_t* c) noexcept {
+    detail::vnni::gemv_u8s8_s32_units(reinterpret_cast<const std::uint8_t*>(a), units, init, count,
+                                      k_groups, c);
+  }
+#endif
   // tile() over the k groups of `spans` only, with start values from the spans' weights, so
   // that A outside them is never read (gemm_s8s8_s32_kspans).
   template <std::size_t MR>
@@ -202,6 +215,13 @@ struct has_row_panels : std::false_type {};
 template <class T>
 struct has_row_panels<T, std::void_t<decltype(&T::row_panels)>> : std::true_type {};
 
+// GemmI8Traits T's row_panel_cols, or its panel_cols when it has none.
+template <class T, class = void>
+struct row_panel_cols_of : std::integral_constant<std::size_t, T::panel_cols> {};
+template <class T>
+struct row_panel_cols_of<T, std::void_t<decltype(T::row_panel_cols)>>
+    : std::integral_constant<std::size_t, T::row_panel_cols> {};
+
 // Whether GemmI8Traits T has a tile_spans kernel.
 template <class T, class = void>
 struct has_tile_spans : std::false_type {};
@@ -209,6 +229,15 @@ template <class T>
 struct has_tile_spans<T, std::void_t<decltype(&T::template tile_spans<1>)>> : std::true_type {};
 
 }  // namespace detail
+
+/// Columns per listed panel of gemm_s8s8_s32_panels (and of DenseI8::forward_output_groups):
+/// gemm_column_step, except 16 with AVX-512 VNNI, whose one-row kernel reads quarters of its
+/// 64-column panels.
+template <class I8Arch = int8_arch>
+inline constexpr std::size_t gemm_list_step =
+    detail::has_row_panels<GemmI8Traits<I8Arch>>::value
+        ? detail::row_panel_cols_of<GemmI8Traits<I8Arch>>::value
+        : gemm_column_step<I8Arch>;
 
 /// An int8 weight matrix W [N, K] (nn.Linear layout, values in [-127, 127]) packed once for
 /// the GEMM of I8Arch (GemmI8Traits: panels of panel_cols columns in groups of k_group k,
@@ -465,36 +494,57 @@ inline void gemm_s8s8_s32(const std::int8_t* a, std::size_t lda, const PackedI8W
 }
 
 /// gemm_s8s8_s32 for the listed column panels only: panels[0, count) (ascending, distinct,
-/// each below ceil(w.n() / step)) index runs of gemm_column_step<I8Arch> columns, panel p
-/// covering columns [p * step, min((p + 1) * step, w.n())). The epilogue gets runs of consecutive
-/// listed panels at most gemm_tile_cols wide, with gemm_s8s8_s32's contract. One row (a decoding
-/// step's query projection over the heads it opens) runs on kernels that gather eight
-/// listed panels per pass over A, adjacent or not, where the arch has one (AVX2); otherwise
-/// each run is a gemm_s8s8_s32 call. Never allocates.
+/// each below ceil(w.n() / step)) index runs of step = gemm_list_step<I8Arch> columns, panel p
+/// covering columns [p * step, min((p + 1) * step, w.n())). The epilogue gets runs of
+/// consecutive listed panels at most gemm_tile_cols wide, with gemm_s8s8_s32's contract, and
+/// no other column. One row (a decoding step's query projection over the heads it opens)
+/// runs on kernels that gather up to eight listed panels per pass over A, adjacent or not,
+/// where the arch has one (AVX2, AVX-512 VNNI); otherwise each run of panels is a
+/// gemm_s8s8_s32 call (widened to gemm_column_step where that is coarser). Never allocates.
 template <class I8Arch = int8_arch, class Epilogue>
 inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
                                  const PackedI8Weights<I8Arch>& w, std::size_t m,
                                  const std::uint32_t* panels, std::size_t count,
                                  Epilogue&& epilogue) {
   using Traits = GemmI8Traits<I8Arch>;
-  constexpr std::size_t step = gemm_column_step<I8Arch>, tc = gemm_tile_cols, per_tile = tc / step;
+  constexpr std::size_t step = gemm_list_step<I8Arch>, cs = gemm_column_step<I8Arch>,
+                        tc = gemm_tile_cols, per_tile = tc / step;
+  static_assert(cs % step == 0 && tc % step == 0, "listed panels split the kernel's panels");
   const std::size_t n = w.n();
   DYNASPARSE_ASSERT(count == 0 || std::size_t{panels[count - 1]} * step < n,
                     "gemm_s8s8_s32_panels: a panel past the weights");
+  // Hands the epilogue the listed panels [i, e) that lie in [t0, t0 + cols) of a tile,
+  // run by run (runs of adjacent panels, at most a tile wide).
+  const auto hand_on = [&](std::size_t i, std::size_t e, std::size_t r0, std::size_t rows,
+                           std::size_t t0, const std::int32_t* tile, std::size_t ld) {
+    for (std::size_t j = i; j < e;) {
+      std::size_t f = j + 1;
+      while (f < e && f - j < per_tile && panels[f] == panels[f - 1] + 1) ++f;
+      const std::size_t c0 = std::size_t{panels[j]} * step;
+      const std::size_t c1 = std::min(std::size_t{panels[f - 1]} * step + step, n);
+      epilogue(r0, rows, c0, c1 - c0, tile + (c0 - t0), ld);
+      j = f;
+    }
+  };
   if constexpr (detail::has_row_panels<Traits>::value) {
     if (m == 1) {
-      static_assert(Traits::panel_cols == step, "a listed panel is one packed panel");
-      alignas(64) std::int32_t tile[tc];
-      const std::int8_t* ptr[per_tile];
-      for (std::size_t i0 = 0; i0 < count; i0 += per_tile) {
-        const std::size_t batch = std::min(per_tile, count - i0);
-        for (std::size_t j = 0; j < batch; ++j)
-          ptr[j] = w.data() + std::size_t{panels[i0 + j]} * step * w.k_padded();
-        Traits::row_panels(a, ptr, batch, w.k_padded() / Traits::k_group, tile);
+      constexpr std::size_t batch = 8;
+      alignas(64) std::int32_t tile[batch * step];
+      const std::int8_t* ptr[batch];
+      const std::int32_t* init[batch];
+      for (std::size_t i0 = 0; i0 < count; i0 += batch) {
+        const std::size_t nb = std::min(batch, count - i0);
+        for (std::size_t j = 0; j < nb; ++j) {
+          // Column c0 of the packed layout: its panel, then its place in the panel's k group.
+          const std::size_t c0 = std::size_t{panels[i0 + j]} * step;
+          ptr[j] = w.data() + c0 / cs * cs * w.k_padded() + c0 % cs * Traits::k_group;
+          init[j] = w.shift_compensation() + c0;
+        }
+        Traits::row_panels(a, ptr, init, nb, w.k_padded() / Traits::k_group, tile);
         // The epilogue sees each run of adjacent panels as one tile of columns.
-        for (std::size_t j = 0; j < batch;) {
+        for (std::size_t j = 0; j < nb;) {
           std::size_t e = j + 1;
-          while (e < batch && panels[i0 + e] == panels[i0 + e - 1] + 1) ++e;
+          while (e < nb && e - j < per_tile && panels[i0 + e] == panels[i0 + e - 1] + 1) ++e;
           const std::size_t c0 = std::size_t{panels[i0 + j]} * step;
           const std::size_t c1 = std::min(std::size_t{panels[i0 + e - 1]} * step + step, n);
           epilogue(std::size_t{0}, std::size_t{1}, c0, c1 - c0,
@@ -505,11 +555,25 @@ inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
       return;
     }
   }
+  // Runs of listed panels in adjacent kernel panels: one gemm_s8s8_s32 call each, whose tiles
+  // hand on only the listed panels.
   for (std::size_t i = 0; i < count;) {
-    std::size_t e = i + 1;
-    while (e < count && e - i < per_tile && panels[e] == panels[e - 1] + 1) ++e;
-    gemm_s8s8_s32<I8Arch>(a, lda, w, m, std::size_t{panels[i]} * step,
-                          std::min(std::size_t{panels[e - 1]} * step + step, n), epilogue);
+    const std::size_t k0 = std::size_t{panels[i]} * step / cs;
+    std::size_t k1 = k0 + 1, e = i + 1;
+    while (e < count && std::size_t{panels[e]} * step / cs <= k1 &&
+           (step == cs ? e - i < per_tile : true)) {
+      k1 = std::size_t{panels[e]} * step / cs + 1;
+      ++e;
+    }
+    std::size_t first = i;  // the first listed panel of the current tile
+    gemm_s8s8_s32<I8Arch>(a, lda, w, m, k0 * cs, std::min(k1 * cs, n),
+                          [&](std::size_t r0, std::size_t rows, std::size_t t0, std::size_t cols,
+                              const std::int32_t* tile, std::size_t ld) {
+                            while (first < e && std::size_t{panels[first]} * step < t0) ++first;
+                            std::size_t last = first;
+                            while (last < e && std::size_t{panels[last]} * step < t0 + cols) ++last;
+                            hand_on(first, last, r0, rows, t0, tile, ld);
+                          });
     i = e;
   }
 }

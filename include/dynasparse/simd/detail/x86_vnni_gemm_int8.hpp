@@ -36,11 +36,16 @@ inline constexpr std::size_t gemm_nr = 64;
 inline constexpr std::size_t gemm_kgroup = 4;
 /// Rows per microkernel call (24 accumulators of 32 zmm registers).
 inline constexpr std::size_t gemm_mr = 6;
+/// Columns per unit of the one-row kernel: a quarter of a panel, 64 bytes per k group.
+inline constexpr std::size_t gemv_unit_cols = 16;
 
 template <std::size_t MR>
 void gemm_u8s8_s32_tile(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
                         std::size_t kq_count, const std::int32_t* init, std::int32_t* c,
                         std::size_t ldc) noexcept;
+void gemv_u8s8_s32_units(const std::uint8_t* a, const std::int8_t* const* w,
+                         const std::int32_t* const* init, std::size_t count, std::size_t kq_count,
+                         std::int32_t* c) noexcept;
 template <std::size_t MR>
 void gemm_u8s8_s32_tile_spans(const std::uint8_t* a, std::size_t lda, const std::int8_t* panel,
                               const std::uint32_t* spans, std::size_t nspans, std::int32_t* c,
@@ -129,6 +134,53 @@ inline void gemm_u8s8_s32_tile_spans(const std::uint8_t* a, std::size_t lda,
   for (std::size_t i = 0; i < nspans; ++i)
     gemm_u8s8_s32_accumulate<MR>(a, lda, panel, spans[2 * i], spans[2 * i + 1], acc);
   gemm_u8s8_s32_store<MR>(acc, c, ldc);
+}
+
+// One row against NV units of 16 columns anywhere in the packed weights (a decoding step's
+// query projection over the heads it opens: with heads of 8 a unit holds two, where a panel
+// holds eight). w[j] is the unit's first byte at k group 0; its later groups follow every
+// panel block (256 bytes). init[j]: its 16 start values.
+template <std::size_t NV>
+inline void gemv_u8s8_s32_units(const std::uint8_t* a, const std::int8_t* const* w,
+                                const std::int32_t* const* init, std::size_t kq_count,
+                                std::int32_t* c) noexcept {
+  constexpr std::size_t block = gemm_nr * gemm_kgroup;
+  __m512i acc[NV];
+  const std::int8_t* p[NV];
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < NV; ++j) {
+    acc[j] = _mm512_loadu_si512(init[j]);
+    p[j] = w[j];
+  }
+  for (std::size_t kq = 0; kq < kq_count; ++kq) {
+    std::int32_t quad;
+    std::memcpy(&quad, a + kq * gemm_kgroup, sizeof(quad));
+    const __m512i av = _mm512_set1_epi32(quad);
+    DYNASPARSE_UNROLL(8)
+    for (std::size_t j = 0; j < NV; ++j)
+      acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(p[j] + kq * block));
+  }
+  DYNASPARSE_UNROLL(8)
+  for (std::size_t j = 0; j < NV; ++j) _mm512_storeu_si512(c + gemv_unit_cols * j, acc[j]);
+}
+
+// count units (any number), eight per pass over A, then four, two and one; unit j's
+// sums go to c[16 j, 16 j + 16).
+inline void gemv_u8s8_s32_units(const std::uint8_t* a, const std::int8_t* const* w,
+                                const std::int32_t* const* init, std::size_t count,
+                                std::size_t kq_count, std::int32_t* c) noexcept {
+  std::size_t s = 0;
+  for (; s + 8 <= count; s += 8)
+    gemv_u8s8_s32_units<8>(a, w + s, init + s, kq_count, c + s * gemv_unit_cols);
+  if (count - s >= 4) {
+    gemv_u8s8_s32_units<4>(a, w + s, init + s, kq_count, c + s * gemv_unit_cols);
+    s += 4;
+  }
+  if (count - s >= 2) {
+    gemv_u8s8_s32_units<2>(a, w + s, init + s, kq_count, c + s * gemv_unit_cols);
+    s += 2;
+  }
+  if (s < count) gemv_u8s8_s32_units<1>(a, w + s, init + s, kq_count, c + s * gemv_unit_cols);
 }
 #endif
 

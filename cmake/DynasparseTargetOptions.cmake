@@ -2,8 +2,8 @@
 # whose users choose their own flags).
 
 set(DYNASPARSE_ARCH "native" CACHE STRING
-  "Target of the tests, benchmarks and examples: native, baseline (x86-64, SSE2), avx2, avx512, armv8, armv8-dotprod, scalar")
-set_property(CACHE DYNASPARSE_ARCH PROPERTY STRINGS native baseline avx2 avx512 armv8 armv8-dotprod scalar)
+  "Target of the tests, benchmarks and examples: native, baseline (x86-64, SSE2), avx2, avxvnni (AVX2 + AVX-VNNI), avx512, armv8, armv8-dotprod, scalar")
+set_property(CACHE DYNASPARSE_ARCH PROPERTY STRINGS native baseline avx2 avxvnni avx512 armv8 armv8-dotprod scalar)
 
 if(DYNASPARSE_ARCH STREQUAL "native")
   set(_dynasparse_arch_flags -march=native)
@@ -12,6 +12,9 @@ elseif(DYNASPARSE_ARCH STREQUAL "baseline")
   set(_dynasparse_arch_flags -march=x86-64)
 elseif(DYNASPARSE_ARCH STREQUAL "avx2")
   set(_dynasparse_arch_flags -march=x86-64-v3)
+elseif(DYNASPARSE_ARCH STREQUAL "avxvnni")
+  # The VEX-encoded 256-bit VNNI of Alder Lake and Zen 5 without AVX-512: the vnni256 int8 path.
+  set(_dynasparse_arch_flags -march=x86-64-v3 -mavxvnni)
 elseif(DYNASPARSE_ARCH STREQUAL "avx512")
   set(_dynasparse_arch_flags -march=x86-64-v4 -mavx512vnni)
 elseif(DYNASPARSE_ARCH STREQUAL "armv8")
@@ -22,7 +25,7 @@ elseif(DYNASPARSE_ARCH STREQUAL "scalar")
   set(_dynasparse_arch_flags "")
 else()
   message(FATAL_ERROR "DYNASPARSE_ARCH: unknown value '${DYNASPARSE_ARCH}'; expected one of "
-    "native, baseline, avx2, avx512, armv8, armv8-dotprod, scalar")
+    "native, baseline, avx2, avxvnni, avx512, armv8, armv8-dotprod, scalar")
 endif()
 
 # dynasparse_configure_target(<target> [COMPILED]): arch flags, warnings, scalar forcing;

@@ -82,14 +82,20 @@ TYPED_TEST(SimdGemmS8, ColumnRangesComputeOnlyTheirColumns) {
 
 TYPED_TEST(SimdGemmS8, PanelListsComputeOnlyTheListedPanels) {
   // Lists of the arch's column panels: none, the last (partial) one, a run of ten that
-  // crosses a tile and the one-row kernel's batch of eight, and thirteen scattered ones
-  // with short runs. Each listed column must be handed to the epilogue exactly once, in
-  // runs of adjacent panels no wider than a tile, and match the scalar reference; the
-  // others never.
+  // crosses a tile and the one-row kernel's batch of eight, thirteen scattered ones with
+  // short runs, and two that leave a gap of kernel panels (with AVX-512 VNNI, units of 16
+  // columns in 64-column panels: several rows compute a panel once for its units). Each
+  // listed column must be handed to the epilogue exactly once, in runs of adjacent panels no
+  // wider than a tile, and match the scalar reference; the others never.
   constexpr std::size_t step = simd::gemm_list_step<TypeParam>;
   const std::size_t n = 25 * step + 3, k = 37;  // 26 panels, the last of 3 columns
   const std::vector<std::vector<std::uint32_t>> lists = {
-      {}, {25}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 20, 25}};
+      {},
+      {25},
+      {0, 1, 2, 3, 4, 5, 6, 7, 8, 9},
+      {1, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 20, 25},
+      {2, 3, 24},
+      {1, 20}};
   for (std::size_t m : {1u, 3u, 7u}) {
     const auto a = uniform_int8(m * k, -128, 127, static_cast<unsigned>(31 + m));
     const auto w = uniform_int8(n * k, -127, 127, 32u);

@@ -168,9 +168,9 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 ///
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
 /// (formats chosen per projection at run time). A head no query of the call needs is left
-/// out of out_proj with DenseF32 (Linear<DenseF32>, or AnyLinear holding one), and out of
-/// q_proj with DenseF32 (whole packed panels) and quant::DenseI8 (whole 64-column tiles);
-/// in forward() also out of k_proj and v_proj. Decoding
+/// out of out_proj and q_proj with DenseF32 and quant::DenseI8 (Linear<Format>, or AnyLinear
+/// holding one; q_proj by whole panels, simd::gemm_list_step for INT8); in forward() also
+/// out of k_proj and v_proj. Decoding
 /// (forward_cached) computes and caches K and V for every head, since a later query may
 /// open a head this call skips. Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the
@@ -590,9 +590,9 @@ class GatedAttention {
     const bool elementwise = cfg_.head_gate == HeadGate::Elementwise;
 
     // Work units: (sequence, head) pairs, each cut into enough row chunks to feed every thread
-    // the work asks for. A decoding step's few open heads (thousands of multiply-adds) stay on
-    // one thread: waking a second costs more than it saves, and made two threads slower than
-    // one.
+    // the work asks for (estimated as if every row saw every key: causal rows see half). A decoding
+    // step's few open heads (thousands of multiply-adds) stay on one thread: waking a second costs
+    // more than it saves, and made two threads slower than one.
     const std::size_t heads_total = batch * h;
     std::size_t pairs = 0;  // (row, head) pairs attended
     for (std::size_t nh = 0; nh < heads_total; ++nh) pairs += count[nh];

@@ -141,8 +141,8 @@ class DenseI8 {
   /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
   /// columns [g * group, (g + 1) * group) of y, equal to forward()'s bit for bit. The
   /// product runs over the panels (simd::gemm_list_step: 8 columns on AVX2 and the scalar
-  /// path, 16 with AVX-512 VNNI) that hold a listed column, so it costs about (panels
-  /// touched) / (all panels) of forward() (several rows on AVX-512 VNNI compute whole
+  /// path, 16 with NEON, AVX-VNNI and AVX-512 VNNI) that hold a listed column, so it costs about
+  /// (panels touched) / (all panels) of forward() (several rows on AVX-512 VNNI compute whole
   /// 64-column panels); columns of other panels are not written, the rest of a touched panel
   /// is. Groups may come in any order. (An attention layer's heads that no
   /// query needs, in q_proj.) @throws ShapeError on mismatched shapes; ConfigError if group

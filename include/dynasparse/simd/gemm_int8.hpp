@@ -188,7 +188,8 @@ template <class I8Arch>
 inline constexpr std::size_t gemm_tile_rows = GemmI8Traits<I8Arch>::tile_rows;
 /// Columns at which gemm_s8s8_s32 may start: the packed panel width (8 on AVX2, 64 with
 /// AVX-512 VNNI), 8 on the scalar path, whose weights are row-major. The finest granularity
-/// at which a product can leave columns out without computing them.
+/// at which a product of several rows can leave columns out without computing them (one row
+/// can go finer: gemm_list_step).
 template <class I8Arch = int8_arch>
 inline constexpr std::size_t gemm_column_step =
     GemmI8Traits<I8Arch>::panel_cols != 0 ? GemmI8Traits<I8Arch>::panel_cols : 8;

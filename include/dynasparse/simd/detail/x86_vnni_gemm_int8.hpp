@@ -16,6 +16,10 @@
 //   C: int32, row-major with stride ldc; each call writes MR x 64 values.
 //   init: 64 int32 start values of every row's accumulators (the driver passes
 //   -128 * column sums, which undoes the shift at no cost inside the loop).
+//
+// Two variants: gemm_u8s8_s32_tile_spans sums listed k-group ranges only and makes its own
+// start values from those ranges' weights, and gemv_u8s8_s32_units takes one row against
+// 16-column quarters of panels (64 bytes of each k group) anywhere in B.
 #pragma once
 
 #include <cstddef>

@@ -154,14 +154,22 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
     } else if constexpr (w == 8) {
       c = (I(load_code_word(p, 4)) >> shift) & I(15);
     } else {
-      const I word = xsimd::select(I::load_aligned(attention_code_word) == I(0),
-                                   I(load_code_word(p, 4)), I(load_code_word(p + 4, 4)));
+      // Lanes 0-7 take the first word, 8-15 the second, by masks rather than
+      // xsimd::select: at -O0 GCC's AVX-512BW integer blends are macros whose casts reject
+      // xsimd's integer batches (the ASan build failed to compile).
+      const I second = I(0) - I::load_aligned(attention_code_word);  // all ones in lanes 8-15
+      const I lo(load_code_word(p, 4)), hi(load_code_word(p + 4, 4));
+      const I word = lo ^ ((lo ^ hi) & second);
       c = (word >> shift) & I(15);
     }
     // kv_code_steps' bits: exponent 127 - ceil(c / 2), and for odd c the mantissa of
     // 2^(1/2) (0.70710678f = 2^-1 * 1.41421354f); code 15 is a quiet NaN.
     I bits = ((I(127) - ((c + I(1)) >> 1)) << 23) | ((I(0) - (c & I(1))) & I(0x3504F3));
-    bits = xsimd::select(c == I(static_cast<std::int32_t>(kv_code_nonfinite)), I(0x7FC00000), bits);
+    // Code 15 (kv_code_nonfinite) gives a quiet NaN, by a mask for the reason above:
+    // (c + 1) >> 4 is 1 for code 15 only.
+    static_assert(kv_code_nonfinite == 15, "the mask below picks code 15");
+    const I nonfinite = I(0) - ((c + I(1)) >> 4);
+    bits = bits ^ ((bits ^ I(0x7FC00000)) & nonfinite);
     (xsimd::bitwise_cast<B>(bits) * B::load_unaligned(scale + j)).store_unaligned(out + j);
   }
   for (std::size_t t = vend; t < end; ++t) out[t] = AttentionArgs::scale_at(scale, code, t);

@@ -542,14 +542,11 @@ inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
           init[j] = w.shift_compensation() + c0;
         }
         Traits::row_panels(a, ptr, init, nb, w.k_padded() / Traits::k_group, tile);
-        // The epilogue sees each run of adjacent panels as one tile of columns.
+        // A run of adjacent panels has its sums side by side in the batch's tile.
         for (std::size_t j = 0; j < nb;) {
           std::size_t e = j + 1;
-          while (e < nb && e - j < per_tile && panels[i0 + e] == panels[i0 + e - 1] + 1) ++e;
-          const std::size_t c0 = std::size_t{panels[i0 + j]} * step;
-          const std::size_t c1 = std::min(std::size_t{panels[i0 + e - 1]} * step + step, n);
-          epilogue(std::size_t{0}, std::size_t{1}, c0, c1 - c0,
-                   static_cast<const std::int32_t*>(tile + j * step), tc);
+          while (e < nb && panels[i0 + e] == panels[i0 + e - 1] + 1) ++e;
+          hand_on(i0 + j, i0 + e, 0, 1, std::size_t{panels[i0 + j]} * step, tile + j * step, tc);
           j = e;
         }
       }
@@ -561,8 +558,7 @@ inline void gemm_s8s8_s32_panels(const std::int8_t* a, std::size_t lda,
   for (std::size_t i = 0; i < count;) {
     const std::size_t k0 = std::size_t{panels[i]} * step / cs;
     std::size_t k1 = k0 + 1, e = i + 1;
-    while (e < count && std::size_t{panels[e]} * step / cs <= k1 &&
-           (step == cs ? e - i < per_tile : true)) {
+    while (e < count && std::size_t{panels[e]} * step / cs <= k1) {
       k1 = std::size_t{panels[e]} * step / cs + 1;
       ++e;
     }

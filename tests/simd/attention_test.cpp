@@ -456,6 +456,99 @@ TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
   }
 }
 
+// One query over padded INT8 K and V (decoding, head_dim <= 8: the one-pass INT8 row),
+// plain and blocked, with per-key scales and with compact ones: the dequantized floats'
+// result within the float budget, and with compact scales the bits the same kernel gives
+// with them expanded beforehand. Past lkv the values hold -128 (never written by a
+// quantizer) and the scales NaN: both may be read, neither may get through. A NaN V scale
+// under a masked key makes the row NaN, as PyTorch multiplies a NaN value by its zero weight.
+TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
+  constexpr std::size_t block = simd::attention_kv_block;
+  std::uint32_t seed = 1200;
+  for (std::size_t d : {1u, 5u, 8u}) {
+    for (std::size_t lkv : {1u, 17u, 300u, 600u}) {
+      for (bool blocked : {false, true}) {
+        for (bool compact : {false, true}) {
+          Problem p(1, lkv, d, seed += 17);
+          p.use_padding = true;
+          p.use_mask = true;
+          p.key_padding[lkv - 1] = 0;  // a key to attend to
+          const bool nan_masked = lkv == 300 && !compact;
+          const std::size_t readable = (lkv + 15) / 16 * 16;
+          const std::size_t stride = blocked ? block : readable;
+          const std::size_t block_stride = d * block + 64;
+          const std::size_t blocks = (lkv + block - 1) / block;
+          std::vector<std::int8_t> k8(blocked ? blocks * block_stride : d * stride, -128), v8 = k8;
+          const auto kq = uniform_int8(d * lkv, -127, 127, seed + 1);
+          const auto vq = uniform_int8(d * lkv, -127, 127, seed + 2);
+          auto ks = uniform_floats(readable, 0.001f, 0.02f, seed + 3);
+          auto vs = uniform_floats(readable, 0.001f, 0.01f, seed + 4);
+          std::fill(ks.begin() + lkv, ks.end(), kNaN);
+          std::fill(vs.begin() + lkv, vs.end(), kNaN);
+          std::vector<std::uint8_t> kc((readable + 1) / 2), vc((readable + 1) / 2);
+          const auto r1 = uniform_int8(readable, 0, 14, seed + 5),
+                     r2 = uniform_int8(readable, 0, 14, seed + 6);
+          for (std::size_t j = 0; j < readable; ++j) {
+            kc[j / 2] = static_cast<std::uint8_t>(kc[j / 2] | (r1[j] << (4 * (j % 2))));
+            vc[j / 2] = static_cast<std::uint8_t>(vc[j / 2] | (r2[j] << (4 * (j % 2))));
+          }
+          std::size_t masked = lkv;
+          if (nan_masked) {
+            for (masked = 0; !p.key_padding[masked]; ++masked) {
+            }
+            vs[masked] = kNaN;
+          }
+          std::vector<float> eks(readable, kNaN), evs(readable, kNaN);
+          for (std::size_t j = 0; j < lkv; ++j) {
+            eks[j] = compact ? simd::AttentionArgs::scale_at(ks.data(), kc.data(), j) : ks[j];
+            evs[j] = compact ? simd::AttentionArgs::scale_at(vs.data(), vc.data(), j) : vs[j];
+          }
+          for (std::size_t c = 0; c < d; ++c) {
+            for (std::size_t j = 0; j < lkv; ++j) {
+              const std::size_t at =
+                  blocked ? j / block * block_stride + c * stride + j % block : c * stride + j;
+              k8[at] = kq[c * lkv + j];
+              v8[at] = vq[c * lkv + j];
+              p.kt[c * p.stride + j] = static_cast<float>(kq[c * lkv + j]) * eks[j];
+              p.vt[c * p.stride + j] = static_cast<float>(vq[c * lkv + j]) * evs[j];
+            }
+          }
+          const auto want = p.reference();
+          for (std::size_t c = 0; c < d; ++c) ASSERT_EQ(std::isnan(want[c]), nan_masked) << c;
+          ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+          auto run = [&](const std::vector<float>& kscale, const std::vector<float>& vscale,
+                         bool codes) {
+            std::vector<float> out(d, 7.0f);
+            auto a = int8_args(p, out.data(), k8, v8, kscale, vscale);
+            a.kv_stride = stride;
+            if (blocked) {
+              a.kv_block = block;
+              a.kv_block_stride = block_stride;
+            }
+            a.kv_padded = true;
+            if (codes) {
+              a.k_code = kc.data();
+              a.v_code = vc.data();
+            }
+            simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+            return out;
+          };
+          const auto got = run(ks, vs, compact);
+          const std::string where = "d " + std::to_string(d) + " lkv " + std::to_string(lkv) +
+                                    " blocked " + std::to_string(blocked) + " compact " +
+                                    std::to_string(compact);
+          expect_close(got, want, p, where.c_str());
+          if (compact) {
+            const auto expanded = run(eks, evs, false);
+            for (std::size_t c = 0; c < d; ++c)
+              EXPECT_EQ(got[c], expanded[c]) << where << " c " << c;
+          }
+        }
+      }
+    }
+  }
+}
+
 // Compact INT8 scales (a float per key times a 4-bit code) give exactly what the same
 // kernel gives with the scales expanded by AttentionArgs::scale_at beforehand: the kernel's
 // vector expansion is bit-exact with the scalar definition, in the dequantizing path (not

@@ -124,6 +124,25 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
   static_assert(w % 2 == 0 && w <= 16, "a vector covers whole bytes of codes");
   const std::size_t end = padded ? (n + w - 1) / w * w : n;
   const std::size_t vend = end / w * w;
+#if defined(__AVX512F__)
+  if constexpr (std::is_base_of_v<xsimd::avx512f, A>) {
+    // The 16 steps are one vector: vpermps picks each lane's by the low four bits of its
+    // shifted word, which are its code. xsimd's variable shift of int32 batches ran lane
+    // by lane here (about 1 ns a key, 44% of BM_AttentionDecode i8compactkv/ctx1024).
+    const __m512 steps = _mm512_load_ps(kv_code_steps);
+    const __m512i shift = _mm512_load_si512(attention_code_shift);
+    const __m512i which = _mm512_load_si512(attention_code_word);
+    for (std::size_t j = 0; j < vend; j += 16) {
+      // Lanes 0-7 take the first little-endian word of the eight bytes, 8-15 the second.
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(code + j / 2));
+      const __m512i words = _mm512_permutexvar_epi32(which, _mm512_castsi128_si512(bytes));
+      const __m512 step = _mm512_permutexvar_ps(_mm512_srlv_epi32(words, shift), steps);
+      _mm512_storeu_ps(out + j, _mm512_mul_ps(step, _mm512_loadu_ps(scale + j)));
+    }
+    for (std::size_t t = vend; t < end; ++t) out[t] = AttentionArgs::scale_at(scale, code, t);
+    return;
+  }
+#endif
 #if DYNASPARSE_HAS_AVX2
   if constexpr (std::is_base_of_v<xsimd::avx2, A> && !std::is_base_of_v<xsimd::avx512f, A>) {
     // The 16 steps as two 8-entry tables: vpermps picks by the code's low three bits,
@@ -143,34 +162,29 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
     return;
   }
 #endif
-  const I shift = I::load_aligned(attention_code_shift);
-  for (std::size_t j = 0; j < vend; j += w) {
-    const std::uint8_t* p = code + j / 2;
-    I c;
-    if constexpr (w == 4) {
-      // Four lanes from two bytes directly: SSE2 has no per-lane shift (xsimd emulates
-      // it lane by lane, 15x slower here).
-      c = I({p[0] & 15, p[0] >> 4, p[1] & 15, p[1] >> 4});
-    } else if constexpr (w == 8) {
-      c = (I(load_code_word(p, 4)) >> shift) & I(15);
-    } else {
-      // Lanes 0-7 take the first word, 8-15 the second, by masks rather than
-      // xsimd::select: at -O0 GCC's AVX-512BW integer blends are macros whose casts reject
-      // xsimd's integer batches (the ASan build failed to compile).
-      const I second = I(0) - I::load_aligned(attention_code_word);  // all ones in lanes 8-15
-      const I lo(load_code_word(p, 4)), hi(load_code_word(p + 4, 4));
-      const I word = lo ^ ((lo ^ hi) & second);
-      c = (word >> shift) & I(15);
+  // 16 lanes took the AVX-512 path above.
+  if constexpr (w <= 8) {
+    const I shift = I::load_aligned(attention_code_shift);
+    for (std::size_t j = 0; j < vend; j += w) {
+      const std::uint8_t* p = code + j / 2;
+      I c;
+      if constexpr (w == 4) {
+        // Four lanes from two bytes directly: SSE2 has no per-lane shift (xsimd emulates
+        // it lane by lane, 15x slower here).
+        c = I({p[0] & 15, p[0] >> 4, p[1] & 15, p[1] >> 4});
+      } else {
+        c = (I(load_code_word(p, 4)) >> shift) & I(15);
+      }
+      // kv_code_steps' bits: exponent 127 - ceil(c / 2), and for odd c the mantissa of
+      // 2^(1/2) (0.70710678f = 2^-1 * 1.41421354f); code 15 is a quiet NaN.
+      I bits = ((I(127) - ((c + I(1)) >> 1)) << 23) | ((I(0) - (c & I(1))) & I(0x3504F3));
+      // Code 15 (kv_code_nonfinite) gives a quiet NaN, by a mask: (c + 1) >> 4 is 1 for
+      // code 15 only.
+      static_assert(kv_code_nonfinite == 15, "the mask below picks code 15");
+      const I nonfinite = I(0) - ((c + I(1)) >> 4);
+      bits = bits ^ ((bits ^ I(0x7FC00000)) & nonfinite);
+      (xsimd::bitwise_cast<B>(bits) * B::load_unaligned(scale + j)).store_unaligned(out + j);
     }
-    // kv_code_steps' bits: exponent 127 - ceil(c / 2), and for odd c the mantissa of
-    // 2^(1/2) (0.70710678f = 2^-1 * 1.41421354f); code 15 is a quiet NaN.
-    I bits = ((I(127) - ((c + I(1)) >> 1)) << 23) | ((I(0) - (c & I(1))) & I(0x3504F3));
-    // Code 15 (kv_code_nonfinite) gives a quiet NaN, by a mask for the reason above:
-    // (c + 1) >> 4 is 1 for code 15 only.
-    static_assert(kv_code_nonfinite == 15, "the mask below picks code 15");
-    const I nonfinite = I(0) - ((c + I(1)) >> 4);
-    bits = bits ^ ((bits ^ I(0x7FC00000)) & nonfinite);
-    (xsimd::bitwise_cast<B>(bits) * B::load_unaligned(scale + j)).store_unaligned(out + j);
   }
   for (std::size_t t = vend; t < end; ++t) out[t] = AttentionArgs::scale_at(scale, code, t);
 }

@@ -224,6 +224,31 @@ void bm_decode(benchmark::State& state, nn::KVDType dtype, std::size_t ctx) {
   label(state);
 }
 
+// One decoding step's append to a layer's cache (one token, every head), in the demo
+// model's shape: 32 heads of 8. Each head's d values land in d rows (transposed, for the
+// kernels), so the step writes to about 2d lines per head whatever the element type;
+// INT8 caches also find each head's (or the token's) scale and quantize. The cache is
+// cleared when full (clearing only resets its length).
+void bm_append(benchmark::State& state, nn::KVDType dtype) {
+  ds::set_num_threads(1);
+  const std::size_t h = 32, d = 8, e = h * d, ctx = 256;
+  nn::KVCache cache(1, h, d, ctx, dtype);
+  const auto k = normal(ctx * e, 1.0f, 30), v = normal(ctx * e, 1.0f, 31);
+  std::size_t t = 0;
+  for (auto _ : state) {
+    if (t == ctx) {
+      cache.clear();
+      t = 0;
+    }
+    cache.append(ds::ConstMatrixView(k.data() + t * e, 1, e),
+                 ds::ConstMatrixView(v.data() + t * e, 1, e));
+    ++t;
+    benchmark::ClobberMemory();
+  }
+  state.counters["kv_bytes_per_token"] = static_cast<double>(cache.bytes_per_token());
+  label(state);
+}
+
 int register_attention_benchmarks() {
   for (std::size_t h : {8u, 64u}) {
     for (std::size_t l : {128u, 512u, 2048u, 8192u, 16384u}) {
@@ -267,6 +292,14 @@ int register_attention_benchmarks() {
         bm_decode(st, dtype, ctx);
       })->UseRealTime()->Unit(benchmark::kMicrosecond);
     }
+  }
+  for (auto [name, dtype] :
+       {std::pair{"f32kv", nn::KVDType::F32}, std::pair{"i8kv", nn::KVDType::I8},
+        std::pair{"i8compactkv", nn::KVDType::I8Compact}}) {
+    benchmark::RegisterBenchmark((std::string("BM_KVAppend/") + name + "/E256/H32").c_str(),
+                                 [=](benchmark::State& st) { bm_append(st, dtype); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
   }
   return 0;
 }

@@ -217,7 +217,11 @@ class KVCache {
       // Decoding: every head's K and V of the one token land at the same offset of its
       // rows, computed once instead of per head: 3.6 instead of 5.4 thousand instructions
       // for the 512 float values of the demo model's layer, 0.5-0.6 instead of 0.7-0.8 us.
-      store_token(k, v, layout);
+      if (dtype_ == KVDType::F32) {
+        store_token_f32(k, v, layout);
+      } else {
+        store_token_i8(k, v, layout);
+      }
       ++len_;
       return;
     }
@@ -297,10 +301,10 @@ class KVCache {
     }
   }
 
-  // F32 or I8 K and V of one token per sequence (rows of k and v in `layout`) at position
-  // len_: the same values store() writes head by head. Sequences split across threads when a
+  // F32 K and V of one token per sequence (rows of k and v in `layout`) at position len_:
+  // the same values store() writes head by head. Sequences split across threads when a
   // batch is large enough to pay for it.
-  void store_token(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
+  void store_token_f32(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
     const std::size_t pos = len_;
     const std::size_t at = column_of(pos), kat = k_column_of(pos), ks = k_row_step();
     const std::size_t grain =
@@ -310,17 +314,6 @@ class KVCache {
         const std::size_t row = layout_row(layout, n, 0, 1, batch_);
         const float* kr = k.row(row);
         const float* vr = v.row(row);
-        if (dtype_ == KVDType::I8) {
-          std::int8_t* kp = k8_.data() + n * heads_ * head_elems_ + at;
-          std::int8_t* vp = v8_.data() + n * heads_ * head_elems_ + at;
-          float* ksc = k_scale_.data() + n * heads_ * scale_stride_ + pos;
-          float* vsc = v_scale_.data() + n * heads_ * scale_stride_ + pos;
-          for (std::size_t h = 0; h < heads_; ++h) {
-            ksc[h * scale_stride_] = quantize_head(kr + h * d_, kp + h * head_elems_);
-            vsc[h * scale_stride_] = quantize_head(vr + h * d_, vp + h * head_elems_);
-          }
-          continue;
-        }
         float* kp = k_.data() + n * heads_ * k_head_elems_ + kat;
         float* vp = v_.data() + n * heads_ * head_elems_ + at;
         for (std::size_t h = 0; h < heads_; ++h, kp += k_head_elems_, vp += head_elems_) {
@@ -328,6 +321,29 @@ class KVCache {
             kp[c * ks] = kr[h * d_ + c];
             vp[c * stride_] = vr[h * d_ + c];
           }
+        }
+      }
+    });
+  }
+
+  // The same for a per-head INT8 cache: each head's values quantized as store() does.
+  void store_token_i8(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
+    const std::size_t pos = len_;
+    const std::size_t at = column_of(pos);
+    const std::size_t grain =
+        std::max<std::size_t>(1, parallel_min_quantize / (2 * embed_dim() + 1));
+    parallel_for(0, batch_, grain, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t n = lo; n < hi; ++n) {
+        const std::size_t row = layout_row(layout, n, 0, 1, batch_);
+        const float* kr = k.row(row);
+        const float* vr = v.row(row);
+        std::int8_t* kp = k8_.data() + n * heads_ * head_elems_ + at;
+        std::int8_t* vp = v8_.data() + n * heads_ * head_elems_ + at;
+        float* ksc = k_scale_.data() + n * heads_ * scale_stride_ + pos;
+        float* vsc = v_scale_.data() + n * heads_ * scale_stride_ + pos;
+        for (std::size_t h = 0; h < heads_; ++h) {
+          ksc[h * scale_stride_] = quantize_head(kr + h * d_, kp + h * head_elems_);
+          vsc[h * scale_stride_] = quantize_head(vr + h * d_, vp + h * head_elems_);
         }
       }
     });
@@ -370,9 +386,9 @@ class KVCache {
 
   // The largest |x| of a head's d values. Up to 16 values, the scalar definition inline,
   // which the vector kernel equals bit for bit: calls into the vector kernels for eight
-  // values cost more than the work. A decoding append of 32 heads of 8 to a per-head INT8
-  // cache took 1.7 us, now 1.2; to a compact one 3.4, now 2.1 with the code search below
-  // (Zen 5; a float cache's takes 0.3).
+  // values cost more than the work. A decoding append of 32 heads of 8 (BM_KVAppend, Zen 5)
+  // to a per-head INT8 cache took 1.7 us, now 1.2; to a compact one 3.6, now 2.4 with the
+  // code search of store_compact (a float cache's takes 0.2).
   float head_max_abs(const float* x) const noexcept {
     return d_ <= 16 ? simd::max_abs_f32<simd::ScalarArch>(x, d_) : simd::max_abs_f32(x, d_);
   }

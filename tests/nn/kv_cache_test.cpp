@@ -200,47 +200,60 @@ TEST(KVCache, ErrorsNameTheCacheAndBothSizes) {
 
 TEST(KVCache, TokenByTokenAppendsStoreTheBitsOfOneAppend) {
   // Decoding appends (one token per call) take their own path for F32 and I8: they must
-  // store exactly what one call with all the tokens stores, in both layouts, at head
+  // store exactly what one call with all the tokens stores, in both row layouts, at head
   // widths on either side of the INT8 quantizer's inline limit (16), with a NaN head and
   // an all-zero one among them.
+  // With 250 tokens before them, the appends cross from the first 256-key block of the
+  // long (blocked) storage into the second.
   const std::size_t batch = 2, h = 3, len = 7;
-  for (std::size_t d : {5u, 8u, 20u}) {
-    const std::size_t e = h * d;
-    auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 40u + static_cast<unsigned>(d));
-    auto v = uniform_floats(len * batch * e, -3.0f, 3.0f, 50u + static_cast<unsigned>(d));
-    k[3 * e + d + 1] = std::nanf("");                           // row 3, head 1
-    std::fill(v.begin() + 4 * e, v.begin() + 4 * e + d, 0.0f);  // row 4, head 0
-    for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
-      for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
-        nn::KVCache whole(batch, h, d, len, dtype), steps(batch, h, d, len, dtype);
-        whole.append(ds::ConstMatrixView(k.data(), len * batch, e),
-                     ds::ConstMatrixView(v.data(), len * batch, e), layout);
-        std::vector<float> kt(batch * e), vt(batch * e);
-        for (std::size_t t = 0; t < len; ++t) {
-          for (std::size_t n = 0; n < batch; ++n) {
-            const std::size_t from = nn::layout_row(layout, n, t, len, batch);
-            const std::size_t to = nn::layout_row(layout, n, 0, 1, batch);
-            std::copy_n(k.begin() + from * e, e, kt.begin() + to * e);
-            std::copy_n(v.begin() + from * e, e, vt.begin() + to * e);
+  for (std::size_t prefix : {0u, 250u})
+    for (std::size_t d : {5u, 8u, 20u}) {
+      const std::size_t e = h * d, cap = prefix + len;
+      const auto pk = uniform_floats(prefix * batch * e + 1, -2.0f, 2.0f, 30u);
+      const auto pv = uniform_floats(prefix * batch * e + 1, -2.0f, 2.0f, 31u);
+      auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 40u + static_cast<unsigned>(d));
+      auto v = uniform_floats(len * batch * e, -3.0f, 3.0f, 50u + static_cast<unsigned>(d));
+      k[3 * e + d + 1] = std::nanf("");                           // row 3, head 1
+      std::fill(v.begin() + 4 * e, v.begin() + 4 * e + d, 0.0f);  // row 4, head 0
+      for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
+        for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
+          nn::KVCache whole(batch, h, d, cap, dtype), steps(batch, h, d, cap, dtype);
+          if (prefix > 0) {
+            for (nn::KVCache* c : {&whole, &steps}) {
+              c->append(ds::ConstMatrixView(pk.data(), prefix * batch, e),
+                        ds::ConstMatrixView(pv.data(), prefix * batch, e));
+            }
           }
-          steps.append(ds::ConstMatrixView(kt.data(), batch, e),
-                       ds::ConstMatrixView(vt.data(), batch, e), layout);
-        }
-        for (std::size_t n = 0; n < batch; ++n) {
+          whole.append(ds::ConstMatrixView(k.data(), len * batch, e),
+                       ds::ConstMatrixView(v.data(), len * batch, e), layout);
+          std::vector<float> kt(batch * e), vt(batch * e);
           for (std::size_t t = 0; t < len; ++t) {
-            for (std::size_t hd = 0; hd < h; ++hd) {
-              for (std::size_t c = 0; c < d; ++c) {
-                for (bool value : {false, true}) {
-                  const float a = stored(whole, n, hd, c, t, value),
-                              b = stored(steps, n, hd, c, t, value);
-                  const auto where = ::testing::Message()
-                                     << "d " << d << " dtype " << static_cast<int>(dtype) << " n "
-                                     << n << " t " << t << " head " << hd << " c " << c << " value "
-                                     << value;
-                  if (std::isnan(a)) {
-                    EXPECT_TRUE(std::isnan(b)) << where;
-                  } else {
-                    EXPECT_EQ(a, b) << where;
+            for (std::size_t n = 0; n < batch; ++n) {
+              const std::size_t from = nn::layout_row(layout, n, t, len, batch);
+              const std::size_t to = nn::layout_row(layout, n, 0, 1, batch);
+              std::copy_n(k.begin() + from * e, e, kt.begin() + to * e);
+              std::copy_n(v.begin() + from * e, e, vt.begin() + to * e);
+            }
+            steps.append(ds::ConstMatrixView(kt.data(), batch, e),
+                         ds::ConstMatrixView(vt.data(), batch, e), layout);
+          }
+          ASSERT_EQ(steps.size(), cap);
+          for (std::size_t n = 0; n < batch; ++n) {
+            for (std::size_t t = 0; t < cap; ++t) {
+              for (std::size_t hd = 0; hd < h; ++hd) {
+                for (std::size_t c = 0; c < d; ++c) {
+                  for (bool value : {false, true}) {
+                    const float a = stored(whole, n, hd, c, t, value),
+                                b = stored(steps, n, hd, c, t, value);
+                    const auto where = ::testing::Message()
+                                       << "prefix " << prefix << " d " << d << " dtype "
+                                       << static_cast<int>(dtype) << " n " << n << " t " << t
+                                       << " head " << hd << " c " << c << " value " << value;
+                    if (std::isnan(a)) {
+                      EXPECT_TRUE(std::isnan(b)) << where;
+                    } else {
+                      EXPECT_EQ(a, b) << where;
+                    }
                   }
                 }
               }
@@ -249,7 +262,6 @@ TEST(KVCache, TokenByTokenAppendsStoreTheBitsOfOneAppend) {
         }
       }
     }
-  }
 }
 
 TEST(KVCache, Int8HeadsOfZerosAndNaN) {

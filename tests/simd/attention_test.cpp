@@ -549,6 +549,67 @@ TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
   }
 }
 
+// The INT8 decoding row at the edges of DecodingRowsKeepMaskedBlocksAndNaNAsPyTorch: a first
+// block of 256 keys all masked (the row's running max stays -inf through it), then
+// admissible keys; the same with a NaN V scale (per-key scales) or a code 15 (compact) under
+// a masked key of that block, which PyTorch's dequantized values make NaN in every column.
+TYPED_TEST(SimdAttention, Int8DecodingRowsKeepMaskedBlocksAndNaNAsPyTorch) {
+  std::uint32_t seed = 1300;
+  for (std::size_t d : {1u, 5u, 8u}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool compact = variant == 2;
+      Problem p(1, 600, d, seed += 5);
+      p.use_padding = true;
+      for (std::size_t j = 0; j < 600; ++j) p.key_padding[j] = j < 256 || j % 7 == 0;
+      const std::size_t readable = 608, stride = readable;
+      std::vector<std::int8_t> k8(d * stride, -128), v8(d * stride, -128);
+      const auto kq = uniform_int8(d * 600, -127, 127, seed + 1);
+      const auto vq = uniform_int8(d * 600, -127, 127, seed + 2);
+      auto ks = uniform_floats(readable, 0.001f, 0.02f, seed + 3);
+      auto vs = uniform_floats(readable, 0.001f, 0.01f, seed + 4);
+      std::fill(ks.begin() + 600, ks.end(), kNaN);
+      std::fill(vs.begin() + 600, vs.end(), kNaN);
+      std::vector<std::uint8_t> kc(readable / 2), vc(readable / 2);
+      const auto r1 = uniform_int8(readable, 0, 14, seed + 5),
+                 r2 = uniform_int8(readable, 0, 14, seed + 6);
+      for (std::size_t j = 0; j < readable; ++j) {
+        kc[j / 2] = static_cast<std::uint8_t>(kc[j / 2] | (r1[j] << (4 * (j % 2))));
+        vc[j / 2] = static_cast<std::uint8_t>(vc[j / 2] | (r2[j] << (4 * (j % 2))));
+      }
+      if (variant == 1) vs[17] = kNaN;
+      if (variant == 2) vc[17 / 2] = static_cast<std::uint8_t>((vc[17 / 2] & 0x0Fu) | 0xF0u);
+      for (std::size_t c = 0; c < d; ++c) {
+        for (std::size_t j = 0; j < 600; ++j) {
+          const float kscale =
+              compact ? simd::AttentionArgs::scale_at(ks.data(), kc.data(), j) : ks[j];
+          const float vscale =
+              compact ? simd::AttentionArgs::scale_at(vs.data(), vc.data(), j) : vs[j];
+          k8[c * stride + j] = kq[c * 600 + j];
+          v8[c * stride + j] = vq[c * 600 + j];
+          p.kt[c * p.stride + j] = static_cast<float>(kq[c * 600 + j]) * kscale;
+          p.vt[c * p.stride + j] = static_cast<float>(vq[c * 600 + j]) * vscale;
+        }
+      }
+      const auto want = p.reference();
+      for (std::size_t c = 0; c < d; ++c) {
+        ASSERT_EQ(std::isnan(want[c]), variant > 0)
+            << "the reference itself, d=" << d << " c=" << c;
+      }
+      std::vector<float> out(d, 7.0f);
+      auto a = int8_args(p, out.data(), k8, v8, ks, vs);
+      a.kv_stride = stride;
+      a.kv_padded = true;
+      if (compact) {
+        a.k_code = kc.data();
+        a.v_code = vc.data();
+      }
+      ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+      simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+      expect_close(out, want, p, variant == 0 ? "masked block" : "NaN under a masked key");
+    }
+  }
+}
+
 // Compact INT8 scales (a float per key times a 4-bit code) give exactly what the same
 // kernel gives with the scales expanded by AttentionArgs::scale_at beforehand: the kernel's
 // vector expansion is bit-exact with the scalar definition, in the dequantizing path (not

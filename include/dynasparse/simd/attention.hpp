@@ -124,8 +124,8 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
   static_assert(w % 2 == 0 && w <= 16, "a vector covers whole bytes of codes");
   const std::size_t end = padded ? (n + w - 1) / w * w : n;
   const std::size_t vend = end / w * w;
-#if defined(__AVX512F__)
-  if constexpr (std::is_base_of_v<xsimd::avx512f, A>) {
+#if DYNASPARSE_HAS_AVX512BW
+  if constexpr (std::is_base_of_v<xsimd::avx512bw, A>) {
     // The 16 steps are one vector: vpermps picks each lane's by the low four bits of its
     // shifted word, which are its code. xsimd's variable shift of int32 batches ran lane
     // by lane here (about 1 ns a key, 44% of BM_AttentionDecode i8compactkv/ctx1024).
@@ -162,8 +162,12 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
     return;
   }
 #endif
-  // 16 lanes took the AVX-512 path above.
-  if constexpr (w <= 8) {
+  if constexpr (w > 8) {
+    // Only AVX-512BW has 16 lanes here, and it took its own path above; another wide arch
+    // would otherwise leave the scales unwritten.
+    static_assert(w <= 8 || std::is_base_of_v<xsimd::avx512bw, A>,
+                  "a vector of more than 8 lanes needs its own code expansion");
+  } else {
     const I shift = I::load_aligned(attention_code_shift);
     for (std::size_t j = 0; j < vend; j += w) {
       const std::uint8_t* p = code + j / 2;
@@ -528,11 +532,11 @@ inline void attention_group(const AttentionArgs& a, const std::size_t* rows, std
     attention_values_step<A, R, 1>(vr, c, n, nv, vector_tail, in_block, alpha, s, accs, chains);
 }
 
-/// The one query row of a decoding step (lq 1) over float K and V, at head dimension D <= 8,
-/// kv_padded: the online softmax of attention_stream with all D value columns summed in one
-/// pass over a block's weights, D accumulators in registers, where attention_stream reads
-/// the weights back once per column, in a call per column (a 160-key head at D 8 cost
-/// about 3 ns a key on the Zen 3).
+/// The one query row of a decoding step (lq 1) over float (or INT8) K and V, at head
+/// dimension D <= 8, kv_padded: the online softmax of attention_stream with all D value
+/// columns summed in one pass over a block's weights, D accumulators in registers, where
+/// attention_stream reads the weights back once per column, in a call per column (a
+/// 160-key head at D 8 cost about 3 ns a key on the Zen 3).
 ///
 /// Int8: K and V as stored (kt_s8, vt_s8, rows kv_stride apart), each key's K scale applied
 /// to its score and its V scale folded into its weight, as attention_group does; compact
@@ -798,8 +802,8 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
         const float* ks = a.k_scale + j0;
         const float* vs = a.v_scale + j0;
         if (a.k_code != nullptr) {
-          // Once per block and call: about 0.17 ns a key for each of K and V on AVX2, a fifth
-          // of the attention work per key when decoding at head_dim 8.
+          // Once per block and call: about 0.17 ns a key for each of K and V on AVX2. (A
+          // decoding row at head_dim <= 8 takes attention_decode_row, which expands its own.)
           expand_kv_scales<A>(ks, a.k_code + j0 / 2, nb, a.kv_padded, ksc);
           expand_kv_scales<A>(vs, a.v_code + j0 / 2, nb, a.kv_padded, vsc);
           ks = ksc;

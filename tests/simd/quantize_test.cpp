@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dynasparse/simd/quantize.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -29,6 +31,48 @@ TYPED_TEST(SimdQuantize, QuantizeIsBitExactWithReference) {
     simd::quantize_f32s8<TypeParam>(x.data(), got.data(), n, inv_scale);
     EXPECT_EQ(want, got) << "n=" << n;
     for (std::int8_t q : got) EXPECT_NE(q, -128);
+  }
+}
+
+TYPED_TEST(SimdQuantize, GroupsAreBitExactWithAMaximumAndAQuantizationEach) {
+  // Groups on either side of the AVX-512 path's widths (8 and 16, two or one per vector),
+  // an odd count so that a group of 8 is left for the tail, and groups of zeros, NaN, inf,
+  // values under min_quant_alpha, negative zeros and exact ties.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (std::size_t d : {1u, 5u, 8u, 16u, 20u}) {
+    for (std::size_t groups : {1u, 2u, 3u, 33u}) {
+      auto x = uniform_floats(groups * d, -3.0f, 3.0f, 70u + static_cast<unsigned>(d * groups));
+      auto group = [&](std::size_t g) { return x.begin() + static_cast<std::ptrdiff_t>(g * d); };
+      if (groups == 33) {
+        std::fill(group(0), group(1), 0.0f);
+        *(group(1) + d / 2) = nan;
+        *(group(2) + d - 1) = inf;
+        *(group(3) + d / 3) = -inf;
+        std::fill(group(4), group(5), 1e-38f);  // under min_quant_alpha: code 0, alpha kept
+        std::fill(group(5), group(6), -0.0f);
+        *(group(6)) = 127.0f;  // a grid step of 1: x.5 values tie
+        for (std::size_t c = 1; c < d; ++c) *(group(6) + c) = static_cast<float>(c) - 0.5f;
+        *(group(7)) = nan;
+        *(group(7) + d - 1) = inf;
+      }
+      std::vector<std::int8_t> want(x.size()), got(x.size(), 99);
+      std::vector<float> want_alpha(groups), got_alpha(groups, -1.0f);
+      for (std::size_t g = 0; g < groups; ++g) {
+        want_alpha[g] = simd::detail::scalar::max_abs_f32(x.data() + g * d, d);
+        simd::detail::scalar::quantize_f32s8(x.data() + g * d, want.data() + g * d, d,
+                                             simd::inv_scale_for(want_alpha[g]));
+      }
+      simd::quantize_groups_f32s8<TypeParam>(x.data(), groups, d, got.data(), got_alpha.data());
+      EXPECT_EQ(got, want) << "d=" << d << " groups=" << groups;
+      for (std::size_t g = 0; g < groups; ++g) {
+        if (std::isnan(want_alpha[g])) {
+          EXPECT_TRUE(std::isnan(got_alpha[g])) << "d=" << d << " group " << g;
+        } else {
+          EXPECT_EQ(got_alpha[g], want_alpha[g]) << "d=" << d << " group " << g;
+        }
+      }
+    }
   }
 }
 

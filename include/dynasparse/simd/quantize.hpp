@@ -5,10 +5,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/detail/scalar/quantize.hpp"
+#include "dynasparse/simd/reduce.hpp"
 
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
@@ -183,6 +185,70 @@ template <class Arch = arch>
 inline void dequantize_s8f32_each(const std::int8_t* q, const float* scales, float* y, std::size_t n) noexcept {
   std::size_t i = detail::dequantize_s8f32_vectors<Arch, true>(q, y, n, scales);
   for (; i < n; ++i) y[i] = static_cast<float>(q[i]) * scales[i];
+}
+
+/// Quantizes `groups` groups of d consecutive values, each on its own grid (the INT8 KV
+/// cache's heads of one token): alpha[g] = max_abs_f32 of x[g d, g d + d) (NaN if the group
+/// holds NaN) and q[g d + c] = quantize_f32s8 of the group with inv_scale_for(alpha[g]).
+/// Bit-exact with those two calls per group. Groups of 8 or 16 values on AVX-512 go 16
+/// values to a vector (group maxima by in-register shuffles); other groups of up to 16
+/// values take the scalar definitions inline, where calls into the vector kernels for
+/// eight values cost more than the work; longer groups take the vector kernels.
+template <class Arch = arch>
+inline void quantize_groups_f32s8(const float* x, std::size_t groups, std::size_t d, std::int8_t* q,
+                                  float* alpha) noexcept {
+  std::size_t g = 0;
+#if DYNASPARSE_HAS_AVX512BW
+  if constexpr (std::is_base_of_v<xsimd::avx512bw, Arch>) {
+    if (d == 8 || d == 16) {
+      const std::size_t per = 16 / d;  // groups per vector
+      const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+      const __m512 num = _mm512_set1_ps(127.0f), least = _mm512_set1_ps(min_quant_alpha);
+      const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+      for (; g + per <= groups; g += per) {
+        const __m512 v = _mm512_loadu_ps(x + g * d);
+        // |x| with NaN lanes zeroed: the maximum of the others, as the reference's
+        // comparisons skip NaN; a group holding NaN gets NaN below.
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        __m512 m = _mm512_maskz_mov_ps(
+            static_cast<__mmask16>(~nan),
+            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude)));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, 0xB1));        // pairs
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, 0x4E));        // quads
+        m = _mm512_max_ps(m, _mm512_shuffle_f32x4(m, m, 0xB1));  // eights
+        if (d == 16) m = _mm512_max_ps(m, _mm512_shuffle_f32x4(m, m, 0x4E));
+        // Each lane now holds its group's maximum; lanes of a group with NaN take NaN.
+        const __mmask16 group_nan =
+            d == 16 ? (nan != 0 ? 0xFFFF : 0)
+                    : static_cast<__mmask16>(((nan & 0x00FF) != 0 ? 0x00FF : 0) |
+                                             ((nan & 0xFF00) != 0 ? 0xFF00 : 0));
+        m = _mm512_mask_mov_ps(m, group_nan,
+                               _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+        // inv_scale_for: 127 / alpha where alpha >= min_quant_alpha (false for NaN), else 0.
+        const __mmask16 usable = _mm512_cmp_ps_mask(m, least, _CMP_GE_OQ);
+        const __m512 inv = _mm512_maskz_div_ps(usable, num, m);
+        __m512 p = _mm512_mul_ps(v, inv);
+        p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q), p);  // NaN -> 0
+        p = _mm512_min_ps(_mm512_max_ps(p, lo), hi);
+        // cvtps2dq rounds in the current mode (to nearest even), as nearbyint does.
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g * d),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(p)));
+        alpha[g] = _mm512_cvtss_f32(m);
+        if (per == 2) alpha[g + 1] = _mm512_cvtss_f32(_mm512_shuffle_f32x4(m, m, 0x02));
+      }
+    }
+  }
+#endif
+  for (; g < groups; ++g) {
+    const float* xg = x + g * d;
+    if (d <= 16 || is_scalar_arch_v<Arch>) {
+      alpha[g] = detail::scalar::max_abs_f32(xg, d);
+      detail::scalar::quantize_f32s8(xg, q + g * d, d, inv_scale_for(alpha[g]));
+    } else {
+      alpha[g] = max_abs_f32<Arch>(xg, d);
+      quantize_f32s8<Arch>(xg, q + g * d, d, inv_scale_for(alpha[g]));
+    }
+  }
 }
 
 }  // namespace simd

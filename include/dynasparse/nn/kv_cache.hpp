@@ -307,21 +307,28 @@ class KVCache {
   void store_token_f32(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
     const std::size_t pos = len_;
     const std::size_t at = column_of(pos), kat = k_column_of(pos), ks = k_row_step();
+    for_each_sequence(k, v, layout, [&](std::size_t n, const float* kr, const float* vr) {
+      float* kp = k_.data() + n * heads_ * k_head_elems_ + kat;
+      float* vp = v_.data() + n * heads_ * head_elems_ + at;
+      for (std::size_t h = 0; h < heads_; ++h, kp += k_head_elems_, vp += head_elems_) {
+        for (std::size_t c = 0; c < d_; ++c) {
+          kp[c * ks] = kr[h * d_ + c];
+          vp[c * stride_] = vr[h * d_ + c];
+        }
+      }
+    });
+  }
+
+  // fn(n, k row, v row) for each sequence n of a one-token append, sequences split across
+  // threads when a batch is large enough to pay for it.
+  template <class Fn>
+  void for_each_sequence(ConstMatrixView k, ConstMatrixView v, SeqLayout layout, Fn&& fn) {
     const std::size_t grain =
         std::max<std::size_t>(1, parallel_min_quantize / (2 * embed_dim() + 1));
     parallel_for(0, batch_, grain, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t n = lo; n < hi; ++n) {
         const std::size_t row = layout_row(layout, n, 0, 1, batch_);
-        const float* kr = k.row(row);
-        const float* vr = v.row(row);
-        float* kp = k_.data() + n * heads_ * k_head_elems_ + kat;
-        float* vp = v_.data() + n * heads_ * head_elems_ + at;
-        for (std::size_t h = 0; h < heads_; ++h, kp += k_head_elems_, vp += head_elems_) {
-          for (std::size_t c = 0; c < d_; ++c) {
-            kp[c * ks] = kr[h * d_ + c];
-            vp[c * stride_] = vr[h * d_ + c];
-          }
-        }
+        fn(n, k.row(row), v.row(row));
       }
     });
   }
@@ -330,43 +337,36 @@ class KVCache {
   void store_token_i8(ConstMatrixView k, ConstMatrixView v, SeqLayout layout) {
     const std::size_t pos = len_;
     const std::size_t at = column_of(pos);
-    const std::size_t grain =
-        std::max<std::size_t>(1, parallel_min_quantize / (2 * embed_dim() + 1));
-    parallel_for(0, batch_, grain, [&](std::size_t lo, std::size_t hi) {
-      for (std::size_t n = lo; n < hi; ++n) {
-        const std::size_t row = layout_row(layout, n, 0, 1, batch_);
-        const float* kr = k.row(row);
-        const float* vr = v.row(row);
-        std::int8_t* kp = k8_.data() + n * heads_ * head_elems_ + at;
-        std::int8_t* vp = v8_.data() + n * heads_ * head_elems_ + at;
-        float* ksc = k_scale_.data() + n * heads_ * scale_stride_ + pos;
-        float* vsc = v_scale_.data() + n * heads_ * scale_stride_ + pos;
-        if (d_ > 16) {
-          for (std::size_t h = 0; h < heads_; ++h) {
-            ksc[h * scale_stride_] = quantize_head(kr + h * d_, kp + h * head_elems_);
-            vsc[h * scale_stride_] = quantize_head(vr + h * d_, vp + h * head_elems_);
-          }
-          continue;
+    for_each_sequence(k, v, layout, [&](std::size_t n, const float* kr, const float* vr) {
+      std::int8_t* kp = k8_.data() + n * heads_ * head_elems_ + at;
+      std::int8_t* vp = v8_.data() + n * heads_ * head_elems_ + at;
+      float* ksc = k_scale_.data() + n * heads_ * scale_stride_ + pos;
+      float* vsc = v_scale_.data() + n * heads_ * scale_stride_ + pos;
+      if (d_ > 16) {
+        for (std::size_t h = 0; h < heads_; ++h) {
+          ksc[h * scale_stride_] = quantize_head(kr + h * d_, kp + h * head_elems_);
+          vsc[h * scale_stride_] = quantize_head(vr + h * d_, vp + h * head_elems_);
         }
-        // Small heads a chunk at a time, quantized together (quantize_groups_f32s8: on
-        // AVX-512 two heads of 8 per vector), then each head's codes to its column.
-        constexpr std::size_t chunk_bytes = 512;
-        const std::size_t per = chunk_bytes / d_;
-        alignas(64) std::int8_t codes[chunk_bytes];
-        float alphas[chunk_bytes];
-        for (std::size_t h0 = 0; h0 < heads_; h0 += per) {
-          const std::size_t cnt = std::min(per, heads_ - h0);
-          for (int which = 0; which < 2; ++which) {
-            const float* xr = (which == 0 ? kr : vr) + h0 * d_;
-            std::int8_t* col = (which == 0 ? kp : vp) + h0 * head_elems_;
-            float* sc = (which == 0 ? ksc : vsc) + h0 * scale_stride_;
-            simd::quantize_groups_f32s8(xr, cnt, d_, codes, alphas);
-            for (std::size_t h = 0; h < cnt; ++h, col += head_elems_) {
-              for (std::size_t c = 0; c < d_; ++c) col[c * stride_] = codes[h * d_ + c];
-              // An all-zero head stores zeros with scale 0; NaN or inf give a NaN or inf
-              // scale (quantize_head).
-              sc[h * scale_stride_] = alphas[h] == 0.0f ? 0.0f : alphas[h] / 127.0f;
-            }
+        return;
+      }
+      // Small heads a chunk at a time, quantized together (quantize_groups_f32s8: on
+      // AVX-512 two heads of 8 per vector), then each head's codes to its column.
+      constexpr std::size_t chunk_bytes = 512;
+      const std::size_t per = chunk_bytes / d_;
+      alignas(64) std::int8_t codes[chunk_bytes];
+      float alphas[chunk_bytes];
+      for (std::size_t h0 = 0; h0 < heads_; h0 += per) {
+        const std::size_t cnt = std::min(per, heads_ - h0);
+        for (int which = 0; which < 2; ++which) {
+          const float* xr = (which == 0 ? kr : vr) + h0 * d_;
+          std::int8_t* col = (which == 0 ? kp : vp) + h0 * head_elems_;
+          float* sc = (which == 0 ? ksc : vsc) + h0 * scale_stride_;
+          simd::quantize_groups_f32s8(xr, cnt, d_, codes, alphas);
+          for (std::size_t h = 0; h < cnt; ++h, col += head_elems_) {
+            for (std::size_t c = 0; c < d_; ++c) col[c * stride_] = codes[h * d_ + c];
+            // An all-zero head stores zeros with scale 0; NaN or inf give a NaN or inf
+            // scale (quantize_head).
+            sc[h * scale_stride_] = alphas[h] == 0.0f ? 0.0f : alphas[h] / 127.0f;
           }
         }
       }

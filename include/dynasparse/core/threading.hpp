@@ -53,15 +53,18 @@ inline std::atomic<int>& thread_count_slot() noexcept {
 }
 
 // The workers behind parallel_for: one persistent thread per extra part, each polling its
-// own slot. Splitting a call over two polling threads costs about 0.25 us here, an OpenMP
-// parallel region 0.7 us (BM_ParallelForOverhead): a quarter of a one-row INT8 layer's time
-// on two threads. After a job, workers (and a caller waiting for them) poll for 200 us, so
-// a decoding step's next layer starts without a wake-up, and then sleep on a condition
-// variable, so an idle process costs nothing. No polling when a call has more parts than
-// the process has CPUs, or with OMP_WAIT_POLICY=passive. One caller holds the pool at a
-// time; a second caller (another host thread, or a parallel_for inside a part) is refused
-// and runs its range itself. The pool is never destroyed (a static object's destructor may
-// still call parallel_for at exit), and a child process after fork() runs serially.
+// own slot. Splitting a call over two polling threads cost about 0.25 us on the machine this
+// was first measured on, an OpenMP parallel region 0.7 us (BM_ParallelForOverhead): a
+// quarter of a one-row INT8 layer's time on two threads. On a Zen 5 virtual machine since,
+// the same split costs about 1.1 us (OpenMP 3 us): the cost is cache lines crossing cores,
+// which depends on where the two vCPUs sit. After a job, workers (and a caller waiting for
+// them) poll for 200 us, so a decoding step's next layer starts without a wake-up, and then
+// sleep on a condition variable, so an idle process costs nothing. No polling when a call
+// has more parts than the process has CPUs, or with OMP_WAIT_POLICY=passive. One caller
+// holds the pool at a time; a second caller (another host thread, or a parallel_for inside
+// a part) is refused and runs its range itself. The pool is never destroyed (a static
+// object's destructor may still call parallel_for at exit), and a child process after
+// fork() runs serially.
 class ThreadPool {
  public:
   using Task = void (*)(void* ctx, std::size_t part);

@@ -165,7 +165,7 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
   if constexpr (w > 8) {
     // Only AVX-512BW has 16 lanes here, and it took its own path above; another wide arch
     // would otherwise leave the scales unwritten.
-    static_assert(w <= 8 || std::is_base_of_v<xsimd::avx512bw, A>,
+    static_assert(std::is_base_of_v<xsimd::avx512bw, A>,
                   "a vector of more than 8 lanes needs its own code expansion");
   } else {
     const I shift = I::load_aligned(attention_code_shift);
@@ -571,31 +571,27 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
   for (std::size_t j0 = 0; j0 < end; j0 += bk) {
     const std::size_t n = std::min(bk, end - j0);
     const std::size_t np = (n + w - 1) / w * w;
-    [[maybe_unused]] const float* ks = nullptr;
-    [[maybe_unused]] const float* vsc_block = nullptr;
+    // INT8: the keys' and values' scales of this block (compact ones expanded first).
+    [[maybe_unused]] const float* kscale = nullptr;
+    [[maybe_unused]] const float* vscale = nullptr;
     if constexpr (Int8) {
-      ks = a.k_scale + j0;
-      vsc_block = a.v_scale + j0;
+      kscale = a.k_scale + j0;
+      vscale = a.v_scale + j0;
       if (a.k_code != nullptr) {
-        expand_kv_scales<A>(ks, a.k_code + j0 / 2, n, true, ksc);
-        expand_kv_scales<A>(vsc_block, a.v_code + j0 / 2, n, true, vsc);
-        ks = ksc;
-        vsc_block = vsc;
+        expand_kv_scales<A>(kscale, a.k_code + j0 / 2, n, true, ksc);
+        expand_kv_scales<A>(vscale, a.v_code + j0 / 2, n, true, vsc);
+        kscale = ksc;
+        vscale = vsc;
       }
-      const std::int8_t* k0 = a.kt_s8 + a.kv_index(0, j0);
-      for (std::size_t j = 0; j < np; j += w) {
-        B t = qv[0] * load_s8_f32<A>(k0 + j);
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 1; c < D; ++c)
-          t = xsimd::fma(qv[c], load_s8_f32<A>(k0 + c * a.kv_stride + j), t);
-        (t * B::load_unaligned(ks + j)).store_unaligned(s + j);
-      }
-    } else {
-      const float* k0 = a.kt + a.k_index(0, j0);
-      // Key vector by key vector, in address order: a paneled K panel after panel, at
-      // constant offsets inside one; plain rows through a pointer per row.
+    }
+    // Key vector by key vector, in address order: a paneled K panel after panel, at
+    // constant offsets inside one; plain rows (float or INT8) through a pointer per row.
+    bool paneled = false;
+    if constexpr (!Int8) {
       if (a.k_panels) {
+        paneled = true;
         constexpr std::size_t P = attention_k_panel;
+        const float* k0 = a.kt + a.k_index(0, j0);
         for (std::size_t jp = 0; jp < np; jp += P) {
           const float* k = k0 + jp * D;
           DYNASPARSE_UNROLL(4)
@@ -609,17 +605,25 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
             }
           }
         }
-      } else {
-        const float* rows[D];
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 0; c < D; ++c) rows[c] = k0 + c * a.kv_stride;
-        for (std::size_t j = 0; j < np; j += w) {
-          B t = qv[0] * B::load_unaligned(rows[0] + j);
-          DYNASPARSE_UNROLL(8)
-          for (std::size_t c = 1; c < D; ++c)
-            t = xsimd::fma(qv[c], B::load_unaligned(rows[c] + j), t);
-          t.store_unaligned(s + j);
+      }
+    }
+    if (!paneled) {
+      const auto* k0 = [&] {
+        if constexpr (Int8) {
+          return a.kt_s8 + a.kv_index(0, j0);
+        } else {
+          return a.kt + a.kv_index(0, j0);
         }
+      }();
+      decltype(k0) rows[D];
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t c = 0; c < D; ++c) rows[c] = k0 + c * a.kv_stride;
+      for (std::size_t j = 0; j < np; j += w) {
+        B t = qv[0] * load_keys<A>(rows[0] + j);
+        DYNASPARSE_UNROLL(8)
+        for (std::size_t c = 1; c < D; ++c) t = xsimd::fma(qv[c], load_keys<A>(rows[c] + j), t);
+        if constexpr (Int8) t *= B::load_unaligned(kscale + j);
+        t.store_unaligned(s + j);
       }
     }
     std::fill(s + n, s + np, ninf);
@@ -648,43 +652,36 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
       DYNASPARSE_UNROLL(8)
       for (std::size_t c = 0; c < D; ++c) acc[c] *= va;
     }
+    const auto* v = [&] {
+      if constexpr (Int8) {
+        return a.vt_s8 + a.kv_index(0, j0);
+      } else {
+        return a.vt + a.kv_index(0, j0);
+      }
+    }();
     const std::size_t vs = a.kv_stride;
     const std::size_t nv = n - n % w;
-    if constexpr (Int8) {
-      const std::int8_t* v = a.vt_s8 + a.kv_index(0, j0);
-      for (std::size_t j = 0; j < nv; j += w) {
-        const B e = B::load_unaligned(s + j) * B::load_unaligned(vsc_block + j);
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 0; c < D; ++c)
-          acc[c] = xsimd::fma(e, load_s8_f32<A>(v + c * vs + j), acc[c]);
-      }
-      if (nv < n) {
-        // Lanes past n: zero weight, but their scales and codes may be anything.
-        const auto in_block = lanes < B(static_cast<float>(n - nv));
-        const B e = xsimd::select(
-            in_block, B::load_unaligned(s + nv) * B::load_unaligned(vsc_block + nv), B(0.0f));
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 0; c < D; ++c)
-          acc[c] = xsimd::fma(e, load_s8_f32<A>(v + c * vs + nv), acc[c]);
-      }
-    } else {
-      const float* v = a.vt + a.kv_index(0, j0);
-      for (std::size_t j = 0; j < nv; j += w) {
-        const B e = B::load_unaligned(s + j);
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 0; c < D; ++c)
-          acc[c] = xsimd::fma(e, B::load_unaligned(v + c * vs + j), acc[c]);
-      }
-      if (nv < n) {
-        // Lanes past n: their scores are -inf (weight 0), their values may be anything, NaN
-        // included, so they are zeroed rather than multiplied by the zero weight.
-        const B e = B::load_unaligned(s + nv);
-        const auto in_block = lanes < B(static_cast<float>(n - nv));
-        DYNASPARSE_UNROLL(8)
-        for (std::size_t c = 0; c < D; ++c) {
-          const B vv = xsimd::select(in_block, B::load_unaligned(v + c * vs + nv), B(0.0f));
-          acc[c] = xsimd::fma(e, vv, acc[c]);
-        }
+    // The softmax weight of key j (times its V scale, INT8).
+    auto weight = [&](std::size_t j) {
+      B e = B::load_unaligned(s + j);
+      if constexpr (Int8) e *= B::load_unaligned(vscale + j);
+      return e;
+    };
+    for (std::size_t j = 0; j < nv; j += w) {
+      const B e = weight(j);
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t c = 0; c < D; ++c)
+        acc[c] = xsimd::fma(e, load_keys<A>(v + c * vs + j), acc[c]);
+    }
+    if (nv < n) {
+      // Lanes past n: their scores are -inf (weight 0), but float values and INT8 scales
+      // there may be anything, NaN included, so both are zeroed rather than multiplied.
+      const auto in_block = lanes < B(static_cast<float>(n - nv));
+      const B e = xsimd::select(in_block, weight(nv), B(0.0f));
+      DYNASPARSE_UNROLL(8)
+      for (std::size_t c = 0; c < D; ++c) {
+        const B vv = xsimd::select(in_block, load_keys<A>(v + c * vs + nv), B(0.0f));
+        acc[c] = xsimd::fma(e, vv, acc[c]);
       }
     }
     l = l * alpha + xsimd::hadd(bs);

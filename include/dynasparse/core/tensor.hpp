@@ -173,9 +173,14 @@ inline std::size_t spans_of_groups(std::size_t group, const std::uint32_t* group
                       last = ((std::size_t{groups[i]} + 1) * group - 1) / span;
     for (std::size_t p = first; p <= last; ++p) out[p] = 1;
   }
+  // Without a branch: which spans a decoding step's heads touch is close to random, and a
+  // mispredicted branch per span cost more than the compaction itself. Writing out[n] after
+  // reading out[p] is safe in place, n <= p.
   std::size_t n = 0;
   for (std::size_t p = 0; p < spans; ++p) {
-    if (out[p] != 0) out[n++] = static_cast<std::uint32_t>(p);
+    const bool hit = out[p] != 0;
+    out[n] = static_cast<std::uint32_t>(p);
+    n += hit ? 1 : 0;
   }
   return n;
 }

@@ -515,31 +515,34 @@ class GatedAttention {
     std::uint32_t* used = ws.allocate<std::uint32_t>(h == 0 ? 1 : h);
     AttentionStats& stats = plan.stats;
     stats.pairs = rows * h;
+    // Skipped pairs' outputs are zero; attend() writes the others. The lists below are built
+    // without branches: a decoding step's open heads are close to random, and a mispredicted
+    // branch per head cost more than the work.
+    std::fill(o, o + rows * inner, 0.0f);
+    const bool gated = head_gate && cfg_.tau > 0.0f;
     for (std::size_t n = 0; n < batch; ++n) {
       for (std::size_t hd = 0; hd < h; ++hd) {
         std::uint32_t* list = active + (n * h + hd) * lq;
         std::size_t c = 0;
         for (std::size_t i = 0; i < lq; ++i) {
           const std::size_t row = layout_row(layout(), n, i, lq, batch);
-          bool skip = false;
-          if (head_gate && cfg_.tau > 0.0f) {
+          bool keep = true;
+          if (gated) {
             const float gv = elementwise ? simd::max_f32(g + row * gw + hd * d, d) : g[row * gw + hd];
-            skip = gv < cfg_.tau;  // NaN gates are kept, so NaN propagates
+            keep = !(gv < cfg_.tau);  // NaN gates are kept, so NaN propagates
           }
-          if (skip) {
-            std::fill(o + row * inner + hd * d, o + row * inner + hd * d + d, 0.0f);
-          } else {
-            list[c++] = static_cast<std::uint32_t>(i);
-          }
+          list[c] = static_cast<std::uint32_t>(i);
+          c += keep ? 1 : 0;
         }
         count[n * h + hd] = c;
         stats.skipped += lq - c;
       }
     }
     for (std::size_t hd = 0; hd < h; ++hd) {
-      bool needed = false;
-      for (std::size_t n = 0; n < batch && !needed; ++n) needed = count[n * h + hd] > 0;
-      if (needed) used[plan.num_used++] = static_cast<std::uint32_t>(hd);
+      std::size_t any = 0;
+      for (std::size_t n = 0; n < batch; ++n) any |= count[n * h + hd];
+      used[plan.num_used] = static_cast<std::uint32_t>(hd);
+      plan.num_used += any != 0 ? 1 : 0;
     }
     plan.g = g;
     plan.o = o;
@@ -560,8 +563,15 @@ class GatedAttention {
       linear_forward(proj, x, y, ws);
       return;
     }
+    // Unused heads stay defined (rotary positions rotate every head). A few rows are zeroed
+    // whole before the product (which writes the used heads' panels over them): a branch per
+    // head mispredicts on a decoding step's near-random heads.
+    if (rows <= 4) {
+      std::fill(yp, yp + rows * inner, 0.0f);
+      linear_output_groups(proj, x, y, d, plan.used, plan.num_used, ws);
+      return;
+    }
     linear_output_groups(proj, x, y, d, plan.used, plan.num_used, ws);
-    // Unused heads stay defined (rotary positions rotate every head).
     for (std::size_t r = 0, u = 0; r < rows; ++r, u = 0) {
       for (std::size_t hd = 0; hd < h; ++hd) {
         if (u < plan.num_used && plan.used[u] == hd) {
@@ -593,13 +603,23 @@ class GatedAttention {
     // the work asks for (estimated as if every row saw every key: causal rows see half). A decoding
     // step's few open heads (thousands of multiply-adds) stay on one thread: waking a second costs
     // more than it saves, and made two threads slower than one.
-    const std::size_t heads_total = batch * h;
+    // The (sequence, head) pairs some row attends with, listed without a branch per pair (a
+    // decoding step's open heads are close to random).
+    const std::size_t all_heads = batch * h;
+    std::uint32_t* open = ws.allocate<std::uint32_t>(all_heads);
+    std::size_t heads_total = 0;
     std::size_t pairs = 0;  // (row, head) pairs attended
-    for (std::size_t nh = 0; nh < heads_total; ++nh) pairs += count[nh];
+    for (std::size_t nh = 0; nh < all_heads; ++nh) {
+      open[heads_total] = static_cast<std::uint32_t>(nh);
+      heads_total += count[nh] != 0 ? 1 : 0;
+      pairs += count[nh];
+    }
     const std::size_t macs = pairs * std::max<std::size_t>(1, src.lkv) * d * 2;
     const std::size_t threads = std::max<std::size_t>(
         1, std::min(static_cast<std::size_t>(num_threads()), macs / parallel_min_macs_f32));
-    std::size_t chunks = heads_total >= 2 * threads ? 1 : (2 * threads + heads_total - 1) / heads_total;
+    std::size_t chunks = heads_total == 0 || heads_total >= 2 * threads
+                             ? 1
+                             : (2 * threads + heads_total - 1) / heads_total;
     chunks = std::max<std::size_t>(1, std::min(chunks, (lq + 15) / 16));
     const std::size_t units = heads_total * chunks;
     const std::size_t parts = std::max<std::size_t>(1, std::min(threads, units));
@@ -613,17 +633,15 @@ class GatedAttention {
       for (std::size_t p = plo; p < phi; ++p) {
         float* sp = scratch + p * scratch_floats;
         const std::size_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
-        // Unit u is chunk u % chunks of pair u / chunks, kept as counters: a decoding step
-        // skips most pairs, which then cost a load and a branch instead of three divisions.
-        std::size_t next_nh = u0 / chunks, next_chunk = u0 % chunks;
+        // Unit u is chunk u % chunks of open pair u / chunks, kept as counters.
+        std::size_t next_pair = u0 / chunks, next_chunk = u0 % chunks;
         for (std::size_t u = u0; u < u1; ++u) {
-          const std::size_t nh = next_nh, chunk = next_chunk;
+          const std::size_t nh = open[next_pair], chunk = next_chunk;
           if (++next_chunk == chunks) {
             next_chunk = 0;
-            ++next_nh;
+            ++next_pair;
           }
           const std::size_t cnt = count[nh];
-          if (cnt == 0) continue;
           const std::size_t s0 = chunks == 1 ? 0 : cnt * chunk / chunks;
           const std::size_t s1 = chunks == 1 ? cnt : cnt * (chunk + 1) / chunks;
           if (s0 == s1) continue;

@@ -351,22 +351,29 @@ class KVCache {
       }
       // Small heads a chunk at a time, quantized together (quantize_groups_f32s8: on
       // AVX-512 two heads of 8 per vector), then each head's codes to its column.
+      // The sizes as locals: a byte store may alias any member, so the loops below would
+      // reload them after every code (BM_KVAppend i8kv on the Zen 5: 0.54 us with the
+      // reloads, 0.33 without).
+      const std::size_t d = d_, heads = heads_, stride = stride_, head_elems = head_elems_,
+                        scale_stride = scale_stride_;
       constexpr std::size_t chunk_bytes = 512;
-      const std::size_t per = chunk_bytes / d_;
+      const std::size_t per = chunk_bytes / d;
       alignas(64) std::int8_t codes[chunk_bytes];
       float alphas[chunk_bytes];
-      for (std::size_t h0 = 0; h0 < heads_; h0 += per) {
-        const std::size_t cnt = std::min(per, heads_ - h0);
+      for (std::size_t h0 = 0; h0 < heads; h0 += per) {
+        const std::size_t cnt = std::min(per, heads - h0);
         for (int which = 0; which < 2; ++which) {
-          const float* xr = (which == 0 ? kr : vr) + h0 * d_;
-          std::int8_t* col = (which == 0 ? kp : vp) + h0 * head_elems_;
-          float* sc = (which == 0 ? ksc : vsc) + h0 * scale_stride_;
-          simd::quantize_groups_f32s8(xr, cnt, d_, codes, alphas);
-          for (std::size_t h = 0; h < cnt; ++h, col += head_elems_) {
-            for (std::size_t c = 0; c < d_; ++c) col[c * stride_] = codes[h * d_ + c];
+          const float* xr = (which == 0 ? kr : vr) + h0 * d;
+          std::int8_t* col = (which == 0 ? kp : vp) + h0 * head_elems;
+          float* sc = (which == 0 ? ksc : vsc) + h0 * scale_stride;
+          simd::quantize_groups_f32s8(xr, cnt, d, codes, alphas);
+          const std::int8_t* code = codes;
+          for (std::size_t h = 0; h < cnt; ++h, col += head_elems, code += d) {
+            std::int8_t* at_c = col;
+            for (std::size_t c = 0; c < d; ++c, at_c += stride) *at_c = code[c];
             // An all-zero head stores zeros with scale 0; NaN or inf give a NaN or inf
             // scale (quantize_head).
-            sc[h * scale_stride_] = alphas[h] == 0.0f ? 0.0f : alphas[h] / 127.0f;
+            sc[h * scale_stride] = alphas[h] == 0.0f ? 0.0f : alphas[h] / 127.0f;
           }
         }
       }
@@ -426,13 +433,15 @@ class KVCache {
       // A few values: the scalar definition inline, which the vector kernel equals bit for
       // bit (see head_max_abs).
       simd::quantize_f32s8<simd::ScalarArch>(x, q, d_, inv);
-      for (std::size_t c = 0; c < d_; ++c) column[c * stride_] = q[c];
+      const std::size_t d = d_, stride = stride_;  // locals: byte stores alias members
+      for (std::size_t c = 0; c < d; ++c) column[c * stride] = q[c];
       return;
     }
-    for (std::size_t c0 = 0; c0 < d_; c0 += 64) {
-      const std::size_t n = std::min<std::size_t>(64, d_ - c0);
+    const std::size_t d = d_, stride = stride_;
+    for (std::size_t c0 = 0; c0 < d; c0 += 64) {
+      const std::size_t n = std::min<std::size_t>(64, d - c0);
       simd::quantize_f32s8(x + c0, q, n, inv);
-      for (std::size_t c = 0; c < n; ++c) column[(c0 + c) * stride_] = q[c];
+      for (std::size_t c = 0; c < n; ++c) column[(c0 + c) * stride] = q[c];
     }
   }
 

@@ -390,28 +390,55 @@ class KVCache {
       if (std::isfinite(a)) amax = std::max(amax, a);
     }
     const float base = amax >= kv_compact_min_alpha ? amax / 127.0f : 0.0f;
-    scale[n * scale_stride_ + pos] = base;
+    // Sizes as locals: the code and value stores are bytes, which may alias any member.
+    const std::size_t heads = heads_, d = d_, head_elems = head_elems_, stride = stride_,
+                      scale_stride = scale_stride_;
+    scale[n * scale_stride + pos] = base;
     const std::size_t at = column_of(pos);
-    for (std::size_t h = 0; h < heads_; ++h) {
-      const float a = head_max_abs(x + h * d_);
-      unsigned c = simd::kv_code_nonfinite;
-      float inv = 0.0f;  // a non-finite head stores zeros (its NaN scale makes them NaN)
-      if (std::isfinite(a)) {
-        c = 0;
-        if (a > 0.0f && base > 0.0f) {
-          // The finest step 2^(-c/2) that still holds a: the steps (and their rounded
-          // products) fall with c, so the first c whose next step is too small. A head
-          // near the token's largest stops after a step or two; a log2 guess had cost a
-          // libm call per head.
-          while (c < 14 && simd::kv_code_step(c + 1) * base * 127.0f >= a) ++c;
+    // Heads of up to 64 values a chunk at a time: each head's values times its inverse step
+    // into t, then the chunk quantized as one vector run with inverse 1, which gives the bits
+    // of quantizing each head with its own (round(x * inv) either way); then the columns.
+    // Head by head, the quantization ran on a few values at a time.
+    constexpr std::size_t chunk_floats = 512;
+    alignas(64) float t[chunk_floats];
+    alignas(64) std::int8_t q[chunk_floats];
+    const std::size_t per = d <= 64 ? chunk_floats / d : 1;
+    for (std::size_t h0 = 0; h0 < heads; h0 += per) {
+      const std::size_t cnt = std::min(per, heads - h0);
+      for (std::size_t h = h0; h < h0 + cnt; ++h) {
+        const float* xh = x + h * d;
+        const float a = head_max_abs(xh);
+        unsigned c = simd::kv_code_nonfinite;
+        float inv = 0.0f;  // a non-finite head stores zeros (its NaN scale makes them NaN)
+        if (std::isfinite(a)) {
+          c = 0;
+          if (a > 0.0f && base > 0.0f) {
+            // The finest step 2^(-c/2) that still holds a: the steps (and their rounded
+            // products) fall with c, so the first c whose next step is too small. A head
+            // near the token's largest stops after a step or two; a log2 guess had cost a
+            // libm call per head.
+            while (c < 14 && simd::kv_code_step(c + 1) * base * 127.0f >= a) ++c;
+          }
+          const float s = simd::kv_code_step(c) * base;
+          inv = s > 0.0f ? 1.0f / s : 0.0f;
         }
-        const float s = simd::kv_code_step(c) * base;
-        inv = s > 0.0f ? 1.0f / s : 0.0f;
+        std::uint8_t& byte = code[((n * heads + h) * scale_stride + pos) / 2];
+        byte = pos % 2 == 0 ? static_cast<std::uint8_t>((byte & 0xF0u) | c)
+                            : static_cast<std::uint8_t>((byte & 0x0Fu) | (c << 4));
+        if (d > 64) {
+          write_column(xh, inv, q8 + (n * heads + h) * head_elems + at);
+        } else {
+          float* th = t + (h - h0) * d;
+          for (std::size_t e = 0; e < d; ++e) th[e] = xh[e] * inv;
+        }
       }
-      std::uint8_t& byte = code[((n * heads_ + h) * scale_stride_ + pos) / 2];
-      byte = pos % 2 == 0 ? static_cast<std::uint8_t>((byte & 0xF0u) | c)
-                          : static_cast<std::uint8_t>((byte & 0x0Fu) | (c << 4));
-      write_column(x + h * d_, inv, q8 + (n * heads_ + h) * head_elems_ + at);
+      if (d > 64) continue;
+      simd::quantize_f32s8(t, q, cnt * d, 1.0f);
+      for (std::size_t h = h0; h < h0 + cnt; ++h) {
+        std::int8_t* col = q8 + (n * heads + h) * head_elems + at;
+        const std::int8_t* qh = q + (h - h0) * d;
+        for (std::size_t e = 0; e < d; ++e, col += stride) *col = qh[e];
+      }
     }
   }
 

@@ -515,11 +515,11 @@ class GatedAttention {
     std::uint32_t* used = ws.allocate<std::uint32_t>(h == 0 ? 1 : h);
     AttentionStats& stats = plan.stats;
     stats.pairs = rows * h;
-    // Skipped pairs' outputs are zero; attend() writes the others. The lists below are built
-    // without branches: a decoding step's open heads are close to random, and a mispredicted
-    // branch per head cost more than the work.
-    std::fill(o, o + rows * inner, 0.0f);
+    // Skipped pairs' outputs are zero; attend() writes the others (all of them when nothing
+    // is gated). The lists below are built without branches: a decoding step's open heads are
+    // close to random, and a mispredicted branch per head cost more than the work.
     const bool gated = head_gate && cfg_.tau > 0.0f;
+    if (gated) std::fill(o, o + rows * inner, 0.0f);
     for (std::size_t n = 0; n < batch; ++n) {
       for (std::size_t hd = 0; hd < h; ++hd) {
         std::uint32_t* list = active + (n * h + hd) * lq;
@@ -552,9 +552,11 @@ class GatedAttention {
     return plan;
   }
 
-  // yp [rows, inner] = proj(x), computed for the heads the plan uses (the others are zero):
-  // a head no query of the call attends with is never projected. For the query always; for
-  // keys and values only when nothing is cached (a later call may open the head).
+  // yp [rows, inner] = proj(x), computed for the heads the plan uses: a head no query of the
+  // call attends with is never projected. The others stay defined, never read: zero, or
+  // projected where they share a computed panel with a used head (up to 4 rows). For the
+  // query always; for keys and values only when nothing is cached (a later call may open
+  // the head).
   void project_used_heads(const LinearT& proj, ConstMatrixView x, float* yp, const HeadPlan& plan,
                           Workspace& ws) const {
     const std::size_t h = cfg_.local_heads, d = head_dim(), inner = inner_dim(), rows = x.rows();
@@ -563,9 +565,11 @@ class GatedAttention {
       linear_forward(proj, x, y, ws);
       return;
     }
-    // Unused heads stay defined (rotary positions rotate every head). A few rows are zeroed
-    // whole before the product (which writes the used heads' panels over them): a branch per
-    // head mispredicts on a decoding step's near-random heads.
+    // Unused heads stay defined (rotary positions rotate every head). A decoding step's few
+    // rows are zeroed whole before the product, which writes the used heads' panels over
+    // them: the per-head loop below takes a branch per head, mispredicted on a step's
+    // near-random heads. Over more rows the pattern repeats row after row, so the loop's
+    // branches predict, and it writes only the unused heads instead of every row twice.
     if (rows <= 4) {
       std::fill(yp, yp + rows * inner, 0.0f);
       linear_output_groups(proj, x, y, d, plan.used, plan.num_used, ws);
@@ -604,7 +608,8 @@ class GatedAttention {
     // step's few open heads (thousands of multiply-adds) stay on one thread: waking a second costs
     // more than it saves, and made two threads slower than one.
     // The (sequence, head) pairs some row attends with, listed without a branch per pair (a
-    // decoding step's open heads are close to random).
+    // decoding step's open heads are close to random). Work splits over these pairs only, so
+    // a gated prefill with few open heads cuts their rows into more chunks.
     const std::size_t all_heads = batch * h;
     std::uint32_t* open = ws.allocate<std::uint32_t>(all_heads);
     std::size_t heads_total = 0;
@@ -633,7 +638,8 @@ class GatedAttention {
       for (std::size_t p = plo; p < phi; ++p) {
         float* sp = scratch + p * scratch_floats;
         const std::size_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
-        // Unit u is chunk u % chunks of open pair u / chunks, kept as counters.
+        // Unit u is chunk u % chunks of open pair u / chunks, kept as counters rather than two
+        // divisions per unit.
         std::size_t next_pair = u0 / chunks, next_chunk = u0 % chunks;
         for (std::size_t u = u0; u < u1; ++u) {
           const std::size_t nh = open[next_pair], chunk = next_chunk;

@@ -284,34 +284,38 @@ TYPED_TEST(SimdGemmS8, KSpansSumOnlyTheirKAndNeverReadTheRest) {
 }
 
 TYPED_TEST(SimdGemmS8, QuantizedSpansEqualTheRowWithTheRestZero) {
-  const std::size_t m = 3, k = 37;
-  const std::uint32_t spans[] = {0, 5, 9, 16, 30, 37};
-  auto x = dynasparse_test::uniform_floats(m * k, -3.0f, 3.0f, 21u);
-  std::vector<float> zeroed = x;
-  for (std::size_t r = 0; r < m; ++r) {
-    for (std::size_t kk = 0; kk < k; ++kk) {
-      const bool inside = kk < 5 || (kk >= 9 && kk < 16) || kk >= 30;
-      if (!inside) {
-        zeroed[r * k + kk] = 0.0f;
-        // Never read: a large or NaN value there would change the row's scale.
-        x[r * k + kk] = r == 1 ? std::numeric_limits<float>::quiet_NaN() : 100.0f;
+  // Rows of up to 4096 features go through a zeroed copy, longer ones span by span.
+  for (const std::size_t k : {std::size_t{37}, std::size_t{4099}}) {
+    const std::size_t m = 3;
+    const auto last = static_cast<std::uint32_t>(k - 7);
+    const std::uint32_t spans[] = {0, 5, 9, 16, last, static_cast<std::uint32_t>(k)};
+    auto x = dynasparse_test::uniform_floats(m * k, -3.0f, 3.0f, 21u);
+    std::vector<float> zeroed = x;
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t kk = 0; kk < k; ++kk) {
+        const bool inside = kk < 5 || (kk >= 9 && kk < 16) || kk >= last;
+        if (!inside) {
+          zeroed[r * k + kk] = 0.0f;
+          // Never read: a large or NaN value there would change the row's scale.
+          x[r * k + kk] = r == 1 ? std::numeric_limits<float>::quiet_NaN() : 100.0f;
+        }
       }
     }
-  }
-  x[2 * k + 31] = std::numeric_limits<float>::infinity();  // inside: row 2 is not finite
-  zeroed[2 * k + 31] = x[2 * k + 31];
-  const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
-  for (float alpha : {0.0f, 1.5f}) {
-    std::vector<std::int8_t> want(m * lda, 1), got(m * lda, 2);
-    std::vector<float> want_scale(m), got_scale(m);
-    simd::gemm_quantize_activations<TypeParam>(zeroed.data(), k, m, k, alpha, want.data(), lda,
-                                               want_scale.data());
-    simd::gemm_quantize_activation_spans<TypeParam>(x.data(), k, m, k, spans, 3, alpha, got.data(),
-                                                    lda, got_scale.data());
-    EXPECT_EQ(got, want) << alpha;
-    for (std::size_t r = 0; r < 2; ++r) EXPECT_EQ(got_scale[r], want_scale[r]) << r;
-    EXPECT_TRUE(std::isnan(got_scale[2]));
-    EXPECT_TRUE(std::isnan(want_scale[2]));
+    x[2 * k + last + 1] = std::numeric_limits<float>::infinity();  // inside: row 2 is not finite
+    zeroed[2 * k + last + 1] = x[2 * k + last + 1];
+    const std::size_t lda = simd::gemm_activation_row_bytes<TypeParam>(k);
+    for (float alpha : {0.0f, 1.5f}) {
+      std::vector<std::int8_t> want(m * lda, 1), got(m * lda, 2);
+      std::vector<float> want_scale(m), got_scale(m);
+      simd::gemm_quantize_activations<TypeParam>(zeroed.data(), k, m, k, alpha, want.data(), lda,
+                                                 want_scale.data());
+      simd::gemm_quantize_activation_spans<TypeParam>(x.data(), k, m, k, spans, 3, alpha,
+                                                      got.data(), lda, got_scale.data());
+      EXPECT_EQ(got, want) << alpha << " k " << k;
+      for (std::size_t r = 0; r < 2; ++r) EXPECT_EQ(got_scale[r], want_scale[r]) << r << " k " << k;
+      EXPECT_TRUE(std::isnan(got_scale[2])) << k;
+      EXPECT_TRUE(std::isnan(want_scale[2])) << k;
+    }
   }
 }
 

@@ -128,43 +128,47 @@ TEST(KVCache, ALongAppendSplitAcrossThreadsStoresWhatOneThreadStores) {
 }
 
 TEST(KVCache, AppendStoresBothLayoutsAndInt8WithinHalfAStep) {
-  const std::size_t batch = 2, h = 3, d = 5, e = h * d;
-  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
-    for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
-      nn::KVCache cache(batch, h, d, 10, dtype);
-      const auto k = uniform_floats(3 * batch * e, -2.0f, 2.0f, 1u);
-      const auto v = uniform_floats(3 * batch * e, -2.0f, 2.0f, 2u);
-      cache.append(ds::ConstMatrixView(k.data(), 2 * batch, e), ds::ConstMatrixView(v.data(), 2 * batch, e), layout);
-      cache.append(ds::ConstMatrixView(k.data() + 2 * batch * e, batch, e),
-                   ds::ConstMatrixView(v.data() + 2 * batch * e, batch, e), layout);
-      ASSERT_EQ(cache.size(), 3u);
-      for (std::size_t n = 0; n < batch; ++n) {
-        for (std::size_t t = 0; t < 3; ++t) {
-          // The first append had 2 tokens, the second 1: rows follow each call's layout.
-          const std::size_t row = t < 2 ? nn::layout_row(layout, n, t, 2, batch) : 2 * batch + n;
-          float ktok = 0.0f, vtok = 0.0f;
-          for (std::size_t i = 0; i < e; ++i) {
-            ktok = std::max(ktok, std::fabs(k[row * e + i]));
-            vtok = std::max(vtok, std::fabs(v[row * e + i]));
-          }
-          for (std::size_t hd = 0; hd < h; ++hd) {
-            float kmax = 0.0f, vmax = 0.0f;
-            for (std::size_t c = 0; c < d; ++c) {
-              kmax = std::max(kmax, std::fabs(k[row * e + hd * d + c]));
-              vmax = std::max(vmax, std::fabs(v[row * e + hd * d + c]));
+  // Heads of 520 values are wider than the compact append's 512-value chunk.
+  for (const std::size_t d : {std::size_t{5}, std::size_t{520}}) {
+    const std::size_t batch = 2, h = 3, e = h * d;
+    for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
+      for (auto layout : {nn::SeqLayout::SeqBatch, nn::SeqLayout::BatchSeq}) {
+        nn::KVCache cache(batch, h, d, 10, dtype);
+        const auto k = uniform_floats(3 * batch * e, -2.0f, 2.0f, 1u);
+        const auto v = uniform_floats(3 * batch * e, -2.0f, 2.0f, 2u);
+        cache.append(ds::ConstMatrixView(k.data(), 2 * batch, e),
+                     ds::ConstMatrixView(v.data(), 2 * batch, e), layout);
+        cache.append(ds::ConstMatrixView(k.data() + 2 * batch * e, batch, e),
+                     ds::ConstMatrixView(v.data() + 2 * batch * e, batch, e), layout);
+        ASSERT_EQ(cache.size(), 3u);
+        for (std::size_t n = 0; n < batch; ++n) {
+          for (std::size_t t = 0; t < 3; ++t) {
+            // The first append had 2 tokens, the second 1: rows follow each call's layout.
+            const std::size_t row = t < 2 ? nn::layout_row(layout, n, t, 2, batch) : 2 * batch + n;
+            float ktok = 0.0f, vtok = 0.0f;
+            for (std::size_t i = 0; i < e; ++i) {
+              ktok = std::max(ktok, std::fabs(k[row * e + i]));
+              vtok = std::max(vtok, std::fabs(v[row * e + i]));
             }
-            for (std::size_t c = 0; c < d; ++c) {
-              const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
-              if (dtype == nn::KVDType::F32) {
-                EXPECT_EQ(stored(cache, n, hd, c, t, false), kw);
-                EXPECT_EQ(stored(cache, n, hd, c, t, true), vw);
-              } else {
-                // Half a quantization step, max|x| / 254 (compact: up to sqrt(2) times
-                // that), plus the rounding of the products.
-                EXPECT_NEAR(stored(cache, n, hd, c, t, false), kw,
-                            int8_tolerance(dtype, kmax, ktok));
-                EXPECT_NEAR(stored(cache, n, hd, c, t, true), vw,
-                            int8_tolerance(dtype, vmax, vtok));
+            for (std::size_t hd = 0; hd < h; ++hd) {
+              float kmax = 0.0f, vmax = 0.0f;
+              for (std::size_t c = 0; c < d; ++c) {
+                kmax = std::max(kmax, std::fabs(k[row * e + hd * d + c]));
+                vmax = std::max(vmax, std::fabs(v[row * e + hd * d + c]));
+              }
+              for (std::size_t c = 0; c < d; ++c) {
+                const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
+                if (dtype == nn::KVDType::F32) {
+                  EXPECT_EQ(stored(cache, n, hd, c, t, false), kw);
+                  EXPECT_EQ(stored(cache, n, hd, c, t, true), vw);
+                } else {
+                  // Half a quantization step, max|x| / 254 (compact: up to sqrt(2) times
+                  // that), plus the rounding of the products.
+                  EXPECT_NEAR(stored(cache, n, hd, c, t, false), kw,
+                              int8_tolerance(dtype, kmax, ktok));
+                  EXPECT_NEAR(stored(cache, n, hd, c, t, true), vw,
+                              int8_tolerance(dtype, vmax, vtok));
+                }
               }
             }
           }

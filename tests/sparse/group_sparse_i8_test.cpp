@@ -147,4 +147,83 @@ TEST(GroupSparseI8, RejectsUnsupportedShapesAndCorruptParts) {
   EXPECT_THROW(sparse::GroupSparseI8(good.csr(), alphas, {}, "fc"), ds::FormatError);
 }
 
+// forward_output_groups of a group-sparse format against its own forward(): the listed
+// groups' columns bit for bit, block-rows holding no listed group never written.
+template <class Layer>
+void check_output_groups(const Layer& layer, std::size_t m, std::size_t in, std::size_t out,
+                         std::size_t rb, unsigned seed) {
+  const auto x = uniform_floats(m * in, -1.0f, 1.0f, seed);
+  const std::vector<float> full = forward_on_threads(layer, x, m, in, out, 1);
+  const std::vector<std::uint32_t> groups{5, 1, 2, 1};  // any order, repeats allowed
+  for (int threads : {1, 2}) {
+    ds::set_num_threads(threads);
+    ds::Workspace ws;
+    std::vector<float> part(m * out, -7.0f);
+    layer.forward_output_groups(ds::ConstMatrixView(x.data(), m, in),
+                                ds::MatrixView(part.data(), m, out), 8, groups.data(),
+                                groups.size(), ws);
+    ds::set_num_threads(0);
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t c = 0; c < out; ++c) {
+        bool listed = false, in_listed_block_row = false;
+        for (std::uint32_t g : groups) {
+          listed = listed || c / 8 == g;
+          in_listed_block_row =
+              in_listed_block_row || (g * 8 / rb <= c / rb && c / rb <= (g * 8 + 7) / rb);
+        }
+        if (listed) {
+          ASSERT_EQ(part[r * out + c], full[r * out + c])
+              << layer.name() << " m " << m << " threads " << threads << " row " << r << " column "
+              << c;
+        } else if (!in_listed_block_row) {
+          ASSERT_EQ(part[r * out + c], -7.0f)
+              << layer.name() << " column " << c << ", blocks of " << rb;
+        }
+      }
+    }
+  }
+}
+
+TEST(GroupSparseLayers, OutputGroupsEqualThoseColumnsOfForwardBitForBit) {
+  // Heads of 8 outputs against block-rows of 16 and 32; one row (decoding) and several; 72
+  // outputs leave the last block-row partial; the wide layer gives each thread enough work.
+  for (std::size_t rb : {16u, 32u}) {
+    for (auto [m, in] :
+         {std::pair<std::size_t, std::size_t>{1, 40}, {7, 40}, {1, 4096}, {3, 1024}}) {
+      const std::size_t out = 72;
+      const auto w = uniform_floats(out * in, -1.0f, 1.0f, static_cast<unsigned>(rb + in + m));
+      const auto b = uniform_floats(out, -1.0f, 1.0f, 25u);
+      const ds::ConstMatrixView wv(w.data(), out, in);
+      const auto mask = sparse::prune_by_norm(wv, {{rb, 4}, 0.5, false});
+      check_output_groups(sparse::GroupSparseF32(wv, mask, b, "f32"), m, in, out, rb, 26u);
+      sparse::GroupSparseI8 i8(wv, mask, b, "i8");
+      check_output_groups(i8, m, in, out, rb, 27u);
+      i8.set_activation_alpha(0.5f);  // static activation scales
+      check_output_groups(i8, m, in, out, rb, 28u);
+    }
+  }
+}
+
+TEST(GroupSparseLayers, OutputGroupArgumentsAreChecked) {
+  const std::size_t out = 40, in = 16;
+  const auto w = uniform_floats(out * in, -1.0f, 1.0f, 29u);
+  const ds::ConstMatrixView wv(w.data(), out, in);
+  const auto mask = sparse::prune_by_norm(wv, {{16, 4}, 0.5, false});
+  const auto x = uniform_floats(2 * in, -1.0f, 1.0f, 30u);
+  const ds::ConstMatrixView xv(x.data(), 2, in);
+  std::vector<float> y(2 * out);
+  const ds::MatrixView yv(y.data(), 2, out);
+  const std::uint32_t past[] = {5}, first[] = {0};  // 40 / 8 = 5 groups
+  ds::Workspace ws;
+  const auto check = [&](const auto& layer) {
+    EXPECT_THROW(layer.forward_output_groups(xv, yv, 8, past, 1, ws), ds::ConfigError);
+    EXPECT_THROW(layer.forward_output_groups(xv, yv, 0, first, 1, ws), ds::ConfigError);
+    EXPECT_THROW(layer.forward_output_groups(xv, yv, 41, first, 1, ws), ds::ConfigError);
+    EXPECT_THROW(layer.forward_output_groups(xv, ds::MatrixView(y.data(), 2, 39), 8, first, 1, ws),
+                 ds::ShapeError);
+  };
+  check(sparse::GroupSparseF32(wv, mask, {}, "f32"));
+  check(sparse::GroupSparseI8(wv, mask, {}, "i8"));
+}
+
 }  // namespace

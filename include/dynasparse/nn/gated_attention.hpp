@@ -169,8 +169,9 @@ inline GatedAttentionConfig resolve_config(GatedAttentionConfig cfg, const std::
 /// Projections go through LinearT: Linear<Format> for any weight format, or AnyLinear
 /// (formats chosen per projection at run time). A head no query of the call needs is left
 /// out of out_proj and q_proj with DenseF32 and quant::DenseI8 (Linear<Format>, or AnyLinear
-/// holding one; q_proj by whole panels, simd::gemm_list_step for INT8); in forward() also
-/// out of k_proj and v_proj. Decoding
+/// holding one; q_proj by whole panels, simd::gemm_list_step for INT8), and out of q_proj
+/// with the group-sparse formats (by block-row); in forward() also out of k_proj and
+/// v_proj. Decoding
 /// (forward_cached) computes and caches K and V for every head, since a later query may
 /// open a head this call skips. Work is split over threads
 /// by (sequence, head) and blocks of query rows (parallel_for); scratch comes from the

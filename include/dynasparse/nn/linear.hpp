@@ -58,8 +58,9 @@ class Linear {
   void forward(ConstMatrixView x, MatrixView y, Workspace& ws) const { format_.forward(x, y, ws); }
 
   /// forward() for the listed groups of `group` outputs, computing only what the format
-  /// needs for them where it can (DenseF32 and quant::DenseI8 by packed panel); other
-  /// formats compute every output. Columns of unlisted groups are unspecified.
+  /// needs for them where it can (DenseF32 and quant::DenseI8 by packed panel, the
+  /// group-sparse formats by block-row); other formats compute every output. Columns of
+  /// unlisted groups are unspecified.
   /// @throws as the format's forward_output_groups or forward().
   void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
                              const std::uint32_t* groups, std::size_t count, Workspace& ws) const {

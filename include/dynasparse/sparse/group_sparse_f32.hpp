@@ -75,6 +75,42 @@ class GroupSparseF32 {
         });
   }
 
+  /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
+  /// columns [g * group, (g + 1) * group) of y (an attention layer's query heads that some
+  /// query needs), computed by the block-rows that hold them, bit for bit forward()'s values.
+  /// Other columns are unspecified (a block-row shared with a listed group is written whole).
+  /// Groups in any order, repeats allowed. @throws ShapeError on mismatched shapes;
+  /// ConfigError if group is 0 or a group lies past `out`.
+  void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, csr_.in, "sparse", name_, " input");
+    check_shape(y, x.rows(), csr_.out, "sparse", name_, " output");
+    check_feature_groups(group, groups, count, csr_.out, "sparse", "output", name_);
+    const std::size_t m = x.rows();
+    if (m == 0 || count == 0) return;
+    Workspace::Scope scope(ws);
+    std::uint32_t* rows = ws.allocate<std::uint32_t>(csr_.block_rows());
+    const std::size_t n =
+        spans_of_groups(group, groups, count, csr_.shape.rows, csr_.block_rows(), rows);
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const std::size_t per_row =
+        std::max<std::size_t>(1,
+                              csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows())) *
+        csr_.shape.rows * csr_.shape.cols * m;
+    parallel_for(0, n, std::max<std::size_t>(1, parallel_min_macs_f32 / per_row),
+                 [&](std::size_t i0, std::size_t i1) {
+                   for (std::size_t i = i0; i < i1;) {
+                     std::size_t j = i + 1;
+                     while (j < i1 && rows[j] == rows[j - 1] + 1) ++j;
+                     simd::spmm_f32(x.data(), x.stride(), m, csr_.in, csr_.row_ptr.data(),
+                                    csr_.col_idx.data(), csr_.values.data(), csr_.shape.rows,
+                                    csr_.shape.cols, rows[i], std::size_t{rows[j - 1]} + 1, bias,
+                                    y.data(), y.stride(), csr_.out);
+                     i = j;
+                   }
+                 });
+  }
+
  private:
   void check_height() const {
     if (!simd::spmm_supports_block_rows(csr_.shape.rows)) {

@@ -137,6 +137,59 @@ class GroupSparseI8 {
     const std::size_t m = x.rows();
     if (m == 0) return;
     Workspace::Scope scope(ws);
+    const Quantized q = quantize(x, ws);
+    // Keep at least parallel_min_macs_i8 multiply-adds per thread so small layers stay serial.
+    csr_.parallel_rows_or_block_rows(m, simd::spmm_int8_tile_rows, parallel_min_macs_i8,
+                                     [&](std::size_t r0, std::size_t r1, std::size_t br0,
+                                         std::size_t br1) { product(q, r0, r1, br0, br1, y); });
+  }
+
+  /// forward() for the outputs of the listed groups only: for each g in groups[0, count),
+  /// columns [g * group, (g + 1) * group) of y (an attention layer's query heads that some
+  /// query needs), computed by the block-rows that hold them, bit for bit forward()'s values.
+  /// Other columns are unspecified (a block-row shared with a listed group is written whole).
+  /// Groups in any order, repeats allowed. @throws ShapeError on mismatched shapes;
+  /// ConfigError if group is 0 or a group lies past `out`.
+  void forward_output_groups(ConstMatrixView x, MatrixView y, std::size_t group,
+                             const std::uint32_t* groups, std::size_t count, Workspace& ws) const {
+    check_cols(x, csr_.in, "sparse", name_, " input");
+    check_shape(y, x.rows(), csr_.out, "sparse", name_, " output");
+    check_feature_groups(group, groups, count, csr_.out, "sparse", "output", name_);
+    const std::size_t m = x.rows();
+    if (m == 0 || count == 0) return;
+    Workspace::Scope scope(ws);
+    const Quantized q = quantize(x, ws);
+    std::uint32_t* rows = ws.allocate<std::uint32_t>(csr_.block_rows());
+    const std::size_t n =
+        spans_of_groups(group, groups, count, csr_.shape.rows, csr_.block_rows(), rows);
+    const std::size_t per_row =
+        std::max<std::size_t>(1,
+                              csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows())) *
+        csr_.shape.rows * block_cols * m;
+    parallel_for(0, n, std::max<std::size_t>(1, parallel_min_macs_i8 / per_row),
+                 [&](std::size_t i0, std::size_t i1) {
+                   // Consecutive block-rows in one call: the decoding kernel takes up to 384
+                   // outputs at once.
+                   for (std::size_t i = i0; i < i1;) {
+                     std::size_t j = i + 1;
+                     while (j < i1 && rows[j] == rows[j - 1] + 1) ++j;
+                     product(q, 0, m, rows[i], std::size_t{rows[j - 1]} + 1, y);
+                     i = j;
+                   }
+                 });
+  }
+
+ private:
+  // Activations prepared for the kernels: rows `lda` bytes apart, one scale per row.
+  struct Quantized {
+    const std::int8_t* a;
+    std::size_t lda;
+    const float* row_scale;
+  };
+
+  // Scratch from ws (the caller's scope): M * (in rounded up to 4) + 4 M bytes.
+  Quantized quantize(ConstMatrixView x, Workspace& ws) const {
+    const std::size_t m = x.rows();
     const std::size_t lda = simd::gemm_activation_row_bytes(csr_.in);
     // Padding past `in` up to the block's four inputs must read as zero: round up to 4.
     const std::size_t lda4 = std::max(lda, (csr_.in + 3) / 4 * 4);
@@ -147,26 +200,28 @@ class GroupSparseI8 {
       simd::gemm_quantize_activations(x.row(r0), x.stride(), r1 - r0, csr_.in, activation_alpha_, a + r0 * lda4, lda4,
                                       row_scale + r0);
     });
-    const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const std::size_t out = csr_.out;
-    // Keep at least parallel_min_macs_i8 multiply-adds per thread so small layers stay serial.
-    csr_.parallel_rows_or_block_rows(
-        m, simd::spmm_int8_tile_rows, parallel_min_macs_i8,
-        [&](std::size_t r0, std::size_t r1, std::size_t br0, std::size_t br1) {
-          simd::spmm_s8s8_s32(a + r0 * lda4, lda4, r1 - r0, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
-                              csr_.values.data(), csr_.shape.rows, br0, br1, shift_init_.data(),
-                              [&](std::size_t t0, std::size_t rows, std::size_t n0, const std::int32_t* tile,
-                                  std::size_t ld) {
-                                const std::size_t nn = std::min(ld, out - n0);
-                                for (std::size_t r = 0; r < rows; ++r) {
-                                  simd::dequantize_s32f32(tile + r * ld, nn, row_scale[r0 + t0 + r], w_scale_.data() + n0,
-                                                          bias ? bias + n0 : nullptr, y.row(r0 + t0 + r) + n0);
-                                }
-                              });
-        });
+    return {a, lda4, row_scale};
   }
 
- private:
+  // Rows [r0, r1) of y, outputs of block-rows [br0, br1).
+  void product(const Quantized& q, std::size_t r0, std::size_t r1, std::size_t br0, std::size_t br1,
+               MatrixView y) const {
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const std::size_t out = csr_.out;
+    simd::spmm_s8s8_s32(q.a + r0 * q.lda, q.lda, r1 - r0, csr_.in, csr_.row_ptr.data(),
+                        csr_.col_idx.data(), csr_.values.data(), csr_.shape.rows, br0, br1,
+                        shift_init_.data(),
+                        [&](std::size_t t0, std::size_t rows, std::size_t n0,
+                            const std::int32_t* tile, std::size_t ld) {
+                          const std::size_t nn = std::min(ld, out - n0);
+                          for (std::size_t r = 0; r < rows; ++r) {
+                            simd::dequantize_s32f32(
+                                tile + r * ld, nn, q.row_scale[r0 + t0 + r], w_scale_.data() + n0,
+                                bias ? bias + n0 : nullptr, y.row(r0 + t0 + r) + n0);
+                          }
+                        });
+  }
+
   void check_shape_supported(BlockShape s) const {
     if (!(s.rows == 16 || s.rows == 32 || s.rows == 64) || s.cols != block_cols) {
       ::dynasparse::detail::fail<UnsupportedError>("sparse", "block shape of the int8 kernel", "16x4, 32x4 or 64x4",

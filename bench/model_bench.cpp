@@ -2,7 +2,7 @@
 // Decoding with the shipped demo models (examples/models: hidden 256, 4 layers, 32 heads,
 // head gates at tau 0.05), one token at a time as a chat or completion does:
 //   BM_ModelDecode/<variant>/threads:<T>
-// <variant>: fp32_dense (the baseline), fp32_sparse70 (the trained 70% group-sparse FFN),
+// <variant>: fp32_dense (the baseline), fp32_sparse70 (the trained 70% group-sparse model),
 // int8_dense and int8_sparse70 (every linear layer INT8 with dynamic per-row activations, as
 // the demo's last row), int8_sparse70_int8head (the output head, tied to the embedding, in
 // INT8 too: LoadOptions::int8_head). Each iteration decodes the 64 held-out bytes after a 128-byte

@@ -10,9 +10,11 @@ databases of Debian's `fortunes` package (BSD licence; examples/models/CORPUS.md
 Both runs use the same data order, steps and seed; they differ only in the sparsity schedule
 (the seed's, DIGEST §3.3):
   - steps [0, 10%): dense;
-  - [10%, 70%): group-lasso on the FFN's 16x4 weight blocks with a coefficient growing
-    linearly from 0, and magnitude pruning (smallest block L2 norms) at 30% of blocks, then
-    +10% per round, up to the target (70%), rounds evenly spaced;
+  - [10%, 70%): group-lasso on the 16x4 weight blocks of every linear layer but the head
+    gates (q, k, v and out_proj of attention, up and down of the FFN; `--sparse-layers ffn`
+    for the FFN only) with a coefficient growing linearly from 0, and magnitude pruning
+    (smallest block L2 norms, each matrix on its own) at 30% of blocks, then +10% per round,
+    up to the target (70%), rounds evenly spaced;
   - [70%, 100%): fine-tuning with the mask fixed, no penalty.
 Both runs also carry a small L1 penalty on the head gates' sigmoid outputs (off for the
 first 20% of steps, then ramped up over 30%), so that gates of heads a query does not need
@@ -22,6 +24,15 @@ The corpus is split by fortune (deterministic shuffle): 90% train, 10% held out.
 text is written to examples/models/fortunes_heldout.txt; bits per byte are computed on it
 exactly as `dynasparse eval` does (windows of max_seq_len overlapping by one byte).
 Weights are saved as F16 (dynasparse widens them to float on load) to keep the files small.
+
+Speed: where page faults are expensive (some virtual machines), glibc's allocator returning
+each step's large tensors to the kernel can take most of the time. On the 2-core machine the
+models were trained on, a step took about 7 s that way and about 1 s with jemalloc keeping
+the memory, and one OpenBLAS thread:
+
+    OPENBLAS_NUM_THREADS=1 MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true" \
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \
+        /usr/bin/python3 examples/python/train.py --mode sparse     # Debian: libjemalloc2
 """
 import argparse
 import json
@@ -57,8 +68,17 @@ def load_corpus(seed):
     return sep.join(items[n_eval:]) + sep, sep.join(items[:n_eval]) + sep
 
 
-def ffn_weights(model):
-    return [m.weight for b in model.layers for m in (b.ffn.up, b.ffn.down)]
+def sparse_weights(model, which):
+    """The matrices the schedule prunes: FFN up and down, and with which == "all" also q, k, v
+    (row blocks of the packed in_proj_weight, as views) and out_proj of every layer. Taken
+    afresh each step, since the slices are autograd views."""
+    ws = [m.weight for b in model.layers for m in (b.ffn.up, b.ffn.down)]
+    if which == "all":
+        for b in model.layers:
+            mha = b.attn.attention
+            e = mha.embed_dim
+            ws += [mha.in_proj_weight[i * e:(i + 1) * e] for i in range(3)] + [mha.out_proj.weight]
+    return ws
 
 
 def block_norms(w):
@@ -110,7 +130,9 @@ def main():
     ap.add_argument("--mode", choices=["dense", "sparse"], required=True)
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--target", type=float, default=0.7, help="fraction of FFN blocks pruned")
+    ap.add_argument("--target", type=float, default=0.7, help="fraction of blocks pruned in each sparse matrix")
+    ap.add_argument("--sparse-layers", choices=["all", "ffn"], default="all",
+                    help="the matrices pruned: every linear layer but the head gates, or the FFN only")
     ap.add_argument("--lasso", type=float, default=0.02, help="final group-lasso coefficient")
     ap.add_argument("--gate-l1", type=float, default=0.01, help="final L1 coefficient on head-gate outputs")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -156,7 +178,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         if step in round_at:
-            masks = [prune(w, round_at[step]) for w in ffn_weights(model)]
+            masks = [prune(w, round_at[step]) for w in sparse_weights(model, args.sparse_layers)]
         starts = torch.randint(0, len(data) - seq - 1, (args.batch,), generator=rng)
         batch = torch.stack([data[s:s + seq + 1] for s in starts]).long()
         gates.clear()
@@ -169,20 +191,20 @@ def main():
         lasso = 0.0
         if args.mode == "sparse" and dense_end <= step < prune_end:
             lasso = args.lasso * (step - dense_end + 1) / (prune_end - dense_end)
-            total = total + lasso * sum(block_norms(w).mean() for w in ffn_weights(model))
+            total = total + lasso * sum(block_norms(w).mean() for w in sparse_weights(model, args.sparse_layers))
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if masks is not None:
             with torch.no_grad():
-                for w, m in zip(ffn_weights(model), masks):
+                for w, m in zip(sparse_weights(model, args.sparse_layers), masks):
                     w.mul_(m)
         if step % 50 == 0 or step == steps - 1:
             gate_mean = float(torch.stack([g.mean() for g in gates]).mean())
             sparsity = 0.0 if masks is None else float(1 - sum(m.sum() for m in masks) / sum(m.numel() for m in masks))
             row = {"step": step, "loss_bits": float(loss) / math.log(2), "lr": lr, "lasso": lasso, "gate_l1": gate_coef,
-                   "ffn_block_sparsity": sparsity, "gate_mean": gate_mean, "seconds": time.time() - t0}
+                   "block_sparsity": sparsity, "gate_mean": gate_mean, "seconds": time.time() - t0}
             log.append(row)
             print(json.dumps(row), flush=True)
 
@@ -190,8 +212,10 @@ def main():
     bpb = bits_per_byte(model, held_out, seq, args.eval_bytes)
     name = "fortunes_dense" if args.mode == "dense" else "fortunes_sparse%d" % round(100 * args.target)
     if args.mode == "sparse":
-        model.cfg["formats"] = {"layers.%d.ffn.%s" % (i, p): "gsparse_f32" for i in range(cfg["layers"])
-                                for p in ("up", "down")}
+        names = ["ffn.up", "ffn.down"]
+        if args.sparse_layers == "all":
+            names += ["attn.attention.%s_proj" % p for p in ("q", "k", "v", "out")]
+        model.cfg["formats"] = {"layers.%d.%s" % (i, n): "gsparse_f32" for i in range(cfg["layers"]) for n in names}
     save_model(model, os.path.join(args.out, name + ".safetensors"), dtype=torch.float16)
     summary = {"name": name, "args": vars(args), "config": model.cfg, "held_out_bits_per_byte": bpb,
                "held_out_bytes_scored": min(len(held_out), args.eval_bytes), "train_bytes": len(train),

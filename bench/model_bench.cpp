@@ -4,12 +4,14 @@
 //   BM_ModelDecode/<variant>/threads:<T>
 // <variant>: fp32_dense (the baseline), fp32_sparse70 (the trained 70% group-sparse model),
 // int8_dense and int8_sparse70 (every linear layer INT8 with dynamic per-row activations, as
-// the demo's last row), int8_sparse70_int8head (the output head, tied to the embedding, in
-// INT8 too: LoadOptions::int8_head). Each iteration decodes the 64 held-out bytes after a 128-byte
-// prompt (positions 128-191, the demo's decode measure); only those steps are timed (manual time),
-// not the prompt's prefill. Counter ms_per_token. bench/report.py divides every variant by
-// fp32_dense of the same run and thread count: run with repetitions and random interleaving
-// (scripts/bench.sh does) so that a burst of load on this shared machine falls on both sides.
+// in the demo), int8_sparse70_int8head (the output head, tied to the embedding, in
+// INT8 too: LoadOptions::int8_head), int8_sparse70_int8head_i8kv (and the KV cache in INT8 with
+// a scale per token and head, nn::KVDType::I8). Each iteration decodes the 64 held-out bytes after
+// a 128-byte prompt (positions 128-191, the demo's decode measure); only those steps are timed
+// (manual time), not the prompt's prefill. Counter ms_per_token. bench/report.py divides every
+// variant by fp32_dense of the same run and thread count: run with repetitions and random
+// interleaving (scripts/bench.sh does) so that a burst of load on this shared machine falls on both
+// sides.
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -72,7 +74,9 @@ void bm_model_decode(benchmark::State& state, const std::string& variant, int th
   const std::size_t v = m.vocab();
   std::vector<float> logits(kModelPrompt * v);
   // One session reused, as a server reuses its sessions (a fresh one would time page faults).
-  dsm::Session s = m.new_session(kModelPrompt + kModelDecode);
+  const bool i8kv = variant.find("_i8kv") != std::string::npos;
+  dsm::Session s = m.new_session(kModelPrompt + kModelDecode,
+                                 i8kv ? dsm::nn::KVDType::I8 : dsm::nn::KVDType::F32);
   double total = 0;
   for (auto _ : state) {
     s.reset();
@@ -94,8 +98,8 @@ void bm_model_decode(benchmark::State& state, const std::string& variant, int th
 }
 
 const bool model_registered = [] {
-  for (const char* variant :
-       {"fp32_dense", "fp32_sparse70", "int8_dense", "int8_sparse70", "int8_sparse70_int8head"}) {
+  for (const char* variant : {"fp32_dense", "fp32_sparse70", "int8_dense", "int8_sparse70",
+                              "int8_sparse70_int8head", "int8_sparse70_int8head_i8kv"}) {
     for (int t : {1, 2}) {
       const std::string name =
           std::string("BM_ModelDecode/") + variant + "/threads:" + std::to_string(t);

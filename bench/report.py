@@ -409,7 +409,8 @@ def model_table(t, c):
     against fp32_dense at the same thread count (median runs of interleaved repetitions)."""
     names = {"fp32_dense": "FP32 dense (baseline)", "fp32_sparse70": "FP32 group-sparse 70%",
              "int8_dense": "INT8 dense", "int8_sparse70": "INT8 + group-sparse 70%",
-             "int8_sparse70_int8head": "INT8 + group-sparse 70%, INT8 head"}
+             "int8_sparse70_int8head": "INT8 + group-sparse 70%, INT8 head",
+             "int8_sparse70_int8head_i8kv": "INT8 + group-sparse 70%, INT8 head and KV cache"}
     threads = sorted({int(m.group(1)) for n in t for m in [re.match(r"BM_ModelDecode/\w+/threads:(\d+)$", n)] if m})
     if not threads:
         return ""

@@ -71,18 +71,28 @@ struct Eval {
 };
 
 // Bits per byte over `ids` in windows of max_seq_len overlapping by one token, the method of
-// `dynasparse eval`, with the attention statistics of the whole pass.
-Eval evaluate(const ds::Model& m, const std::vector<std::int32_t>& ids, const char* what) {
+// `dynasparse eval`, with the attention statistics of the whole pass. With a quantized KV
+// cache, each window runs through a session holding one (a prefill attends to the cache's
+// stored K and V), so the figure includes the cache's rounding.
+Eval evaluate(const ds::Model& m, const std::vector<std::int32_t>& ids, const char* what,
+              ds::nn::KVDType kv = ds::nn::KVDType::F32) {
   const std::size_t window = m.config().max_seq_len, v = m.vocab();
   std::vector<float> logits(window * v);
   ds::Workspace ws;
+  ds::Session session = m.new_session(window, kv);
   ds::nn::AttentionStats stats;
   double bits = 0;
   std::size_t scored = 0;
   const Progress bar{what, ids.size()};
   for (std::size_t start = 0; start + 1 < ids.size(); start += window - 1) {
     const std::size_t n = std::min(window, ids.size() - start);
-    stats += m.forward(ids.data() + start, n, ds::MatrixView(logits.data(), n, v), ws);
+    if (kv == ds::nn::KVDType::F32) {
+      stats += m.forward(ids.data() + start, n, ds::MatrixView(logits.data(), n, v), ws);
+    } else {
+      session.reset();
+      m.decode(ids.data() + start, n, session, ds::MatrixView(logits.data(), n, v));
+      stats += session.stats();
+    }
     for (std::size_t i = 0; i + 1 < n; ++i) {
       const float* l = logits.data() + i * v;
       const float mx = *std::max_element(l, l + v);
@@ -136,6 +146,7 @@ struct Variant {
   std::string file;
   ds::LoadOptions options;
   std::string observer;  // "" for float, "dynamic", or an observer name
+  ds::nn::KVDType kv = ds::nn::KVDType::F32;  // the sessions' KV cache
 };
 
 }  // namespace
@@ -211,6 +222,8 @@ int main(int argc, char** argv) try {
       {"INT8 static, mse observer", dense_file, int8, "mse"},
       {"INT8 + group-sparse 70% (trained)", sparse_file, int8, "dynamic"},
       {"INT8 + group-sparse 70%, INT8 head", sparse_file, int8_head, "dynamic"},
+      {"INT8 + group-sparse 70%, INT8 head and KV cache", sparse_file, int8_head, "dynamic",
+       ds::nn::KVDType::I8},
   };
   const std::size_t prefill = 256, decode = quick ? 8 : 64;
   std::printf(
@@ -237,14 +250,14 @@ int main(int argc, char** argv) try {
   for (const Variant& v : variants) {
     ds::Model m = ds::Model::load(v.file, v.options);
     if (!v.observer.empty() && v.observer != "dynamic") m.set_activation_alphas(alphas.at(v.observer));
-    const Eval e = evaluate(m, eval_ids, v.name.c_str());
+    const Eval e = evaluate(m, eval_ids, v.name.c_str(), v.kv);
     rows.push_back(Row{&v, std::move(m), e, {}, {}});
   }
   {
     std::vector<ds::Session> prefill_sessions, decode_sessions;
     for (const Row& r : rows) {
-      prefill_sessions.push_back(r.model.new_session());
-      decode_sessions.push_back(r.model.new_session());
+      prefill_sessions.push_back(r.model.new_session(0, r.variant->kv));
+      decode_sessions.push_back(r.model.new_session(0, r.variant->kv));
     }
     std::vector<float> logits(prefill * rows.front().model.vocab());
     const Progress bar{"timing (rounds x variants)",

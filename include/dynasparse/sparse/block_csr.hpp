@@ -176,6 +176,32 @@ struct BlockCsr {
                         [&](std::size_t br0, std::size_t br1) { fn(std::size_t{0}, m, br0, br1); });
   }
 
+  /// The block-rows holding the outputs of the listed groups of `group` outputs (a
+  /// forward_output_groups), in runs of consecutive block-rows: calls fn(br0, br1) for each,
+  /// in parallel (parallel_for) with at least `min_macs` multiply-adds of m input rows per
+  /// part. `rows` has room for block_rows() entries; the groups must have passed
+  /// check_feature_groups against `out`.
+  template <class Fn>
+  void parallel_group_block_rows(std::size_t group, const std::uint32_t* groups, std::size_t count,
+                                 std::size_t m, std::size_t min_macs, std::uint32_t* rows,
+                                 Fn&& fn) const {
+    const std::size_t n = spans_of_groups(group, groups, count, shape.rows, block_rows(), rows);
+    const std::size_t per_row =
+        std::max<std::size_t>(1, stored_blocks() / std::max<std::size_t>(1, block_rows())) *
+        shape.rows * shape.cols * m;
+    parallel_for(0, n, std::max<std::size_t>(1, min_macs / per_row),
+                 [&](std::size_t i0, std::size_t i1) {
+                   // Consecutive block-rows in one call (the INT8 decoding kernel takes up to 384
+                   // outputs at once).
+                   for (std::size_t i = i0; i < i1;) {
+                     std::size_t j = i + 1;
+                     while (j < i1 && rows[j] == rows[j - 1] + 1) ++j;
+                     fn(std::size_t{rows[i]}, std::size_t{rows[j - 1]} + 1);
+                     i = j;
+                   }
+                 });
+  }
+
   /// The block mask of the stored blocks.
   BlockMask mask() const {
     BlockMask m;

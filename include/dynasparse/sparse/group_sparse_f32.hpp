@@ -89,26 +89,14 @@ class GroupSparseF32 {
     const std::size_t m = x.rows();
     if (m == 0 || count == 0) return;
     Workspace::Scope scope(ws);
-    std::uint32_t* rows = ws.allocate<std::uint32_t>(csr_.block_rows());
-    const std::size_t n =
-        spans_of_groups(group, groups, count, csr_.shape.rows, csr_.block_rows(), rows);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const std::size_t per_row =
-        std::max<std::size_t>(1,
-                              csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows())) *
-        csr_.shape.rows * csr_.shape.cols * m;
-    parallel_for(0, n, std::max<std::size_t>(1, parallel_min_macs_f32 / per_row),
-                 [&](std::size_t i0, std::size_t i1) {
-                   for (std::size_t i = i0; i < i1;) {
-                     std::size_t j = i + 1;
-                     while (j < i1 && rows[j] == rows[j - 1] + 1) ++j;
-                     simd::spmm_f32(x.data(), x.stride(), m, csr_.in, csr_.row_ptr.data(),
-                                    csr_.col_idx.data(), csr_.values.data(), csr_.shape.rows,
-                                    csr_.shape.cols, rows[i], std::size_t{rows[j - 1]} + 1, bias,
-                                    y.data(), y.stride(), csr_.out);
-                     i = j;
-                   }
-                 });
+    csr_.parallel_group_block_rows(
+        group, groups, count, m, parallel_min_macs_f32,
+        ws.allocate<std::uint32_t>(csr_.block_rows()), [&](std::size_t br0, std::size_t br1) {
+          simd::spmm_f32(x.data(), x.stride(), m, csr_.in, csr_.row_ptr.data(), csr_.col_idx.data(),
+                         csr_.values.data(), csr_.shape.rows, csr_.shape.cols, br0, br1, bias,
+                         y.data(), y.stride(), csr_.out);
+        });
   }
 
  private:

@@ -159,24 +159,10 @@ class GroupSparseI8 {
     if (m == 0 || count == 0) return;
     Workspace::Scope scope(ws);
     const Quantized q = quantize(x, ws);
-    std::uint32_t* rows = ws.allocate<std::uint32_t>(csr_.block_rows());
-    const std::size_t n =
-        spans_of_groups(group, groups, count, csr_.shape.rows, csr_.block_rows(), rows);
-    const std::size_t per_row =
-        std::max<std::size_t>(1,
-                              csr_.stored_blocks() / std::max<std::size_t>(1, csr_.block_rows())) *
-        csr_.shape.rows * block_cols * m;
-    parallel_for(0, n, std::max<std::size_t>(1, parallel_min_macs_i8 / per_row),
-                 [&](std::size_t i0, std::size_t i1) {
-                   // Consecutive block-rows in one call: the decoding kernel takes up to 384
-                   // outputs at once.
-                   for (std::size_t i = i0; i < i1;) {
-                     std::size_t j = i + 1;
-                     while (j < i1 && rows[j] == rows[j - 1] + 1) ++j;
-                     product(q, 0, m, rows[i], std::size_t{rows[j - 1]} + 1, y);
-                     i = j;
-                   }
-                 });
+    csr_.parallel_group_block_rows(
+        group, groups, count, m, parallel_min_macs_i8,
+        ws.allocate<std::uint32_t>(csr_.block_rows()),
+        [&](std::size_t br0, std::size_t br1) { product(q, 0, m, br0, br1, y); });
   }
 
  private:

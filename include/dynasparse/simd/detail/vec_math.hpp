@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "dynasparse/simd/arch.hpp"
 #include "dynasparse/simd/detail/scalar/math.hpp"
@@ -83,6 +84,23 @@ inline void map_f32(const float* x, float* y, std::size_t n, VecOp vop, ScalarOp
 /// Largest lane; NaN lanes are handled by the caller.
 template <class A>
 inline float hmax(const xsimd::batch<float, A>& v) noexcept {
+  // In registers, halves folded pairwise where the ISA has the shuffles: a running max over
+  // stored lanes is a chain of w dependent compares (16 on AVX-512) that a decoding head and
+  // a quantized row wait on.
+#if DYNASPARSE_HAS_AVX512BW
+  if constexpr (std::is_base_of_v<xsimd::avx512f, A>) return _mm512_reduce_max_ps(v);
+#endif
+#if DYNASPARSE_HAS_AVX2
+  if constexpr (std::is_base_of_v<xsimd::avx2, A> && !std::is_base_of_v<xsimd::avx512f, A>) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+  }
+#endif
+#if DYNASPARSE_HAS_NEON && defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon64, A>) return vmaxvq_f32(v);
+#endif
   alignas(64) float lanes[xsimd::batch<float, A>::size];
   v.store_aligned(lanes);
   float m = lanes[0];

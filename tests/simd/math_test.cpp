@@ -167,8 +167,8 @@ TYPED_TEST(SimdMath, GeluMatchesErfReference) {
 
 TYPED_TEST(SimdMath, GeluIsWithinItsBudgetOfADoubleReference) {
   // Every 1e-3 over [-10, 10] (beyond, erfc's tail is far under the absolute budget), against
-  // 0.5 x erfc(-x / sqrt 2) in double: the float scalar twin carries its own rounding of
-  // 1 + erf, so this pins the kernel's error, not the difference of two. (Measured on AVX2
+  // 0.5 x erfc(-x / sqrt 2) in double: the float scalar twin carries its own rounding, so
+  // this pins the kernel's error, not the difference of two. (Measured on AVX2
   // and AVX-512: at most 0.065 of the budget, near x = -1.4; through xsimd::erf it was 0.17,
   // near x = -5.5. An Abramowitz and Stegun 7.1.26 kernel with one exp reached 0.45.)
   std::vector<float> x;
@@ -194,8 +194,8 @@ TEST(SimdMathReference, GeluAndSiluLimitsAreZeroAtMinusInfinity) {
 TYPED_TEST(SimdMath, GeluKeepsItsRelativeAccuracyInTheNegativeTail) {
   // Below x = -5, 1 + erf(x / sqrt 2) cancels to a few ulps of 1 or to 0 (57% off at -5.5,
   // -0 from -6 on), which the absolute budget hides; erfc keeps the values relative. Every
-  // kernel, the scalar twin included, within 1e-4 relative of a double reference, and
-  // array positions (vector lanes and the scalar tail) agree.
+  // kernel, the scalar twin included, within 1e-4 relative of a double reference, so vector
+  // lanes and the array's scalar tail agree to that.
   std::vector<float> x;
   for (int i = 0; i < 37; ++i) x.push_back(-5.0f - 0.2f * static_cast<float>(i));  // to -12.2
   std::vector<float> got(x.size());

@@ -112,7 +112,7 @@ inline void map_f32(const float* x, float* y, std::size_t n, VecOp vop, ScalarOp
 template <class A>
 inline float hmax(const xsimd::batch<float, A>& v) noexcept {
   // In registers, halves folded pairwise where the ISA has the shuffles: a running max over
-  // stored lanes is a chain of w - 1 dependent compares (16 on AVX-512) that a decoding head and
+  // stored lanes is a chain of w - 1 dependent compares (15 on AVX-512) that a decoding head and
   // a quantized row wait on.
 #if DYNASPARSE_HAS_AVX512BW
   if constexpr (std::is_base_of_v<xsimd::avx512f, A>) return _mm512_reduce_max_ps(v);

@@ -465,7 +465,7 @@ TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
 TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
   constexpr std::size_t block = simd::attention_kv_block;
   std::uint32_t seed = 1200;
-  for (std::size_t d : {1u, 5u, 8u}) {
+  for (std::size_t d : {1u, 4u, 5u, 8u}) {
     for (std::size_t lkv : {1u, 17u, 300u, 600u}) {
       for (bool blocked : {false, true}) {
         for (bool compact : {false, true}) {

@@ -689,8 +689,7 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
   }
   float* o = a.out + i * a.out_stride;
   const float inv = l > 0.0f ? 1.0f / l : std::numeric_limits<float>::quiet_NaN();
-  DYNASPARSE_UNROLL(8)
-  for (std::size_t c = 0; c < D; ++c) o[c] = xsimd::hadd(acc[c]) * inv;
+  hadd_columns<A, D>(acc, inv, o);
 }
 
 /// Keys up to which a decoding row takes attention_decode_row. Longer caches come from

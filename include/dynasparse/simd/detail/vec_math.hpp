@@ -135,5 +135,34 @@ inline float hmax(const xsimd::batch<float, A>& v) noexcept {
   return m;
 }
 
+/// out[c] = (sum of the lanes of acc[c]) * scale for c < D: the D sums reduced together
+/// (xsimd::haddp, AVX-512 vectors folded to AVX2 halves first) where D fills a vector,
+/// instead of D separate horizontal sums. A decoding attention row ends with eight of them
+/// at head_dim 8, a chain of about ten dependent shuffles and adds each.
+template <class A, std::size_t D>
+inline void hadd_columns(const xsimd::batch<float, A>* acc, float scale, float* out) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t w = B::size;
+#if DYNASPARSE_HAS_AVX512BW
+  if constexpr (std::is_base_of_v<xsimd::avx512f, A> && D == 8) {
+    using H = xsimd::batch<float, xsimd::avx2>;
+    H half[8];
+    for (std::size_t c = 0; c < 8; ++c) {
+      // The 64-bit extract is AVX-512F; the 32x8 one would need DQ.
+      const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[c]), 1));
+      half[c] = H(_mm256_add_ps(_mm512_castps512_ps256(acc[c]), hi));
+    }
+    (xsimd::haddp(half) * H(scale)).store_unaligned(out);
+    return;
+  }
+#endif
+  if constexpr (D % w == 0 && w >= 4) {
+    for (std::size_t c = 0; c < D; c += w)
+      (xsimd::haddp(acc + c) * B(scale)).store_unaligned(out + c);
+  } else {
+    for (std::size_t c = 0; c < D; ++c) out[c] = xsimd::hadd(acc[c]) * scale;
+  }
+}
+
 }  // namespace simd::detail
 DYNASPARSE_NAMESPACE_END

@@ -12,6 +12,13 @@
 // variant by fp32_dense of the same run and thread count: run with repetitions and random
 // interleaving (scripts/bench.sh does) so that a burst of load on this shared machine falls on both
 // sides.
+//   BM_ModelLinears/<variant>
+// One decoding row through every linear layer of the variant (attention projections, output
+// gates, FFN; not the output head) in layer order, every output computed (no head skipping),
+// 64 times, on one thread, nothing else touching the caches between passes (int8_sparse70's
+// 0.9 MB of weights stay in a 1 MB L2; fp32_dense's 9 MB come from L3): an upper bound on
+// the products' share of BM_ModelDecode's step, and what they cost without the step's other
+// work evicting their weights. Counter us_per_token.
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -97,6 +104,42 @@ void bm_model_decode(benchmark::State& state, const std::string& variant, int th
   state.SetLabel(dsm::build_info());
 }
 
+void bm_model_linears(benchmark::State& state, const std::string& variant) {
+  dsm::set_num_threads(1);
+  const dsm::Model& m = model_variant(variant);
+  std::vector<const dsm::nn::AnyLinear*> layers;
+  std::size_t width = 0;
+  m.for_each_linear([&](const dsm::nn::AnyLinear& l) {
+    layers.push_back(&l);
+    width = std::max({width, l.in_features(), l.out_features()});
+  });
+  // A row of the held-out text's scale: values in [-2, 2), none zero.
+  std::vector<float> x(width), y(width);
+  for (std::size_t i = 0; i < width; ++i) x[i] = static_cast<float>((i * 37) % 64) / 16.0f - 1.97f;
+  dsm::Workspace ws;
+  const auto pass = [&] {
+    for (const auto* l : layers) {
+      l->forward(dsm::ConstMatrixView(x.data(), 1, l->in_features()),
+                 dsm::MatrixView(y.data(), 1, l->out_features()), ws);
+    }
+  };
+  pass();  // warms the weights and the workspace
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < kModelDecode; ++i) pass();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(y.data());
+    state.SetIterationTime(sec);
+    total += sec;
+  }
+  state.counters["us_per_token"] =
+      total * 1e6 /
+      static_cast<double>(kModelDecode * std::max<std::size_t>(1, state.iterations()));
+  state.counters["layers"] = static_cast<double>(layers.size());
+  state.SetLabel(dsm::build_info());
+}
+
 const bool model_registered = [] {
   for (const char* variant : {"fp32_dense", "fp32_sparse70", "int8_dense", "int8_sparse70",
                               "int8_sparse70_int8head", "int8_sparse70_int8head_i8kv"}) {
@@ -109,6 +152,13 @@ const bool model_registered = [] {
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
     }
+  }
+  for (const char* variant : {"fp32_dense", "int8_dense", "int8_sparse70"}) {
+    benchmark::RegisterBenchmark(
+        (std::string("BM_ModelLinears/") + variant).c_str(),
+        [v = std::string(variant)](benchmark::State& st) { bm_model_linears(st, v); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
   }
   return true;
 }();

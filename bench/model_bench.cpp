@@ -16,7 +16,7 @@
 // One decoding row through every linear layer of the variant (attention projections, output
 // gates, FFN; not the output head) in layer order, every output computed (no head skipping),
 // 64 times, on one thread, nothing else touching the caches between passes (int8_sparse70's
-// 0.9 MB of weights stay in a 1 MB L2; fp32_dense's 9 MB come from L3): an upper bound on
+// 0.9 MB of weights stay in the Zen 5's 1 MB L2; fp32_dense's 9 MB come from L3): an upper bound on
 // the products' share of BM_ModelDecode's step, and what they cost without the step's other
 // work evicting their weights. Counter us_per_token.
 #include <algorithm>
@@ -113,7 +113,7 @@ void bm_model_linears(benchmark::State& state, const std::string& variant) {
     layers.push_back(&l);
     width = std::max({width, l.in_features(), l.out_features()});
   });
-  // A row of the held-out text's scale: values in [-2, 2), none zero.
+  // A fixed row, values in [-1.97, 1.97] and none zero (INT8 layers scale each row anyway).
   std::vector<float> x(width), y(width);
   for (std::size_t i = 0; i < width; ++i) x[i] = static_cast<float>((i * 37) % 64) / 16.0f - 1.97f;
   dsm::Workspace ws;

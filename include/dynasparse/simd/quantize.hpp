@@ -24,6 +24,51 @@ inline float inv_scale_for(float alpha) noexcept {
   return alpha >= min_quant_alpha ? 127.0f / alpha : 0.0f;
 }
 
+namespace detail {
+// Stores the w codes of v, whose lanes are integers' worth of float in [-127, 127] once
+// rounded: nearbyint, then narrowed to int8. On x86, cvtps2dq rounds in the current mode, as
+// nearbyint does (SSE2 has no vector rounding, and xsimd's emulation made the row kernel
+// slower than its scalar twin), and two saturating packs narrow the codes exactly (GCC made
+// the generic lane loop eight extracts and shifts per vector).
+template <class Arch>
+inline void store_codes(const xsimd::batch<float, Arch>& v, std::int8_t* q) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+#if DYNASPARSE_HAS_AVX2
+  if constexpr (std::is_base_of_v<xsimd::avx2, Arch> && !std::is_base_of_v<xsimd::avx512f, Arch>) {
+    const __m256i t = _mm256_cvtps_epi32(v);
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packs_epi16(p16, p16));
+    return;
+  }
+#endif
+#if DYNASPARSE_HAS_SSE2
+  if constexpr (w == 4 && std::is_base_of_v<xsimd::sse2, Arch>) {
+    const __m128i t = _mm_cvtps_epi32(v);
+    const __m128i p16 = _mm_packs_epi32(t, t);
+    const std::int32_t packed = _mm_cvtsi128_si32(_mm_packs_epi16(p16, p16));
+    std::memcpy(q, &packed, sizeof(packed));
+    return;
+  }
+#endif
+  alignas(64) std::int32_t r[w];
+  xsimd::to_int(xsimd::nearbyint(v)).store_aligned(r);
+  // xsimd has no narrowing conversion; this fixed-length int32 -> int8 loop compiles to
+  // one (vpmovdb on AVX-512, xtn on NEON).
+  for (std::size_t j = 0; j < w; ++j) q[j] = static_cast<std::int8_t>(r[j]);
+}
+
+// clamp(v * inv_scale, -127, 127) with NaN lanes 0: the codes before rounding.
+template <class Arch>
+inline xsimd::batch<float, Arch> scale_and_clamp(
+    const xsimd::batch<float, Arch>& x, const xsimd::batch<float, Arch>& inv_scale) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  B v = x * inv_scale;
+  // xsimd 8's operator!= is an ordered compare (false for NaN); isnan is not.
+  v = xsimd::select(xsimd::isnan(v), B(0.0f), v);
+  return xsimd::min(xsimd::max(v, B(-127.0f)), B(127.0f));
+}
+}  // namespace detail
+
 /// q[i] = clamp(nearbyint(x[i] * inv_scale), -127, 127); NaN -> 0, +-inf -> +-127; ties to
 /// even; never -128, so the result is always safe for the sign-transfer int8 dot kernels.
 /// inv_scale = 127 / alpha. Bit-exact with the scalar reference.
@@ -35,41 +80,10 @@ inline void quantize_f32s8(const float* x, std::int8_t* q, std::size_t n,
   } else {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t w = B::size;
-    const B vs(inv_scale), lo(-127.0f), hi(127.0f), zero(0.0f);
-    alignas(64) std::int32_t r[w];
+    const B vs(inv_scale);
     std::size_t i = 0;
     for (; i + w <= n; i += w) {
-      B v = B::load_unaligned(x + i) * vs;
-      // xsimd 8's operator!= is an ordered compare (false for NaN); isnan is not.
-      v = xsimd::select(xsimd::isnan(v), zero, v);
-      v = xsimd::min(xsimd::max(v, lo), hi);
-      // On x86, cvtps2dq rounds in the current mode, as nearbyint does (SSE2 has no vector
-      // rounding, and xsimd's emulation made this kernel slower than its scalar twin), and
-      // two saturating packs narrow the codes, which are in [-127, 127], exactly (GCC made
-      // the generic lane loop below eight extracts and shifts per vector).
-#if DYNASPARSE_HAS_AVX2
-      if constexpr (std::is_base_of_v<xsimd::avx2, Arch> &&
-                    !std::is_base_of_v<xsimd::avx512f, Arch>) {
-        const __m256i t = _mm256_cvtps_epi32(v);
-        const __m128i p16 =
-            _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(p16, p16));
-        continue;
-      }
-#endif
-#if DYNASPARSE_HAS_SSE2
-      if constexpr (w == 4 && std::is_base_of_v<xsimd::sse2, Arch>) {
-        const __m128i t = _mm_cvtps_epi32(v);
-        const __m128i p16 = _mm_packs_epi32(t, t);
-        const std::int32_t packed = _mm_cvtsi128_si32(_mm_packs_epi16(p16, p16));
-        std::memcpy(q + i, &packed, sizeof(packed));
-        continue;
-      }
-#endif
-      xsimd::to_int(xsimd::nearbyint(v)).store_aligned(r);
-      // xsimd has no narrowing conversion; this fixed-length int32 -> int8 loop compiles to
-      // one (vpmovdb on AVX-512, xtn on NEON).
-      for (std::size_t j = 0; j < w; ++j) q[i + j] = static_cast<std::int8_t>(r[j]);
+      detail::store_codes<Arch>(detail::scale_and_clamp<Arch>(B::load_unaligned(x + i), vs), q + i);
     }
     detail::scalar::quantize_f32s8(x + i, q + i, n - i, inv_scale);
   }
@@ -191,9 +205,11 @@ inline void dequantize_s8f32_each(const std::int8_t* q, const float* scales, flo
 /// cache's heads of one token): alpha[g] = max_abs_f32 of x[g d, g d + d) (NaN if the group
 /// holds NaN) and q[g d + c] = quantize_f32s8 of the group with inv_scale_for(alpha[g]).
 /// Bit-exact with those two calls per group. Groups of 8 or 16 values on AVX-512 go 16
-/// values to a vector (group maxima by in-register shuffles); other groups of up to 16
-/// values take the scalar definitions inline, where calls into the vector kernels for
-/// eight values cost more than the work; longer groups take the vector kernels.
+/// values to a vector (group maxima by in-register shuffles); groups of up to 16 values that
+/// are whole vectors of a narrower ISA (8 or 16 on AVX2, 4, 8 or 16 on NEON and SSE2) go a
+/// vector or a few at a time; other groups of up to 16 values take the scalar definitions
+/// inline, where calls into the vector kernels for eight values cost more than the work;
+/// longer groups take the vector kernels.
 template <class Arch = arch>
 inline void quantize_groups_f32s8(const float* x, std::size_t groups, std::size_t d, std::int8_t* q,
                                   float* alpha) noexcept {
@@ -239,6 +255,35 @@ inline void quantize_groups_f32s8(const float* x, std::size_t groups, std::size_
     }
   }
 #endif
+  if constexpr (!is_scalar_arch_v<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t w = B::size, most = 16 / w > 0 ? 16 / w : 1;
+    // A group in nv whole vectors, its maximum from their lanes (NaN lanes zeroed, as the
+    // reference's comparisons skip them). An INT8 KV cache's decoding append quantizes a
+    // token's heads this way: on the Zen 1 (AVX2) the scalar loop's byte stores and
+    // per-value maxima were most of the append.
+    if (d % w == 0 && d <= 16) {
+      const std::size_t nv = d / w;
+      for (; g < groups; ++g) {
+        const float* xg = x + g * d;
+        B v[most];
+        B m(0.0f);
+        auto nan = xsimd::isnan(B(0.0f));
+        for (std::size_t k = 0; k < nv; ++k) {
+          v[k] = B::load_unaligned(xg + k * w);
+          const auto is_nan = xsimd::isnan(v[k]);
+          nan = nan || is_nan;
+          m = xsimd::max(m, xsimd::select(is_nan, B(0.0f), xsimd::abs(v[k])));
+        }
+        const float a = xsimd::any(nan) ? std::numeric_limits<float>::quiet_NaN() : detail::hmax(m);
+        alpha[g] = a;
+        const B inv(inv_scale_for(a));
+        for (std::size_t k = 0; k < nv; ++k) {
+          detail::store_codes<Arch>(detail::scale_and_clamp<Arch>(v[k], inv), q + g * d + k * w);
+        }
+      }
+    }
+  }
   for (; g < groups; ++g) {
     const float* xg = x + g * d;
     if (d <= 16 || is_scalar_arch_v<Arch>) {

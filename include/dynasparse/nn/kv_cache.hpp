@@ -349,9 +349,9 @@ class KVCache {
         }
         return;
       }
-      // Small heads a chunk at a time, quantized together (quantize_groups_f32s8: on
-      // AVX-512 two heads of 8 per vector), then each head's codes to its column. Sizes
-      // as locals, as in scatter_column.
+      // Small heads a chunk at a time, quantized together (quantize_groups_f32s8: heads of
+      // 8 two to an AVX-512 vector, one to an AVX2 vector, two NEON vectors each), then each
+      // head's codes to its column. Sizes as locals, as in scatter_column.
       const std::size_t d = d_, heads = heads_, stride = stride_, head_elems = head_elems_,
                         scale_stride = scale_stride_;
       constexpr std::size_t chunk_bytes = 512;

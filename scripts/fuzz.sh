@@ -14,12 +14,30 @@ work=build/fuzz/corpus
 rm -rf "$work"
 mkdir -p "$work/safetensors" "$work/npy" "$work/model" "$work/config" build/fuzz/findings
 build/fuzz/tests/fuzz/dynasparse_make_corpus "$work" tests/data
+jobs=$(nproc 2>/dev/null || echo 2)
+# One fuzzer per core at a time: each runs single-threaded for its time budget.
+fuzz_one() {
+  local reader=$1
+  build/fuzz/tests/fuzz/dynasparse_fuzz_${reader} -max_total_time="$seconds" -print_final_stats=1 \
+    -artifact_prefix=build/fuzz/findings/${reader}- -max_len=$([ "$reader" = model ] && echo 200000 || echo 4096) \
+    -rss_limit_mb=4096 "$work/$reader" >"build/fuzz/${reader}.log" 2>&1
+}
+readers=(safetensors npy config model)
+failed=""
+for ((i = 0; i < ${#readers[@]}; i += jobs)); do
+  pids=()
+  for reader in "${readers[@]:i:jobs}"; do
+    fuzz_one "$reader" &
+    pids+=("$!:$reader")
+  done
+  for entry in "${pids[@]}"; do
+    wait "${entry%%:*}" || failed="$failed ${entry#*:}"
+  done
+done
 total=0
-for reader in safetensors npy config model; do
+for reader in "${readers[@]}"; do
   log=build/fuzz/${reader}.log
-  if ! build/fuzz/tests/fuzz/dynasparse_fuzz_${reader} -max_total_time="$seconds" -print_final_stats=1 \
-       -artifact_prefix=build/fuzz/findings/${reader}- -max_len=$([ "$reader" = model ] && echo 200000 || echo 4096) \
-       -rss_limit_mb=4096 "$work/$reader" >"$log" 2>&1; then
+  if [[ " $failed " == *" $reader "* ]]; then
     tail -40 "$log"
     echo "fuzz.sh: ${reader} fuzzer found a failure; reproducer in build/fuzz/findings/" >&2
     exit 1

@@ -25,8 +25,8 @@ inline float inv_scale_for(float alpha) noexcept {
 }
 
 namespace detail {
-// Stores the w codes of v, whose lanes are integers' worth of float in [-127, 127] once
-// rounded: nearbyint, then narrowed to int8. On x86, cvtps2dq rounds in the current mode, as
+// Rounds the w lanes of v, floats in [-127, 127], to the nearest integer (ties to even, as
+// nearbyint) and stores them as int8 codes. On x86, cvtps2dq rounds in the current mode, as
 // nearbyint does (SSE2 has no vector rounding, and xsimd's emulation made the row kernel
 // slower than its scalar twin), and two saturating packs narrow the codes exactly (GCC made
 // the generic lane loop eight extracts and shifts per vector).

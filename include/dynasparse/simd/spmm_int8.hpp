@@ -61,11 +61,11 @@ inline constexpr std::size_t spmm_int8_tile_rows = 6;
 /// int32 sums sum_k a[r][k] W[n][k] and calls `epilogue(row0, rows, n0, tile, ld)` with
 /// tile[r * ld + i] for output n0 + i (i < ld; outputs past `out` are garbage-free zeros of
 /// padding and must be ignored). ld is r_block, or for one row (m == 1) on I8Avx2 and
-/// I8Vnni512 a whole number of block-rows, up to 384 outputs, handed over at once. `shift_init[n]`
-/// = -128 * (sum of output n's stored weights), padded to whole block-rows: the shifted path starts
-/// its accumulators there to undo the activation shift (unshifted paths ignore it). Weights must be
-/// in
-/// [-127, 127] and zero past `in` in the last block-column. Never allocates.
+/// I8Vnni512 a whole number of block-rows, up to 384 outputs, handed over at once.
+/// `shift_init[n]` = -128 * (sum of output n's stored weights), padded to whole block-rows:
+/// the shifted path starts its accumulators there to undo the activation shift (unshifted
+/// paths ignore it). Weights must be in [-127, 127] and zero past `in` in the last
+/// block-column. Never allocates.
 ///
 /// Every int8 arch has a register-tiled microkernel (simd/detail/<isa>_spmm_int8.hpp) that
 /// reads every stored block's four weight bytes and four activation bytes whole; I8Scalar

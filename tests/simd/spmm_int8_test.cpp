@@ -87,9 +87,12 @@ std::vector<std::int32_t> run(const SparseI8& w, const std::vector<std::int8_t>&
                                 EXPECT_LE(ld, 384u);
                                 EXPECT_EQ(n0 % w.rb, 0u);
                                 EXPECT_LE(rows, simd::spmm_int8_tile_rows);
+                                const std::size_t first = n0 / w.rb, count = ld / w.rb;
+                                EXPECT_LE(first + count, w.block_rows());
                                 for (std::size_t r = 0; r < rows; ++r) {
-                                  for (std::size_t b = 0; b < ld / w.rb; ++b)
-                                    ++seen[(r0 + r) * w.block_rows() + n0 / w.rb + b];
+                                  for (std::size_t b = first;
+                                       b < std::min(first + count, w.block_rows()); ++b)
+                                    ++seen[(r0 + r) * w.block_rows() + b];
                                   for (std::size_t i = 0; i < ld && n0 + i < ldy; ++i)
                                     y[(r0 + r) * ldy + n0 + i] = tile[r * ld + i];
                                 }

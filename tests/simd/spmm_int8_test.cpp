@@ -84,7 +84,7 @@ std::vector<std::int32_t> run(const SparseI8& w, const std::vector<std::int8_t>&
                                 }
                                 EXPECT_EQ(ld % w.rb, 0u);
                                 EXPECT_GE(ld, w.rb);
-                                EXPECT_LE(ld, 384u);
+                                EXPECT_LE(ld, simd::spmm_int8_row_chunk);
                                 EXPECT_EQ(n0 % w.rb, 0u);
                                 EXPECT_LE(rows, simd::spmm_int8_tile_rows);
                                 const std::size_t first = n0 / w.rb, count = ld / w.rb;

@@ -54,6 +54,9 @@ inline void spmm_dispatch(std::size_t r_block, std::size_t rows, Kernel&& kernel
 
 /// Rows of x per tile handed to the epilogue.
 inline constexpr std::size_t spmm_int8_tile_rows = 6;
+/// Outputs of one row the AVX2 and AVX512-VNNI kernels compute per call, and the most an
+/// epilogue receives at once (the tile's size: spmm_int8_tile_rows rows of 64).
+inline constexpr std::size_t spmm_int8_row_chunk = spmm_int8_tile_rows * 64;
 
 /// For block-rows [br0, br1) of W (blocks of r_block in {16, 32, 64} outputs x 4 inputs,
 /// values [block][i][c]) and rows [0, m) of prepared activations a (stride lda bytes,
@@ -61,7 +64,7 @@ inline constexpr std::size_t spmm_int8_tile_rows = 6;
 /// int32 sums sum_k a[r][k] W[n][k] and calls `epilogue(row0, rows, n0, tile, ld)` with
 /// tile[r * ld + i] for output n0 + i (i < ld; outputs past `out` are garbage-free zeros of
 /// padding and must be ignored). ld is r_block, or for one row (m == 1) on I8Avx2 and
-/// I8Vnni512 a whole number of block-rows, up to 384 outputs, handed over at once.
+/// I8Vnni512 a whole number of block-rows, up to spmm_int8_row_chunk outputs, at once.
 /// `shift_init[n]` = -128 * (sum of output n's stored weights), padded to whole block-rows:
 /// the shifted path starts its accumulators there to undo the activation shift (unshifted
 /// paths ignore it). Weights must be in [-127, 127] and zero past `in` in the last
@@ -79,10 +82,9 @@ inline void spmm_s8s8_s32(const std::int8_t* a, std::size_t lda, std::size_t m, 
   alignas(64) std::int32_t tile[mr * 64];
   if constexpr (std::is_same_v<I8Arch, I8Avx2> || std::is_same_v<I8Arch, I8Vnni512>) {
     if (m == 1) {
-      // A decoding step: as many block-rows per kernel call as the tile holds (384 outputs).
-      constexpr std::size_t chunk_outputs = mr * 64;
+      // A decoding step: as many block-rows per kernel call as the tile holds.
       const auto rows_of = [&](auto r) {
-        constexpr std::size_t R = decltype(r)::value, per_chunk = chunk_outputs / R;
+        constexpr std::size_t R = decltype(r)::value, per_chunk = spmm_int8_row_chunk / R;
         for (std::size_t c0 = br0; c0 < br1; c0 += per_chunk) {
           const std::size_t c1 = std::min(br1, c0 + per_chunk);
           if constexpr (std::is_same_v<I8Arch, I8Avx2>) {

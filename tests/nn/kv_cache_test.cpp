@@ -51,39 +51,53 @@ TEST(KVCache, BytesPerToken) {
 }
 
 TEST(KVCache, LongCachesAllocateWholeBlocks) {
-  // 300 tokens: two blocks of 256 for V (and INT8 K), 19 panels of 16 for float K.
+  // 300 tokens, heads of 8: two blocks of 256 for float V, 19 panels of 16 for float K and
+  // for INT8 K and V.
   const nn::KVCache f(1, 2, 8, 300);
   const nn::KVCache q(1, 2, 8, 300, nn::KVDType::I8);
   const std::size_t v_row = ds::simd::attention_kv_stride(256);
   EXPECT_EQ(f.bytes(), (2 * 8 * 304 + 2 * 2 * 8 * v_row) * sizeof(float));
-  EXPECT_EQ(q.bytes(), 2 * (2 * 2 * 8 * 256) + 2 * 2 * 304 * sizeof(float));
+  EXPECT_EQ(q.bytes(), 2 * (2 * 8 * 304) + 2 * 2 * 304 * sizeof(float));
   const nn::KVCache c(1, 2, 8, 300, nn::KVDType::I8Compact);
-  EXPECT_EQ(c.bytes(), 2 * (2 * 2 * 8 * 256) + 2 * 304 * sizeof(float) + 2 * 2 * 304 / 2);
+  EXPECT_EQ(c.bytes(), 2 * (2 * 8 * 304) + 2 * 304 * sizeof(float) + 2 * 2 * 304 / 2);
+  // Heads wider than 8: INT8 K and V in two blocks of 256, like float V.
+  const nn::KVCache w(1, 2, 16, 300, nn::KVDType::I8);
+  EXPECT_EQ(w.bytes(), 2 * (2 * 2 * 16 * 256) + 2 * 2 * 304 * sizeof(float));
 }
 
+// Heads of 8 (INT8 in panels of 16) and of 16 (INT8 in blocks of 256), appended many
+// tokens at a time and one at a time (decoding's path).
 TEST(KVCache, LongCachesStoreEveryTokenAcrossPanelsAndBlocks) {
-  const std::size_t batch = 2, h = 2, d = 8, e = h * d, len = 300;
-  const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 5u);
-  const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 6u);
-  for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
-    nn::KVCache cache(batch, h, d, len, dtype);
-    // 250 tokens, then 50: the second call crosses the first block's end.
-    cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e),
-                 ds::ConstMatrixView(v.data(), 250 * batch, e));
-    cache.append(ds::ConstMatrixView(k.data() + 250 * batch * e, 50 * batch, e),
-                 ds::ConstMatrixView(v.data() + 250 * batch * e, 50 * batch, e));
-    for (std::size_t t = 0; t < len; ++t) {
-      for (std::size_t n = 0; n < batch; ++n) {
-        const std::size_t row = t * batch + n;  // (L, N, E) in each call
-        for (std::size_t hd = 0; hd < h; ++hd) {
-          for (std::size_t c = 0; c < d; ++c) {
-            const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
-            // INT8: half a step of at most 2 / 127 (times sqrt(2), compact).
-            const float tol = int8_tolerance(dtype, 2.0f, 2.0f);
-            ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol)
-                << t << "," << n << "," << hd << "," << c;
-            ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol)
-                << t << "," << n << "," << hd << "," << c;
+  const std::size_t batch = 2, h = 2, len = 300;
+  for (const std::size_t d : {8u, 16u}) {
+    const std::size_t e = h * d;
+    const auto k = uniform_floats(len * batch * e, -2.0f, 2.0f, 5u);
+    const auto v = uniform_floats(len * batch * e, -2.0f, 2.0f, 6u);
+    for (auto dtype : {nn::KVDType::F32, nn::KVDType::I8, nn::KVDType::I8Compact}) {
+      nn::KVCache cache(batch, h, d, len, dtype);
+      // 250 tokens, then 30, then 20 one by one: the second call crosses the first block's
+      // end, the last ones a panel's.
+      cache.append(ds::ConstMatrixView(k.data(), 250 * batch, e),
+                   ds::ConstMatrixView(v.data(), 250 * batch, e));
+      cache.append(ds::ConstMatrixView(k.data() + 250 * batch * e, 30 * batch, e),
+                   ds::ConstMatrixView(v.data() + 250 * batch * e, 30 * batch, e));
+      for (std::size_t t = 280; t < len; ++t) {
+        cache.append(ds::ConstMatrixView(k.data() + t * batch * e, batch, e),
+                     ds::ConstMatrixView(v.data() + t * batch * e, batch, e));
+      }
+      for (std::size_t t = 0; t < len; ++t) {
+        for (std::size_t n = 0; n < batch; ++n) {
+          const std::size_t row = t * batch + n;  // (L, N, E) in each call
+          for (std::size_t hd = 0; hd < h; ++hd) {
+            for (std::size_t c = 0; c < d; ++c) {
+              const float kw = k[row * e + hd * d + c], vw = v[row * e + hd * d + c];
+              // INT8: half a step of at most 2 / 127 (times sqrt(2), compact).
+              const float tol = int8_tolerance(dtype, 2.0f, 2.0f);
+              ASSERT_NEAR(stored(cache, n, hd, c, t, false), kw, tol)
+                  << t << "," << n << "," << hd << "," << c;
+              ASSERT_NEAR(stored(cache, n, hd, c, t, true), vw, tol)
+                  << t << "," << n << "," << hd << "," << c << " d " << d;
+            }
           }
         }
       }

@@ -407,67 +407,75 @@ TYPED_TEST(SimdAttention, DecodingRowsKeepMaskedBlocksAndNaNAsPyTorch) {
   }
 }
 
+// Blocks of 256 keys, and panels of 16 (the INT8 KV cache's layout).
 TYPED_TEST(SimdAttention, BlockedInt8KeysAndValuesMatchTheirDequantizedFloats) {
-  constexpr std::size_t block = simd::attention_kv_block;
-  const std::size_t d = 8, lkv = 603, stride = block, block_stride = d * block + 64;
-  const std::size_t blocks = (lkv + block - 1) / block;
-  Problem p(3, lkv, d, 61u);
-  p.causal = true;
-  // Past lkv the int8 storage holds -128, which no quantizer writes: it must not be read.
-  std::vector<std::int8_t> k8(blocks * block_stride, -128), v8(blocks * block_stride, -128);
-  const auto kq = uniform_int8(d * lkv, -127, 127, 62u);
-  const auto vq = uniform_int8(d * lkv, -127, 127, 63u);
-  // Scales padded to a multiple of 16 with NaN, which a padded read must not let through.
-  auto ks = uniform_floats(608, 0.001f, 0.02f, 64u);
-  auto vs = uniform_floats(608, 0.001f, 0.01f, 65u);
-  std::fill(ks.begin() + lkv, ks.end(), kNaN);
-  std::fill(vs.begin() + lkv, vs.end(), kNaN);
-  for (std::size_t c = 0; c < d; ++c) {
-    for (std::size_t j = 0; j < lkv; ++j) {
-      const std::size_t at = j / block * block_stride + c * stride + j % block;
-      k8[at] = kq[c * lkv + j];
-      v8[at] = vq[c * lkv + j];
-      p.kt[c * p.stride + j] = static_cast<float>(kq[c * lkv + j]) * ks[j];
-      p.vt[c * p.stride + j] = static_cast<float>(vq[c * lkv + j]) * vs[j];
+  for (const std::size_t block : {simd::attention_kv_block, simd::attention_kv_panel_s8}) {
+    const bool panels = block == simd::attention_kv_panel_s8;
+    const std::size_t d = 8, lkv = 603, stride = block,
+                      block_stride = panels ? d * block : d * block + 64;
+    const std::size_t blocks = (lkv + block - 1) / block;
+    Problem p(3, lkv, d, 61u);
+    p.causal = true;
+    // Past lkv the int8 storage holds -128, which no quantizer writes: it must not be read.
+    std::vector<std::int8_t> k8(blocks * block_stride, -128), v8(blocks * block_stride, -128);
+    const auto kq = uniform_int8(d * lkv, -127, 127, 62u);
+    const auto vq = uniform_int8(d * lkv, -127, 127, 63u);
+    // Scales padded to a multiple of 16 with NaN, which a padded read must not let through.
+    auto ks = uniform_floats(608, 0.001f, 0.02f, 64u);
+    auto vs = uniform_floats(608, 0.001f, 0.01f, 65u);
+    std::fill(ks.begin() + lkv, ks.end(), kNaN);
+    std::fill(vs.begin() + lkv, vs.end(), kNaN);
+    for (std::size_t c = 0; c < d; ++c) {
+      for (std::size_t j = 0; j < lkv; ++j) {
+        const std::size_t at = j / block * block_stride + c * stride + j % block;
+        k8[at] = kq[c * lkv + j];
+        v8[at] = vq[c * lkv + j];
+        p.kt[c * p.stride + j] = static_cast<float>(kq[c * lkv + j]) * ks[j];
+        p.vt[c * p.stride + j] = static_cast<float>(vq[c * lkv + j]) * vs[j];
+      }
     }
-  }
-  std::vector<float> out(p.lq * d);
-  auto a = int8_args(p, out.data(), k8, v8, ks, vs);
-  a.kv_stride = stride;
-  a.kv_block = block;
-  a.kv_block_stride = block_stride;
-  ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
-  const auto want = p.reference();
-  // Not padded: blocks dequantized first. Padded, with one and with three rows: K and V
-  // read as stored where the arch can widen int8 loads.
-  for (bool padded : {false, true}) {
-    for (std::size_t rows : {1u, 3u}) {
-      std::fill(out.begin(), out.end(), 7.0f);
-      a.kv_padded = padded;
-      const std::uint32_t last[3] = {0, 1, 2};
-      a.rows = last + 3 - rows;
-      a.num_rows = rows;
-      simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
-      for (std::size_t i = (3 - rows) * d; i < out.size(); ++i) {
-        EXPECT_NEAR(out[i], want[i], kAttentionRel)
-            << i << " padded " << padded << " rows " << rows;
+    std::vector<float> out(p.lq * d);
+    auto a = int8_args(p, out.data(), k8, v8, ks, vs);
+    a.kv_stride = stride;
+    a.kv_block = block;
+    a.kv_block_stride = block_stride;
+    ds::AlignedBuffer<float> scratch(simd::attention_scratch_floats<TypeParam>(d));
+    const auto want = p.reference();
+    // Not padded: blocks dequantized first. Padded, with one and with three rows: K and V
+    // read as stored where the arch can widen int8 loads.
+    for (bool padded : {false, true}) {
+      for (std::size_t rows : {1u, 3u}) {
+        std::fill(out.begin(), out.end(), 7.0f);
+        a.kv_padded = padded;
+        const std::uint32_t last[3] = {0, 1, 2};
+        a.rows = last + 3 - rows;
+        a.num_rows = rows;
+        simd::attention_s8kv_f32<TypeParam>(a, scratch.data());
+        for (std::size_t i = (3 - rows) * d; i < out.size(); ++i) {
+          EXPECT_NEAR(out[i], want[i], kAttentionRel)
+              << i << " padded " << padded << " rows " << rows << " block " << block;
+        }
       }
     }
   }
 }
 
 // One query over padded INT8 K and V (decoding, head_dim <= 8: the one-pass INT8 row),
-// plain and blocked, with per-key scales and with compact ones: the dequantized floats'
-// result within the float budget, and with compact scales the bits the same kernel gives
-// with them expanded beforehand. Past lkv the values hold -128 (never written by a
+// plain, in blocks of 256 keys and in panels of 16, with per-key scales and with compact ones: the
+// dequantized floats' result within the float budget, and with compact scales the bits the same
+// kernel gives with them expanded beforehand. Past lkv the values hold -128 (never written by a
 // quantizer) and the scales NaN: both may be read, neither may get through. A NaN V scale
 // under a masked key makes the row NaN, as PyTorch multiplies a NaN value by its zero weight.
 TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
-  constexpr std::size_t block = simd::attention_kv_block;
+  constexpr std::size_t big_block = simd::attention_kv_block;
   std::uint32_t seed = 1200;
   for (std::size_t d : {1u, 4u, 5u, 8u}) {
-    for (std::size_t lkv : {1u, 17u, 300u, 600u}) {
-      for (bool blocked : {false, true}) {
+    for (std::size_t lkv : {1u, 17u, 300u, 600u, 2100u}) {
+      for (int layout = 0; layout < 3; ++layout) {  // plain, blocks of 256, panels of 16
+        // Past attention_decode_row_max_keys only panels keep the one-pass row.
+        if (lkv > simd::detail::attention_decode_row_max_keys && layout != 2) continue;
+        const bool blocked = layout != 0;
+        const std::size_t block = layout == 2 ? simd::attention_kv_panel_s8 : big_block;
         for (bool compact : {false, true}) {
           Problem p(1, lkv, d, seed += 17);
           p.use_padding = true;
@@ -476,7 +484,7 @@ TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
           const bool nan_masked = lkv == 300 && !compact;
           const std::size_t readable = (lkv + 15) / 16 * 16;
           const std::size_t stride = blocked ? block : readable;
-          const std::size_t block_stride = d * block + 64;
+          const std::size_t block_stride = layout == 2 ? d * block : d * block + 64;
           const std::size_t blocks = (lkv + block - 1) / block;
           std::vector<std::int8_t> k8(blocked ? blocks * block_stride : d * stride, -128), v8 = k8;
           const auto kq = uniform_int8(d * lkv, -127, 127, seed + 1);
@@ -535,7 +543,7 @@ TYPED_TEST(SimdAttention, Int8DecodingRowsMatchTheirDequantizedFloats) {
           };
           const auto got = run(ks, vs, compact);
           const std::string where = "d " + std::to_string(d) + " lkv " + std::to_string(lkv) +
-                                    " blocked " + std::to_string(blocked) + " compact " +
+                                    " layout " + std::to_string(layout) + " compact " +
                                     std::to_string(compact);
           expect_close(got, want, p, where.c_str());
           if (compact) {

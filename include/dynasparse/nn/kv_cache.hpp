@@ -72,11 +72,14 @@ inline constexpr float kv_compact_min_alpha = 1e-32f;
 /// simd::AttentionArgs), chosen so that one decoding step reads each of K and V as one
 /// sequential stream (hardware prefetchers lose track of more than about a dozen streams,
 /// and the plain transposed layout makes 2 * head_dim of them):
-/// - V, and INT8 K: transposed, `[head_dim, max_len]` with row stride
+/// - float V: transposed, `[head_dim, max_len]` with row stride
 ///   simd::attention_kv_stride(max_len) up to 256 tokens; longer, blocks of 256 tokens, each
 ///   `[head_dim, 256]` in one stretch (max_len rounded up to a whole block);
 /// - float K: as V up to 256 tokens; longer, panels of 16 tokens, `[head_dim, 16]` each
 ///   (AttentionArgs::k_panels);
+/// - INT8 K and V, head_dim <= 8: panels of 16 tokens, `[head_dim, 16]` each, at every
+///   length (AttentionArgs::kv_block = simd::attention_kv_panel_s8): appending a token
+///   writes two lines per head, not head_dim; wider heads: as float V;
 /// - I8: a float scale per (token, head) for K and for V, in a row per head;
 /// - I8Compact: a float scale per token for K and for V, in a row per sequence, and the
 ///   4-bit codes two per byte, in a row per head.
@@ -99,7 +102,18 @@ class KVCache {
                                 name_);
     }
     constexpr std::size_t kb = simd::attention_kv_block;
-    if (max_len_ > kb) {
+    if (dtype_ != KVDType::F32 && d_ <= 8) {
+      // Panels: a token's values of a head share two lines, which stay in L1 from one token
+      // to the next. The transposed rows gave each value its own line: 512 lines a layer at
+      // 32 heads of 8, and the byte stores into them took 7% of a decoding step of the
+      // demo's INT8 model. Only heads of up to 8 values: the one-pass decoding row reads
+      // panels as stored; wider heads are read by kernels that would dequantize them first.
+      constexpr std::size_t p = simd::attention_kv_panel_s8;
+      block_ = p;
+      stride_ = p;
+      block_stride_ = d_ * p;
+      head_elems_ = (max_len_ + p - 1) / p * block_stride_;
+    } else if (max_len_ > kb) {
       block_ = kb;
       // Float rows of 256 keys are 1 KiB apart and would share cache sets; int8 rows are not.
       stride_ = dtype_ == KVDType::F32 ? simd::attention_kv_stride(kb) : kb;
@@ -267,7 +281,7 @@ class KVCache {
   }
 
  private:
-  // Where position pos sits in a head's rows of V (and of INT8 K): blocks of block_ columns
+  // Where position pos sits in a head's rows of V and of INT8 K and V: blocks of block_ columns
   // block_stride_ apart when blocked.
   std::size_t column_of(std::size_t pos) const noexcept {
     return block_ == 0 ? pos : pos / block_ * block_stride_ + pos % block_;

@@ -84,13 +84,24 @@ inline void attention_scores(const float* qs, std::size_t d, const float* kp, st
   }
 }
 
-/// k(c, j) = k8[c * stride + j] * scale[j] for a block of n keys, into a [d, block] buffer.
+/// k(c, j) = k8[c * stride + j] * scale[j] for a block of n keys, into a [d, block] buffer;
+/// with `panel` (keys per panel, 0: none) k8 holds panels of `panel` keys, each [d, panel]
+/// in one stretch (stride is then `panel`).
 template <class A>
-inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, const float* scale,
-                                std::size_t n, std::size_t d, float* kf,
+inline void dequantize_kv_block(const std::int8_t* k8, std::size_t stride, std::size_t panel,
+                                const float* scale, std::size_t n, std::size_t d, float* kf,
                                 std::size_t kf_stride) noexcept {
-  for (std::size_t c = 0; c < d; ++c)
-    dequantize_s8f32_each<A>(k8 + c * stride, scale, kf + c * kf_stride, n);
+  if (panel == 0) {
+    for (std::size_t c = 0; c < d; ++c)
+      dequantize_s8f32_each<A>(k8 + c * stride, scale, kf + c * kf_stride, n);
+    return;
+  }
+  for (std::size_t j0 = 0; j0 < n; j0 += panel) {
+    const std::size_t m = std::min(panel, n - j0);
+    const std::int8_t* p = k8 + j0 * d;
+    for (std::size_t c = 0; c < d; ++c)
+      dequantize_s8f32_each<A>(p + c * panel, scale + j0, kf + c * kf_stride + j0, m);
+  }
 }
 
 /// 0, 1, 2, ... for lane masks (as many as the widest float vector has lanes).
@@ -607,6 +618,27 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
         }
       }
     }
+    if constexpr (Int8) {
+      if (a.kv_panels_s8()) {
+        paneled = true;
+        constexpr std::size_t P = attention_kv_panel_s8;
+        const std::int8_t* k0 = a.kt_s8 + a.kv_index(0, j0);
+        for (std::size_t jp = 0; jp < np; jp += P) {
+          const std::int8_t* k = k0 + jp * D;
+          DYNASPARSE_UNROLL(4)
+          for (std::size_t v = 0; v < P / w; ++v) {
+            if (jp + v * w < np) {
+              const std::size_t j = jp + v * w;
+              B t = qv[0] * load_keys<A>(k + v * w);
+              DYNASPARSE_UNROLL(8)
+              for (std::size_t c = 1; c < D; ++c)
+                t = xsimd::fma(qv[c], load_keys<A>(k + c * P + v * w), t);
+              (t * B::load_unaligned(kscale + j)).store_unaligned(s + j);
+            }
+          }
+        }
+      }
+    }
     if (!paneled) {
       const auto* k0 = [&] {
         if constexpr (Int8) {
@@ -659,7 +691,6 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
         return a.vt + a.kv_index(0, j0);
       }
     }();
-    const std::size_t vs = a.kv_stride;
     const std::size_t nv = n - n % w;
     // The softmax weight of key j (times its V scale, INT8).
     auto weight = [&](std::size_t j) {
@@ -667,22 +698,41 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
       if constexpr (Int8) e *= B::load_unaligned(vscale + j);
       return e;
     };
-    for (std::size_t j = 0; j < nv; j += w) {
-      const B e = weight(j);
-      DYNASPARSE_UNROLL(8)
-      for (std::size_t c = 0; c < D; ++c)
-        acc[c] = xsimd::fma(e, load_keys<A>(v + c * vs + j), acc[c]);
-    }
-    if (nv < n) {
-      // Lanes past n: their scores are -inf (weight 0), but float values and INT8 scales
-      // there may be anything, NaN included, so both are zeroed rather than multiplied.
-      const auto in_block = lanes < B(static_cast<float>(n - nv));
-      const B e = xsimd::select(in_block, weight(nv), B(0.0f));
-      DYNASPARSE_UNROLL(8)
-      for (std::size_t c = 0; c < D; ++c) {
-        const B vv = xsimd::select(in_block, load_keys<A>(v + c * vs + nv), B(0.0f));
-        acc[c] = xsimd::fma(e, vv, acc[c]);
+    // Value rows c of the key vector at j at vj + c * vs: rows kv_stride apart, or the
+    // rows of a panel (INT8 panels: 16 keys' d rows in one stretch).
+    auto values = [&](const auto* v0, std::size_t vs, auto panel) {
+      constexpr std::size_t P = attention_kv_panel_s8;
+      auto at = [&](std::size_t j) {
+        if constexpr (decltype(panel)::value) {
+          return v0 + j / P * (P * D) + j % P;
+        } else {
+          return v0 + j;
+        }
+      };
+      for (std::size_t j = 0; j < nv; j += w) {
+        const B e = weight(j);
+        const auto* vj = at(j);
+        DYNASPARSE_UNROLL(8)
+        for (std::size_t c = 0; c < D; ++c)
+          acc[c] = xsimd::fma(e, load_keys<A>(vj + c * vs), acc[c]);
       }
+      if (nv < n) {
+        // Lanes past n: their scores are -inf (weight 0), but float values and INT8 scales
+        // there may be anything, NaN included, so both are zeroed rather than multiplied.
+        const auto in_block = lanes < B(static_cast<float>(n - nv));
+        const B e = xsimd::select(in_block, weight(nv), B(0.0f));
+        const auto* vj = at(nv);
+        DYNASPARSE_UNROLL(8)
+        for (std::size_t c = 0; c < D; ++c) {
+          const B vv = xsimd::select(in_block, load_keys<A>(vj + c * vs), B(0.0f));
+          acc[c] = xsimd::fma(e, vv, acc[c]);
+        }
+      }
+    };
+    if (Int8 && a.kv_panels_s8()) {
+      values(v, attention_kv_panel_s8, std::true_type{});
+    } else {
+      values(v, a.kv_stride, std::false_type{});
     }
     l = l * alpha + xsimd::hadd(bs);
     m = m_new;
@@ -738,8 +788,10 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
   static_assert(attention_kv_block % bk == 0,
                 "a kernel block must not straddle two storage blocks");
   const std::size_t nrows = a.row_count();
+  // INT8 panels keep the row at every length: a panel's d value rows are one stretch, so
+  // reading them at once is one stream from memory, not d.
   if (a.lq == 1 && nrows == 1 && a.kv_padded && d >= 1 && d <= 8 &&
-      a.key_end(a.row_at(0)) <= attention_decode_row_max_keys) {
+      (a.key_end(a.row_at(0)) <= attention_decode_row_max_keys || (Int8 && a.kv_panels_s8()))) {
     if constexpr (!Int8) {
       attention_decode_row_dispatch<A>(a, sbuf);
       return;
@@ -760,9 +812,11 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
 
     // INT8 K and V are read as stored when the tile has a group of rows or fewer (decoding):
     // dequantizing a block first costs a store and a load per element, which only pays
-    // when many rows share the block.
+    // when many rows share the block. Panels are always dequantized (into the plain
+    // layout the group kernels read); one decoding row reads them as stored, above.
     [[maybe_unused]] bool direct = false;
-    if constexpr (Int8 && has_load_s8_f32<A>()) direct = a.kv_padded && t1 - t0 <= g;
+    if constexpr (Int8 && has_load_s8_f32<A>())
+      direct = a.kv_padded && t1 - t0 <= g && !a.kv_panels_s8();
     for (std::size_t j0 = 0; j0 < tile_end; j0 += bk) {
       const std::size_t nb = std::min(bk, tile_end - j0);
       auto fold = [&](const auto& kr, const auto& vr, std::size_t r, std::size_t cnt) {
@@ -812,8 +866,9 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
             continue;
           }
         }
-        dequantize_kv_block<A>(a.kt_s8 + at, a.kv_stride, ks, nb, d, kf, bk);
-        dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, vs, nb, d, vf, bk);
+        const std::size_t panel = a.kv_panels_s8() ? attention_kv_panel_s8 : 0;
+        dequantize_kv_block<A>(a.kt_s8 + at, a.kv_stride, panel, ks, nb, d, kf, bk);
+        dequantize_kv_block<A>(a.vt_s8 + at, a.kv_stride, panel, vs, nb, d, vf, bk);
         fold_tile(KeyRows{kf, bk, 0}, ValueRows{vf, bk, nullptr});
       } else {
         const KeyRows kr =
@@ -877,8 +932,9 @@ inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
 /// handle it as float; with kv_padded and at most four rows (decoding), archs with a
 /// widening int8 load read K and V as stored and apply the scales per score and per
 /// softmax weight; one query (lq 1) at head_dim <= 8 up to attention_decode_row_max_keys
-/// keys sums all value columns in one pass, as attention_f32 does. The result equals
-/// attention_f32 on the dequantized K and V within the same budget.
+/// keys (at any length in INT8 panels, AttentionArgs::kv_block) sums all value columns in
+/// one pass, as attention_f32 does. Several query rows over panels dequantize each block
+/// first. The result equals attention_f32 on the dequantized K and V within the same budget.
 template <class Arch = arch>
 inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept {
   if constexpr (is_scalar_arch_v<Arch>) {

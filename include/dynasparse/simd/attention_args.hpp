@@ -12,14 +12,19 @@
 DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
-/// Keys per storage block of a blocked K/V layout (AttentionArgs::kv_block is 0 or a
-/// multiple of it). It is also the streaming kernel's block, so no kernel block straddles
-/// two storage blocks.
+/// Keys per storage block of a blocked K/V layout (AttentionArgs::kv_block is 0, a
+/// multiple of it, or attention_k_panel for INT8 panels). It is also the streaming kernel's
+/// block, so no kernel block straddles two storage blocks (a kernel block holds whole
+/// panels).
 inline constexpr std::size_t attention_kv_block = 256;
 
 /// Keys per panel of a paneled float K (AttentionArgs::k_panels): a multiple of every
 /// float vector width.
 inline constexpr std::size_t attention_k_panel = 16;
+
+/// Keys per panel of paneled INT8 K and V (AttentionArgs::kv_block): the float panel's
+/// width, so that both paneled layouts share their addressing.
+inline constexpr std::size_t attention_kv_panel_s8 = attention_k_panel;
 
 /// Largest code of a compact INT8 scale (AttentionArgs::k_code): codes 0..14 are steps of
 /// 2^(-1/2), code 15 marks a head that held NaN or infinity.
@@ -86,6 +91,12 @@ struct AttentionArgs {
   /// far apart; hardware prefetchers follow a dozen or so streams and lose the rest, which
   /// halved decoding's read bandwidth at d = 8. Scales stay one per key, unblocked.
   /// attention_naive_f32 reads the plain layout only.
+  /// INT8 K and V (attention_s8kv_f32) may also come in panels: kv_block = kv_stride =
+  /// attention_kv_panel_s8 (16), kv_block_stride = 16 d, so that element (c, j) is at
+  /// (j / 16) * 16 d + c * 16 + j % 16 and a token's d values of a head share two 64-byte
+  /// lines (d <= 8) instead of taking one each: appending a token to a cache then writes a
+  /// few lines, which stay in L1 for the next 15 tokens. Float K and V take 0 or a
+  /// multiple of attention_kv_block.
   std::size_t kv_block = 0;
   std::size_t kv_block_stride = 0;
   /// Float K in panels of attention_k_panel (16) keys, each `[d, 16]` in one stretch:
@@ -122,6 +133,8 @@ struct AttentionArgs {
   float* out = nullptr;
   std::size_t out_stride = 0;
 
+  /// Whether INT8 K and V come in panels of attention_kv_panel_s8 keys (see kv_block).
+  bool kv_panels_s8() const noexcept { return kv_block == attention_kv_panel_s8; }
   /// Offset of element (c, j) of K or V (and of the INT8 ones) from kt, vt.
   std::size_t kv_index(std::size_t c, std::size_t j) const noexcept {
     const std::size_t at = kv_block == 0 ? j : j / kv_block * kv_block_stride + j % kv_block;

@@ -106,8 +106,8 @@ class KVCache {
       // Panels: a token's values of a head share two lines, which stay in L1 from one token
       // to the next. The transposed rows gave each value its own line: 512 lines a layer at
       // 32 heads of 8, and the byte stores into them took 7% of a decoding step of the
-      // demo's INT8 model. Only heads of up to 8 values: the one-pass decoding row reads
-      // panels as stored; wider heads are read by kernels that would dequantize them first.
+      // demo's INT8 model. Only heads of up to 8 values, which the one-pass decoding row
+      // reads: wider heads decode through the several-row kernels, not measured on panels.
       constexpr std::size_t p = simd::attention_kv_panel_s8;
       block_ = p;
       stride_ = p;

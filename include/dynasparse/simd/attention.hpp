@@ -225,32 +225,45 @@ struct KeyRows {
   bool in_address_order() const noexcept { return panel_stride != 0; }
 };
 
-/// INT8 K of one kernel block, read as it is stored: k(c, j) = p[c * row_stride + j] *
-/// scale[j]. The scores sum q . k8 in float and apply the key's scale once.
+/// INT8 K of one kernel block, read as it is stored: k(c, j) = key(j)[c * row_stride] *
+/// scale[j], rows or panels as KeyRows. The scores sum q . k8 in float and apply the key's
+/// scale once.
 struct KeyRowsS8 {
   static constexpr bool int8 = true;
   const std::int8_t* p;
   std::size_t row_stride;
   const float* scale;
-  const std::int8_t* key(std::size_t j) const noexcept { return p + j; }
-  bool in_address_order() const noexcept { return false; }
+  std::size_t panel_stride;
+  const std::int8_t* key(std::size_t j) const noexcept {
+    return panel_stride == 0
+               ? p + j
+               : p + j / attention_kv_panel_s8 * panel_stride + j % attention_kv_panel_s8;
+  }
+  bool in_address_order() const noexcept { return panel_stride != 0; }
 };
 
-/// Float V of one kernel block: v(c, j) = p[c * row_stride + j].
+/// Float V of one kernel block: v(c, j) = p[c * row_stride + at(j)], at(j) = j.
 struct ValueRows {
   static constexpr bool int8 = false;
   const float* p;
   std::size_t row_stride;
   const float* scale;  // unused
+  static constexpr std::size_t at(std::size_t j) noexcept { return j; }
 };
 
-/// INT8 V of one kernel block: v(c, j) = p[c * row_stride + j] * scale[j]; the scale is
-/// folded into the softmax weight of key j once, not applied per element.
+/// INT8 V of one kernel block: v(c, j) = p[c * row_stride + at(j)] * scale[j], at(j) = j in
+/// rows, (j / 16) * panel_stride + j % 16 in panels (row_stride 16); the scale is folded
+/// into the softmax weight of key j once, not applied per element.
 struct ValueRowsS8 {
   static constexpr bool int8 = true;
   const std::int8_t* p;
   std::size_t row_stride;
   const float* scale;
+  std::size_t panel_stride;
+  std::size_t at(std::size_t j) const noexcept {
+    return panel_stride == 0 ? j
+                             : j / attention_kv_panel_s8 * panel_stride + j % attention_kv_panel_s8;
+  }
 };
 
 /// One float vector of keys or values from p.
@@ -390,11 +403,13 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
       // the column in address order.
       B part[3] = {B(0.0f), B(0.0f), B(0.0f)};
       for (; j0 + 4 * w <= nv; j0 += 4 * w) {
-        av[0][0] = xsimd::fma(B::load_unaligned(s[0] + j0), load_keys<A>(v[0] + j0), av[0][0]);
+        av[0][0] =
+            xsimd::fma(B::load_unaligned(s[0] + j0), load_keys<A>(v[0] + vr.at(j0)), av[0][0]);
         DYNASPARSE_UNROLL(3)
         for (std::size_t u = 0; u < 3; ++u) {
           const std::size_t ju = j0 + (u + 1) * w;
-          part[u] = xsimd::fma(B::load_unaligned(s[0] + ju), load_keys<A>(v[0] + ju), part[u]);
+          part[u] =
+              xsimd::fma(B::load_unaligned(s[0] + ju), load_keys<A>(v[0] + vr.at(ju)), part[u]);
         }
       }
       av[0][0] += (part[0] + part[1]) + part[2];
@@ -404,9 +419,10 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
     B p[R];
     DYNASPARSE_UNROLL(4)
     for (std::size_t r = 0; r < R; ++r) p[r] = B::load_unaligned(s[r] + j);
+    const std::size_t vj = vr.at(j);
     DYNASPARSE_UNROLL(8)
     for (std::size_t k = 0; k < C; ++k) {
-      B vv = load_keys<A>(v[k] + j);
+      B vv = load_keys<A>(v[k] + vj);
       keep_in_register(vv);
       DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) av[r][k] = xsimd::fma(p[r], vv, av[r][k]);
@@ -418,7 +434,7 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
     for (std::size_t r = 0; r < R; ++r) p[r] = B::load_unaligned(s[r] + nv);
     DYNASPARSE_UNROLL(8)
     for (std::size_t k = 0; k < C; ++k) {
-      const B vv = xsimd::select(in_block, load_keys<A>(v[k] + nv), B(0.0f));
+      const B vv = xsimd::select(in_block, load_keys<A>(v[k] + vr.at(nv)), B(0.0f));
       DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) av[r][k] = xsimd::fma(p[r], vv, av[r][k]);
     }
@@ -436,7 +452,7 @@ inline void attention_values_step(const VR& vr, std::size_t c, std::size_t n, st
       DYNASPARSE_UNROLL(4)
       for (std::size_t r = 0; r < R; ++r) {
         float t = 0.0f;
-        for (std::size_t j = nv; j < n; ++j) t += s[r][j] * static_cast<float>(v[k][j]);
+        for (std::size_t j = nv; j < n; ++j) t += s[r][j] * static_cast<float>(v[k][vr.at(j)]);
         accs[r][(c + k) * w] += t;
       }
     }
@@ -812,11 +828,9 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
 
     // INT8 K and V are read as stored when the tile has a group of rows or fewer (decoding):
     // dequantizing a block first costs a store and a load per element, which only pays
-    // when many rows share the block. Panels are always dequantized (into the plain
-    // layout the group kernels read); one decoding row reads them as stored, above.
+    // when many rows share the block.
     [[maybe_unused]] bool direct = false;
-    if constexpr (Int8 && has_load_s8_f32<A>())
-      direct = a.kv_padded && t1 - t0 <= g && !a.kv_panels_s8();
+    if constexpr (Int8 && has_load_s8_f32<A>()) direct = a.kv_padded && t1 - t0 <= g;
     for (std::size_t j0 = 0; j0 < tile_end; j0 += bk) {
       const std::size_t nb = std::min(bk, tile_end - j0);
       auto fold = [&](const auto& kr, const auto& vr, std::size_t r, std::size_t cnt) {
@@ -861,8 +875,9 @@ inline void attention_stream(const AttentionArgs& a, float* scratch) noexcept {
         }
         if constexpr (has_load_s8_f32<A>()) {
           if (direct) {
-            fold_tile(KeyRowsS8{a.kt_s8 + at, a.kv_stride, ks},
-                      ValueRowsS8{a.vt_s8 + at, a.kv_stride, vs});
+            const std::size_t ps = a.kv_panels_s8() ? attention_kv_panel_s8 * d : 0;
+            fold_tile(KeyRowsS8{a.kt_s8 + at, a.kv_stride, ks, ps},
+                      ValueRowsS8{a.vt_s8 + at, a.kv_stride, vs, ps});
             continue;
           }
         }
@@ -933,8 +948,8 @@ inline void attention_f32(const AttentionArgs& a, float* scratch) noexcept {
 /// widening int8 load read K and V as stored and apply the scales per score and per
 /// softmax weight; one query (lq 1) at head_dim <= 8 up to attention_decode_row_max_keys
 /// keys (at any length in INT8 panels, AttentionArgs::kv_block) sums all value columns in
-/// one pass, as attention_f32 does. Several query rows over panels dequantize each block
-/// first. The result equals attention_f32 on the dequantized K and V within the same budget.
+/// one pass, as attention_f32 does. The result equals attention_f32 on the dequantized K and
+/// V within the same budget.
 template <class Arch = arch>
 inline void attention_s8kv_f32(const AttentionArgs& a, float* scratch) noexcept {
   if constexpr (is_scalar_arch_v<Arch>) {

@@ -169,7 +169,8 @@ class KVCache {
   }
   /// Bytes allocated: max_len tokens of every sequence, plus the row padding of
   /// simd::attention_kv_stride (under 2% from a few hundred tokens on; 6% for float
-  /// blocks) and, past 256 tokens, the rest of the last block.
+  /// blocks) and, past 256 tokens, the rest of the last block; INT8 K and V in panels
+  /// (head_dim <= 8): max_len rounded up to 16 tokens.
   std::size_t bytes() const noexcept {
     return dtype_ == KVDType::F32
                ? (k_.size() + v_.size()) * sizeof(float)

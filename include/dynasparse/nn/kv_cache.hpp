@@ -79,7 +79,8 @@ inline constexpr float kv_compact_min_alpha = 1e-32f;
 ///   (AttentionArgs::k_panels);
 /// - INT8 K and V, head_dim <= 8: panels of 16 tokens, `[head_dim, 16]` each, at every
 ///   length (AttentionArgs::kv_block = simd::attention_kv_panel_s8): appending a token
-///   writes two lines per head, not head_dim; wider heads: as float V;
+///   writes the lines of one panel per head (two at head_dim 8), not head_dim lines;
+///   wider heads: as float V;
 /// - I8: a float scale per (token, head) for K and for V, in a row per head;
 /// - I8Compact: a float scale per token for K and for V, in a row per sequence, and the
 ///   4-bit codes two per byte, in a row per head.
@@ -103,8 +104,8 @@ class KVCache {
     }
     constexpr std::size_t kb = simd::attention_kv_block;
     if (dtype_ != KVDType::F32 && d_ <= 8) {
-      // Panels: a token's values of a head share two lines, which stay in L1 from one token
-      // to the next. The transposed rows gave each value its own line: 512 lines a layer at
+      // Panels: a token's values of a head share a panel's lines (two at d = 8), which stay
+      // in L1 from one token to the next. The transposed rows gave each value its own line: 512 lines a layer at
       // 32 heads of 8, and the byte stores into them took 7% of a decoding step of the
       // demo's INT8 model. Only heads of up to 8 values, which the one-pass decoding row
       // reads: wider heads decode through the several-row kernels, not measured on panels.

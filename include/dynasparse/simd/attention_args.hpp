@@ -13,7 +13,7 @@ DYNASPARSE_NAMESPACE_BEGIN
 namespace simd {
 
 /// Keys per storage block of a blocked K/V layout (AttentionArgs::kv_block is 0, a
-/// multiple of it, or attention_k_panel for INT8 panels). It is also the streaming kernel's
+/// multiple of it, or attention_kv_panel_s8 for INT8 panels). It is also the streaming kernel's
 /// block, so no kernel block straddles two storage blocks (a kernel block holds whole
 /// panels).
 inline constexpr std::size_t attention_kv_block = 256;
@@ -93,10 +93,10 @@ struct AttentionArgs {
   /// attention_naive_f32 reads the plain layout only.
   /// INT8 K and V (attention_s8kv_f32) may also come in panels: kv_block = kv_stride =
   /// attention_kv_panel_s8 (16), kv_block_stride = 16 d, so that element (c, j) is at
-  /// (j / 16) * 16 d + c * 16 + j % 16 and a token's d values of a head share two 64-byte
-  /// lines (d <= 8) instead of taking one each: appending a token to a cache then writes a
-  /// few lines, which stay in L1 for the next 15 tokens. Float K and V take 0 or a
-  /// multiple of attention_kv_block.
+  /// (j / 16) * 16 d + c * 16 + j % 16 and a token's d values of a head share the lines of
+  /// one 16 d-byte panel (two at d = 8) instead of taking one each: appending a token to a
+  /// cache then writes a few lines, which stay in L1 for the next 15 tokens. Float K and V
+  /// take 0 or a multiple of attention_kv_block.
   std::size_t kv_block = 0;
   std::size_t kv_block_stride = 0;
   /// Float K in panels of attention_k_panel (16) keys, each `[d, 16]` in one stretch:

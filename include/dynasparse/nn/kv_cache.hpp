@@ -105,10 +105,11 @@ class KVCache {
     constexpr std::size_t kb = simd::attention_kv_block;
     if (dtype_ != KVDType::F32 && d_ <= 8) {
       // Panels: a token's values of a head share a panel's lines (two at d = 8), which stay
-      // in L1 from one token to the next. The transposed rows gave each value its own line: 512 lines a layer at
-      // 32 heads of 8, and the byte stores into them took 7% of a decoding step of the
-      // demo's INT8 model. Only heads of up to 8 values, which the one-pass decoding row
-      // reads: wider heads decode through the several-row kernels, not measured on panels.
+      // in L1 from one token to the next. The transposed rows gave each value its own line:
+      // 512 lines a layer at 32 heads of 8, and the byte stores into them took 7% of a
+      // decoding step of the demo's INT8 model. Only heads of up to 8 values, which the
+      // one-pass decoding row reads: wider heads decode through the several-row kernels,
+      // not measured on panels.
       constexpr std::size_t p = simd::attention_kv_panel_s8;
       block_ = p;
       stride_ = p;

@@ -207,6 +207,14 @@ inline void expand_kv_scales(const float* scale, const std::uint8_t* code, std::
 /// Query rows whose scores and value sums share each load of K and V (register blocking).
 inline constexpr std::size_t attention_group_rows = 4;
 
+/// Offset of key j from key 0 of a kernel block: j in rows (panel_stride 0), else (j / 16) *
+/// panel_stride + j % 16 (float K panels and INT8 panels, both 16 keys wide).
+inline std::size_t panel_offset(std::size_t j, std::size_t panel_stride) noexcept {
+  static_assert(attention_kv_panel_s8 == attention_k_panel, "one panel addressing");
+  constexpr std::size_t P = attention_k_panel;
+  return panel_stride == 0 ? j : j / P * panel_stride + j % P;
+}
+
 /// Float K of one kernel block: element (c, j) at p + c * row_stride + j in the plain or
 /// blocked layout (panel_stride 0), at p + (j / 16) * panel_stride + c * 16 + j % 16 in
 /// panels (AttentionArgs::k_panels; row_stride 16).
@@ -216,10 +224,7 @@ struct KeyRows {
   std::size_t row_stride;
   std::size_t panel_stride;
   /// Row 0 of key j (a multiple of the vector width, so a vector never crosses a panel).
-  const float* key(std::size_t j) const noexcept {
-    return panel_stride == 0 ? p + j
-                             : p + j / attention_k_panel * panel_stride + j % attention_k_panel;
-  }
+  const float* key(std::size_t j) const noexcept { return p + panel_offset(j, panel_stride); }
   /// Whether one row's scores should load key vector after key vector (see
   /// attention_scores_step).
   bool in_address_order() const noexcept { return panel_stride != 0; }
@@ -234,11 +239,7 @@ struct KeyRowsS8 {
   std::size_t row_stride;
   const float* scale;
   std::size_t panel_stride;
-  const std::int8_t* key(std::size_t j) const noexcept {
-    return panel_stride == 0
-               ? p + j
-               : p + j / attention_kv_panel_s8 * panel_stride + j % attention_kv_panel_s8;
-  }
+  const std::int8_t* key(std::size_t j) const noexcept { return p + panel_offset(j, panel_stride); }
   bool in_address_order() const noexcept { return panel_stride != 0; }
 };
 
@@ -260,10 +261,7 @@ struct ValueRowsS8 {
   std::size_t row_stride;
   const float* scale;
   std::size_t panel_stride;
-  std::size_t at(std::size_t j) const noexcept {
-    return panel_stride == 0 ? j
-                             : j / attention_kv_panel_s8 * panel_stride + j % attention_kv_panel_s8;
-  }
+  std::size_t at(std::size_t j) const noexcept { return panel_offset(j, panel_stride); }
 };
 
 /// One float vector of keys or values from p.
@@ -613,44 +611,29 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
     }
     // Key vector by key vector, in address order: a paneled K panel after panel, at
     // constant offsets inside one; plain rows (float or INT8) through a pointer per row.
-    bool paneled = false;
-    if constexpr (!Int8) {
-      if (a.k_panels) {
-        paneled = true;
-        constexpr std::size_t P = attention_k_panel;
-        const float* k0 = a.kt + a.k_index(0, j0);
-        for (std::size_t jp = 0; jp < np; jp += P) {
-          const float* k = k0 + jp * D;
-          DYNASPARSE_UNROLL(4)
-          for (std::size_t v = 0; v < P / w; ++v) {
-            if (jp + v * w < np) {
-              B t = qv[0] * B::load_unaligned(k + v * w);
-              DYNASPARSE_UNROLL(8)
-              for (std::size_t c = 1; c < D; ++c)
-                t = xsimd::fma(qv[c], B::load_unaligned(k + c * P + v * w), t);
-              t.store_unaligned(s + jp + v * w);
-            }
-          }
+    const bool paneled = Int8 ? a.kv_panels_s8() : a.k_panels;
+    if (paneled) {
+      static_assert(attention_kv_panel_s8 == attention_k_panel, "one panel addressing");
+      constexpr std::size_t P = attention_k_panel;
+      const auto* k0 = [&] {
+        if constexpr (Int8) {
+          return a.kt_s8 + a.kv_index(0, j0);
+        } else {
+          return a.kt + a.k_index(0, j0);
         }
-      }
-    }
-    if constexpr (Int8) {
-      if (a.kv_panels_s8()) {
-        paneled = true;
-        constexpr std::size_t P = attention_kv_panel_s8;
-        const std::int8_t* k0 = a.kt_s8 + a.kv_index(0, j0);
-        for (std::size_t jp = 0; jp < np; jp += P) {
-          const std::int8_t* k = k0 + jp * D;
-          DYNASPARSE_UNROLL(4)
-          for (std::size_t v = 0; v < P / w; ++v) {
-            if (jp + v * w < np) {
-              const std::size_t j = jp + v * w;
-              B t = qv[0] * load_keys<A>(k + v * w);
-              DYNASPARSE_UNROLL(8)
-              for (std::size_t c = 1; c < D; ++c)
-                t = xsimd::fma(qv[c], load_keys<A>(k + c * P + v * w), t);
-              (t * B::load_unaligned(kscale + j)).store_unaligned(s + j);
-            }
+      }();
+      for (std::size_t jp = 0; jp < np; jp += P) {
+        const auto* k = k0 + jp * D;
+        DYNASPARSE_UNROLL(4)
+        for (std::size_t v = 0; v < P / w; ++v) {
+          if (jp + v * w < np) {
+            const std::size_t j = jp + v * w;
+            B t = qv[0] * load_keys<A>(k + v * w);
+            DYNASPARSE_UNROLL(8)
+            for (std::size_t c = 1; c < D; ++c)
+              t = xsimd::fma(qv[c], load_keys<A>(k + c * P + v * w), t);
+            if constexpr (Int8) t *= B::load_unaligned(kscale + j);
+            t.store_unaligned(s + j);
           }
         }
       }
@@ -717,13 +700,9 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
     // Value rows c of the key vector at j at vj + c * vs: rows kv_stride apart, or the
     // rows of a panel (INT8 panels: 16 keys' d rows in one stretch).
     auto values = [&](const auto* v0, std::size_t vs, auto panel) {
-      constexpr std::size_t P = attention_kv_panel_s8;
+      // The panel stride a compile-time constant, so no branch per vector.
       auto at = [&](std::size_t j) {
-        if constexpr (decltype(panel)::value) {
-          return v0 + j / P * (P * D) + j % P;
-        } else {
-          return v0 + j;
-        }
+        return v0 + (decltype(panel)::value ? panel_offset(j, attention_kv_panel_s8 * D) : j);
       };
       for (std::size_t j = 0; j < nv; j += w) {
         const B e = weight(j);

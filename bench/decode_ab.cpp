@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -111,22 +112,8 @@ double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
-}  // namespace
 
-// decode_ab MODELS_DIR VARIANT THREADS PAIRS
-int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: %s MODELS_DIR VARIANT THREADS PAIRS\n", argv[0]);
-    return 2;
-  }
-  const char* models = argv[1];
-  const char* variant = argv[2];
-  const int threads = std::atoi(argv[3]);
-  const int pairs = std::atoi(argv[4]);
-  if (threads < 1 || pairs < 1) {
-    std::fprintf(stderr, "decode_ab: THREADS and PAIRS must be positive\n");
-    return 2;
-  }
+int compare(const char* models, const char* variant, int threads, int pairs) {
   std::vector<float> la(256), lb(256);  // the byte-level models' vocabulary
   // Loads both models and warms caches, pools and page tables before anything is timed.
   for (int i = 0; i < 10; ++i) {
@@ -158,6 +145,36 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < la.size(); ++i) diff = std::max(diff, std::abs(lb[i] - la[i]));
   std::printf("last step's logits: max |B - A| = %g\n", static_cast<double>(diff));
   return 0;
+}
+}  // namespace
+
+// decode_ab MODELS_DIR VARIANT THREADS PAIRS
+int main(int argc, char** argv) {
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: %s MODELS_DIR VARIANT THREADS PAIRS\n", argv[0]);
+    return 2;
+  }
+  const char* models = argv[1];
+  const char* variant = argv[2];
+  const int threads = std::atoi(argv[3]);
+  const int pairs = std::atoi(argv[4]);
+  if (threads < 1 || pairs < 1) {
+    std::fprintf(stderr, "decode_ab: THREADS and PAIRS must be positive\n");
+    return 2;
+  }
+  const std::vector<std::string> variants = {
+      "fp32_dense",    "fp32_sparse70",          "int8_dense",
+      "int8_sparse70", "int8_sparse70_int8head", "int8_sparse70_int8head_i8kv"};
+  if (std::find(variants.begin(), variants.end(), variant) == variants.end()) {
+    std::fprintf(stderr, "decode_ab: unknown variant '%s' (one of BM_ModelDecode's)\n", variant);
+    return 2;
+  }
+  try {
+    return compare(models, variant, threads, pairs);
+  } catch (const std::exception& e) {  // a missing or unreadable model file, say
+    std::fprintf(stderr, "decode_ab: %s\n", e.what());
+    return 1;
+  }
 }
 
 #endif

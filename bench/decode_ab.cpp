@@ -16,12 +16,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "model_variants.hpp"
+
 #ifndef DECODE_AB_MAIN
 #include <fstream>
-#include <iterator>
 #include <memory>
 
 #include "dynasparse/dynasparse.hpp"
@@ -32,7 +34,7 @@
 
 namespace {
 
-constexpr std::size_t kPrompt = 128, kSteps = 64;
+constexpr std::size_t kPrompt = bench_models::prompt_bytes, kSteps = bench_models::decode_bytes;
 constexpr int kCopies = 4;  // see DECODE_AB_SIDE
 
 struct Decoder {
@@ -42,16 +44,12 @@ struct Decoder {
   std::vector<float> logits;
 };
 
-// The variant names of BM_ModelDecode: fp32_dense, fp32_sparse70, int8_dense, int8_sparse70,
-// int8_sparse70_int8head, int8_sparse70_int8head_i8kv.
 std::unique_ptr<Decoder> load(const std::string& models, const std::string& variant) {
+  const bench_models::Variant var = bench_models::parse_variant(variant);
   dynasparse::LoadOptions o;
-  o.int8 = variant.rfind("int8", 0) == 0;
-  o.int8_head = variant.find("_int8head") != std::string::npos;
-  const bool sparse = variant.find("sparse70") != std::string::npos;
-  const bool i8kv = variant.find("_i8kv") != std::string::npos;
-  auto m = dynasparse::Model::load(
-      models + (sparse ? "/fortunes_sparse70.safetensors" : "/fortunes_dense.safetensors"), o);
+  o.int8 = var.int8;
+  o.int8_head = var.int8_head;
+  auto m = dynasparse::Model::load(models + var.file(), o);
   std::ifstream in(models + "/fortunes_heldout.txt", std::ios::binary);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (text.size() < kPrompt + kSteps) {
@@ -66,7 +64,7 @@ std::unique_ptr<Decoder> load(const std::string& models, const std::string& vari
   }
   auto ids = dynasparse::ByteTokenizer::encode(text.substr(0, kPrompt + kSteps));
   auto s = m.new_session(kPrompt + kSteps,
-                         i8kv ? dynasparse::nn::KVDType::I8 : dynasparse::nn::KVDType::F32);
+                         var.i8kv ? dynasparse::nn::KVDType::I8 : dynasparse::nn::KVDType::F32);
   std::vector<float> logits(kPrompt * m.vocab());
   return std::make_unique<Decoder>(
       Decoder{std::move(m), std::move(s), std::move(ids), std::move(logits)});
@@ -162,10 +160,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "decode_ab: THREADS and PAIRS must be positive\n");
     return 2;
   }
-  const std::vector<std::string> variants = {
-      "fp32_dense",    "fp32_sparse70",          "int8_dense",
-      "int8_sparse70", "int8_sparse70_int8head", "int8_sparse70_int8head_i8kv"};
-  if (std::find(variants.begin(), variants.end(), variant) == variants.end()) {
+  if (std::none_of(std::begin(bench_models::variants), std::end(bench_models::variants),
+                   [&](const char* known) { return std::string(known) == variant; })) {
     std::fprintf(stderr, "decode_ab: unknown variant '%s' (one of BM_ModelDecode's)\n", variant);
     return 2;
   }

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "model_variants.hpp"
 #include <benchmark/benchmark.h>
 
 #include "dynasparse/dynasparse.hpp"
@@ -40,7 +41,8 @@ namespace {
 
 namespace dsm = dynasparse;
 
-constexpr std::size_t kModelPrompt = 128, kModelDecode = 64;
+constexpr std::size_t kModelPrompt = bench_models::prompt_bytes,
+                      kModelDecode = bench_models::decode_bytes;
 
 const std::vector<std::int32_t>& model_text() {
   static const std::vector<std::int32_t> ids = [] {
@@ -62,14 +64,12 @@ const dsm::Model& model_variant(const std::string& variant) {
   static std::map<std::string, std::unique_ptr<dsm::Model>> cache;
   auto& slot = cache[variant];
   if (!slot) {
-    const bool sparse = variant.find("sparse70") != std::string::npos;
+    const bench_models::Variant v = bench_models::parse_variant(variant);
     dsm::LoadOptions o;
-    o.int8 = variant.rfind("int8", 0) == 0;
-    o.int8_head = variant.find("_int8head") != std::string::npos;
-    const std::string file =
-        std::string(DYNASPARSE_BENCH_MODELS) +
-        (sparse ? "/fortunes_sparse70.safetensors" : "/fortunes_dense.safetensors");
-    slot = std::make_unique<dsm::Model>(dsm::Model::load(file, o));
+    o.int8 = v.int8;
+    o.int8_head = v.int8_head;
+    slot = std::make_unique<dsm::Model>(
+        dsm::Model::load(std::string(DYNASPARSE_BENCH_MODELS) + v.file(), o));
   }
   return *slot;
 }
@@ -81,7 +81,7 @@ void bm_model_decode(benchmark::State& state, const std::string& variant, int th
   const std::size_t v = m.vocab();
   std::vector<float> logits(kModelPrompt * v);
   // One session reused, as a server reuses its sessions (a fresh one would time page faults).
-  const bool i8kv = variant.find("_i8kv") != std::string::npos;
+  const bool i8kv = bench_models::parse_variant(variant).i8kv;
   dsm::Session s = m.new_session(kModelPrompt + kModelDecode,
                                  i8kv ? dsm::nn::KVDType::I8 : dsm::nn::KVDType::F32);
   double total = 0;
@@ -141,8 +141,7 @@ void bm_model_linears(benchmark::State& state, const std::string& variant) {
 }
 
 const bool model_registered = [] {
-  for (const char* variant : {"fp32_dense", "fp32_sparse70", "int8_dense", "int8_sparse70",
-                              "int8_sparse70_int8head", "int8_sparse70_int8head_i8kv"}) {
+  for (const char* variant : bench_models::variants) {
     for (int t : {1, 2}) {
       const std::string name =
           std::string("BM_ModelDecode/") + variant + "/threads:" + std::to_string(t);

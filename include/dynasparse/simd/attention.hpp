@@ -613,8 +613,7 @@ inline void attention_decode_row(const AttentionArgs& a, float* s, float* ksc = 
     // constant offsets inside one; plain rows (float or INT8) through a pointer per row.
     const bool paneled = Int8 ? a.kv_panels_s8() : a.k_panels;
     if (paneled) {
-      static_assert(attention_kv_panel_s8 == attention_k_panel, "one panel addressing");
-      constexpr std::size_t P = attention_k_panel;
+      constexpr std::size_t P = attention_k_panel;  // attention_kv_panel_s8 too (panel_offset)
       const auto* k0 = [&] {
         if constexpr (Int8) {
           return a.kt_s8 + a.kv_index(0, j0);
